@@ -1,0 +1,1 @@
+"""Data layer: canonical schema, readers, cleaning with quarantine, splits, synthetic store."""

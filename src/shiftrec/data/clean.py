@@ -1,0 +1,150 @@
+"""Cleaning with counted rules and quarantine; accounting: rows_in = accepted + quarantined + filtered."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shiftrec.data.readers._common import ReadResult, empty_quarantine
+from shiftrec.data.schema import Dataset
+from shiftrec.manifest import make_manifest, write_json
+
+
+class DedupMode(enum.StrEnum):
+    NONE = "none"
+    EXACT = "exact"  # identical user, item, timestamp, event type, value and domain
+    USER_ITEM = "user_item"  # keep the first event of each (user, item, domain)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    dedup: DedupMode = DedupMode.EXACT
+    min_time: str = "1990-01-01"
+    max_time: str | None = None  # default: now + 1 day
+    drop_unknown_items: bool = True  # only where the domain has a catalogue
+    bot_max_events_per_minute: int | None = None  # None disables the burst rule
+    kcore_user: int = 0
+    kcore_item: int = 0
+    keep_filtered_rows: bool = True
+
+
+UNISREC_CLEAN = CleanConfig(dedup=DedupMode.EXACT, kcore_user=5, kcore_item=5)
+
+FILTER_COLS = ["user_id", "item_id", "timestamp", "event_type", "domain"]
+
+
+def _ts(s: str) -> datetime:
+    return datetime.fromisoformat(s).replace(tzinfo=UTC) if "+" not in s else datetime.fromisoformat(s)
+
+
+def kcore(events: pl.DataFrame, k_user: int, k_item: int) -> tuple[pl.DataFrame, int]:
+    """Iterative k-core: repeat until every user has >= k_user and every item >= k_item events."""
+    iters = 0
+    while True:
+        n = events.height
+        if k_user > 0:
+            events = events.filter(pl.len().over("user_id") >= k_user)
+        if k_item > 0:
+            events = events.filter(pl.len().over("domain", "item_id") >= k_item)
+        iters += 1
+        if events.height == n:
+            return events, iters
+
+
+def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset"
+          ) -> tuple[Dataset, dict[str, Any], pl.DataFrame]:
+    """Apply the cleaning rules in order. Returns (dataset, report, filtered_rows)."""
+    cfg = cfg or CleanConfig()
+    ev = read.events
+    filtered = dict(read.filtered)
+    removed: list[pl.DataFrame] = []
+    if read.filtered_rows is not None and cfg.keep_filtered_rows:
+        removed.append(read.filtered_rows.with_columns(pl.all().cast(pl.String)))
+
+    def apply(rule: str, keep: pl.Expr | pl.Series) -> None:
+        nonlocal ev
+        mask = ev.select(keep.alias("k")).to_series() if isinstance(keep, pl.Expr) else keep
+        mask = mask.fill_null(False)
+        n_drop = int(ev.height - mask.sum())
+        filtered[rule] = filtered.get(rule, 0) + n_drop
+        if n_drop and cfg.keep_filtered_rows:
+            removed.append(ev.filter(~mask).select(FILTER_COLS).with_columns(
+                pl.all().cast(pl.String), pl.lit(rule).alias("rule")))
+        if n_drop:
+            ev = ev.filter(mask)
+
+    apply("missing_user_id", pl.col("user_id").is_not_null() & (pl.col("user_id") != ""))
+    apply("missing_item_id", pl.col("item_id").is_not_null() & (pl.col("item_id") != ""))
+    lo = _ts(cfg.min_time)
+    hi = _ts(cfg.max_time) if cfg.max_time else datetime.now(UTC) + timedelta(days=1)
+    apply("timestamp_out_of_range", pl.col("timestamp").is_between(lo, hi))
+    if cfg.dedup == DedupMode.EXACT:
+        apply("duplicate", ev.select(pl.struct("user_id", "item_id", "timestamp", "event_type", "value",
+                                               "domain").is_first_distinct()).to_series())
+    elif cfg.dedup == DedupMode.USER_ITEM:
+        apply("duplicate", ev.select(pl.struct("user_id", "item_id", "domain").is_first_distinct()).to_series())
+    if cfg.drop_unknown_items and read.items.height:
+        cat_domains = read.items["domain"].unique()
+        known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
+        flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
+                                                   maintain_order="left")
+        keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
+        apply("unknown_item", keep)
+    if cfg.bot_max_events_per_minute:
+        per_min = ev.group_by("user_id", pl.col("timestamp").dt.truncate("1m")).len()
+        bots = per_min.filter(pl.col("len") > cfg.bot_max_events_per_minute)["user_id"].unique()
+        apply("bot_burst", ~pl.col("user_id").is_in(bots.implode()))
+    iters = 0
+    if cfg.kcore_user or cfg.kcore_item:
+        before = ev.with_row_index("__i")
+        kept, iters = kcore(before, cfg.kcore_user, cfg.kcore_item)
+        mask = pl.Series(values=[False] * before.height, dtype=pl.Boolean).scatter(kept["__i"], True) \
+            if kept.height else pl.Series([False] * before.height)
+        apply("kcore", mask)
+
+    ev = ev.sort("user_id", "timestamp", maintain_order=True)
+    used = ev.select("domain", "item_id").unique()
+    items = read.items.join(used, on=["domain", "item_id"], how="semi", maintain_order="left")
+    ds = Dataset(events=ev, items=items, name=name, meta=read.meta)
+    q = read.quarantine
+    report = {
+        "name": name,
+        "sources": read.sources,
+        "rows_in": read.rows_in,
+        "accepted": ev.height,
+        "quarantined": q.height,
+        "filtered_by_rule": filtered,
+        "filtered_total": sum(filtered.values()),
+        "balanced": read.rows_in == ev.height + q.height + sum(filtered.values()),
+        "kcore_iterations": iters,
+        "catalogue": {"items_in": read.items.height, "items_kept": items.height,
+                      "items_quarantined": 0 if read.items_quarantine is None else read.items_quarantine.height},
+        "quarantine_reasons": (q.group_by("reason").len().sort("len", descending=True)
+                               .rows() if q.height else []),
+        "summary": ds.summary(),
+        "config": {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in cfg.__dict__.items()},
+    }
+    fr = pl.concat(removed, how="diagonal_relaxed") if removed else pl.DataFrame()
+    return ds, report, fr
+
+
+def write_outputs(out_dir: str | Path, ds: Dataset, report: dict[str, Any], read: ReadResult,
+                  filtered_rows: pl.DataFrame) -> Path:
+    """Dataset (events/items parquet + manifest), quarantine.parquet, filtered.parquet, ingest_report.json."""
+    out = Path(out_dir)
+    ds.save(out, extra={"ingest": {k: report[k] for k in ("rows_in", "accepted", "quarantined",
+                                                           "filtered_by_rule", "sources")}})
+    q = read.quarantine.with_columns(pl.lit("event").alias("kind"))
+    if read.items_quarantine is not None and read.items_quarantine.height:
+        q = pl.concat([q, read.items_quarantine.with_columns(pl.lit("item").alias("kind"))])
+    (q if q.height else empty_quarantine().with_columns(pl.lit("event").alias("kind"))
+     ).write_parquet(out / "quarantine.parquet")
+    if filtered_rows.height:
+        filtered_rows.write_parquet(out / "filtered.parquet")
+    write_json(out / "ingest_report.json", make_manifest("ingest_report", **report))
+    return out

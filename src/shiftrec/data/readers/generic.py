@@ -1,0 +1,245 @@
+"""Generic reader: CSV, Parquet or JSONL with a column mapping (CLI flags or YAML)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from shiftrec.data.readers._common import (
+    ReadResult,
+    check_file,
+    finish,
+    parse_timestamp,
+    quarantine_rows,
+    raise_invalid_utf8,
+    require_columns,
+)
+from shiftrec.data.schema import EVENT_TYPES, TS_DTYPE, conform_items, empty_items
+from shiftrec.errors import InputError
+
+EVENT_SYNONYMS = {
+    "view": "view", "click": "view", "pv": "view", "detail": "view", "impression": "view",
+    "cart": "cart", "addtocart": "cart", "add_to_cart": "cart", "add-to-cart": "cart",
+    "purchase": "purchase", "buy": "purchase", "transaction": "purchase", "order": "purchase",
+    "rating": "rating", "rate": "rating", "review": "review",
+}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which source column holds each canonical field (None = absent)."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    timestamp: str = "timestamp"
+    event_type: str | None = None
+    value: str | None = None
+    domain: str | None = None
+    session_id: str | None = None
+    timestamp_unit: str = "auto"  # auto | s | ms | iso | strftime format
+    default_event_type: str = "purchase"
+    default_domain: str = "default"
+
+
+@dataclass(frozen=True)
+class ItemColumnMap:
+    item_id: str = "item_id"
+    title: str | None = "title"
+    category: str | None = None
+    brand: str | None = None
+    description: str | None = None
+    price: str | None = None
+    domain: str | None = None
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".parquet", "parquet"), (".pq", "parquet"),
+                     (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")):
+        if name.endswith(ext):
+            return fmt
+    raise InputError("unknown file format (expected .csv, .tsv, .parquet, .jsonl, optionally .gz)",
+                     path=path)
+
+
+def read_frame(path: str | Path, fmt: str | None = None) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Read a whole table with a 1-based `__row` column; malformed JSON lines are quarantined."""
+    p = check_file(path)
+    fmt = fmt or detect_format(p)
+    if fmt in ("csv", "tsv"):
+        sep = "\t" if fmt == "tsv" else ","
+        try:
+            df = pl.read_csv(p, infer_schema=False, separator=sep, quote_char='"',
+                             truncate_ragged_lines=False)
+        except pl.exceptions.ComputeError as e:
+            msg = str(e)
+            if "utf-8" in msg.lower() or "utf8" in msg.lower():
+                raise_invalid_utf8(p, sep)
+            raise InputError(f"cannot parse as {fmt.upper()}: {msg.splitlines()[0]}", path=p) from None
+        except pl.exceptions.NoDataError:
+            raise InputError("file is empty", path=p) from None
+        if df.height == 0:
+            raise InputError("file has a header but no rows", path=p)
+        return df.with_row_index("__row", offset=1), []
+    if fmt == "parquet":
+        try:
+            df = pl.read_parquet(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow/polars raise many types
+            raise InputError(f"cannot read as Parquet: {str(e).splitlines()[0]}", path=p) from None
+        if df.height == 0:
+            raise InputError("file has no rows", path=p)
+        return df.with_row_index("__row", offset=1), []
+    if fmt == "jsonl":
+        return _read_jsonl(p)
+    raise InputError(f"unsupported format '{fmt}'", path=p)
+
+
+def _read_jsonl(p: Path) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    import gzip
+
+    opener = gzip.open if p.suffix == ".gz" else open
+    rows, bad_rows, bad_raw, bad_reason = [], [], [], []
+    with opener(p, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"invalid UTF-8 (byte {e.start} of line {lineno})", path=p,
+                                 row=lineno) from None
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                bad_rows.append(lineno)
+                bad_raw.append(text[:2000].rstrip("\n"))
+                bad_reason.append(f"malformed JSON: {str(e).splitlines()[0]}")
+                continue
+            obj["__row"] = lineno
+            rows.append(obj)
+    if not rows and not bad_rows:
+        raise InputError("file is empty", path=p)
+    if not rows:
+        raise InputError(f"no valid JSON line ({bad_reason[0]})", path=p, row=bad_rows[0])
+    df = pl.from_dicts(rows, infer_schema_length=None)
+    q = pl.DataFrame({"source_file": [str(p)] * len(bad_rows), "row": bad_rows,
+                      "column": [None] * len(bad_rows), "reason": bad_reason, "raw": bad_raw},
+                     schema={"source_file": pl.String, "row": pl.Int64, "column": pl.String,
+                             "reason": pl.String, "raw": pl.String})
+    return df, [q]
+
+
+def _ts_expr(df: pl.DataFrame, col: str, unit: str) -> pl.Expr:
+    dtype = df.schema[col]
+    if isinstance(dtype, pl.Datetime):
+        e = pl.col(col)
+        e = e.dt.replace_time_zone("UTC") if dtype.time_zone is None else e.dt.convert_time_zone("UTC")
+        return e.cast(TS_DTYPE)
+    if isinstance(dtype, pl.Date):
+        return pl.col(col).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return parse_timestamp(pl.col(col), unit)
+
+
+def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
+               max_bad_fraction: float = 0.5) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Map source columns to canonical events; quarantine rows whose fields fail to parse."""
+    path = Path(source)
+    required = [cmap.user_id, cmap.item_id, cmap.timestamp]
+    optional = [c for c in (cmap.event_type, cmap.value, cmap.domain, cmap.session_id) if c]
+    require_columns(path, [c for c in df.columns if c != "__row"], required + optional)
+
+    def as_str(c: str) -> pl.Expr:
+        return pl.col(c).cast(pl.String).str.strip_chars()
+
+    exprs = [
+        pl.col("__row"),
+        as_str(cmap.user_id).alias("user_id"),
+        as_str(cmap.item_id).alias("item_id"),
+        _ts_expr(df, cmap.timestamp, cmap.timestamp_unit).alias("timestamp"),
+        pl.col(cmap.timestamp).is_not_null().alias("__ts_present"),
+    ]
+    if cmap.event_type:
+        low = as_str(cmap.event_type).str.to_lowercase()
+        exprs.append(low.replace_strict(EVENT_SYNONYMS, default=None).alias("event_type"))
+        exprs.append(low.alias("__et_raw"))
+    else:
+        exprs.append(pl.lit(cmap.default_event_type).alias("event_type"))
+    if cmap.value:
+        exprs.append(pl.col(cmap.value).cast(pl.String).str.strip_chars()
+                     .cast(pl.Float64, strict=False).alias("value"))
+        exprs.append(pl.col(cmap.value).is_not_null().alias("__val_present"))
+    exprs.append((as_str(cmap.domain).fill_null(cmap.default_domain) if cmap.domain
+                  else pl.lit(cmap.default_domain)).alias("domain"))
+    if cmap.session_id:
+        exprs.append(as_str(cmap.session_id).alias("session_id"))
+    out = df.select(exprs)
+    raw = df  # keep raw values for quarantine
+
+    bad_masks: list[tuple[pl.Expr, str, str]] = [
+        (pl.col("__ts_present") & pl.col("timestamp").is_null(), cmap.timestamp,
+         "unparseable timestamp"),
+    ]
+    if cmap.event_type:
+        bad_masks.append((pl.col("__et_raw").is_not_null() & pl.col("event_type").is_null(),
+                          cmap.event_type, f"unknown event type (valid: {', '.join(EVENT_TYPES)})"))
+    if cmap.value:
+        bad_masks.append((pl.col("__val_present") & pl.col("value").is_null(), cmap.value,
+                          "value is not a number"))
+    quarantine = []
+    any_bad = pl.lit(False)
+    flags = out.select([m.alias(f"__bad{i}") for i, (m, _, _) in enumerate(bad_masks)])
+    joined = raw.hstack(flags)
+    for i, (_, col, reason) in enumerate(bad_masks):
+        q = quarantine_rows(joined.drop([c for c in joined.columns if c.startswith("__bad")]
+                                        ).with_columns(flags[f"__bad{i}"]).rename({f"__bad{i}": "__m"}),
+                            pl.col("__m") & ~pl.any_horizontal(
+                                [pl.lit(False)] + [joined[f"__bad{j}"] for j in range(i)]),
+                            source, col, reason)
+        quarantine.append(q)
+        any_bad = any_bad | pl.col(f"__bad{i}")
+    n_bad = sum(q.height for q in quarantine)
+    if n_bad and (n_bad == df.height or n_bad / df.height > max_bad_fraction):
+        first = min((q for q in quarantine if q.height), key=lambda q: q["row"][0])
+        raise InputError(f"{first['reason'][0]} (value {json.loads(first['raw'][0]).get(first['column'][0])!r}; "
+                         f"{n_bad} of {df.height} rows bad, check the format/mapping)",
+                         path=path, row=int(first["row"][0]), column=first["column"][0])
+    good = out.hstack(flags).filter(~any_bad)
+    return good.drop([c for c in good.columns if c.startswith("__")]), quarantine
+
+
+def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain: str) -> pl.DataFrame:
+    path = Path(source)
+    require_columns(path, df.columns, [imap.item_id])
+    exprs = [pl.col(imap.item_id).cast(pl.String).str.strip_chars().alias("item_id")]
+    for canon in ("title", "category", "brand", "description"):
+        src = getattr(imap, canon)
+        if src and src in df.columns:
+            exprs.append(pl.col(src).cast(pl.String).alias(canon))
+    if imap.price and imap.price in df.columns:
+        exprs.append(pl.col(imap.price).cast(pl.String).str.replace_all(r"[$,£€\s]", "")
+                     .cast(pl.Float64, strict=False).alias("price"))
+    exprs.append((pl.col(imap.domain).cast(pl.String) if imap.domain and imap.domain in df.columns
+                  else pl.lit(default_domain)).alias("domain"))
+    return conform_items(df.select(exprs).filter(pl.col("item_id").is_not_null())
+                         .unique(["domain", "item_id"], keep="first", maintain_order=True))
+
+
+def read_generic(events_path: str | Path, cmap: ColumnMap | None = None,
+                 items_path: str | Path | None = None, imap: ItemColumnMap | None = None,
+                 fmt: str | None = None) -> ReadResult:
+    cmap = cmap or ColumnMap()
+    df, q = read_frame(events_path, fmt)
+    rows_in = df.height + sum(x.height for x in q)
+    events, q2 = map_events(df, cmap, str(events_path))
+    items = empty_items()
+    sources = [str(events_path)]
+    if items_path is not None:
+        idf, _ = read_frame(items_path)
+        items = map_items(idf, imap or ItemColumnMap(), str(items_path), cmap.default_domain)
+        sources.append(str(items_path))
+    return finish(events, items, q + q2, rows_in, sources)

@@ -1,0 +1,143 @@
+"""The canonical schema: events and items as Polars frames, saved as Parquet + JSON manifest."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shiftrec import SCHEMA_VERSION
+from shiftrec.errors import InputError
+from shiftrec.manifest import fingerprint_frame, make_manifest, read_json, write_json
+
+
+class EventType(enum.StrEnum):
+    VIEW = "view"
+    CART = "cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+    REVIEW = "review"
+
+
+EVENT_TYPES = [e.value for e in EventType]
+EVENT_TYPE_DTYPE = pl.Enum(EVENT_TYPES)
+TS_DTYPE = pl.Datetime("us", "UTC")
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "timestamp": TS_DTYPE,
+    "event_type": EVENT_TYPE_DTYPE,
+    "value": pl.Float64(),
+    "domain": pl.String(),
+    "session_id": pl.String(),
+}
+EVENT_REQUIRED = ("user_id", "item_id", "timestamp")
+
+ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "domain": pl.String(),
+    "title": pl.String(),
+    "category": pl.String(),  # path joined with " > "
+    "brand": pl.String(),
+    "description": pl.String(),
+    "price": pl.Float64(),
+}
+CATEGORY_SEP = " > "
+
+
+def conform_events(df: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Add missing optional columns as nulls, cast, and order columns canonically."""
+    lf = df.lazy()
+    have = set(lf.collect_schema().names())
+    exprs = []
+    for name, dtype in EVENT_SCHEMA.items():
+        if name in have:
+            exprs.append(pl.col(name).cast(dtype))
+        else:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+    return lf.select(exprs)
+
+
+def conform_items(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    lf = df.lazy()
+    have = set(lf.collect_schema().names())
+    exprs = []
+    for name, dtype in ITEM_SCHEMA.items():
+        if name in have:
+            exprs.append(pl.col(name).cast(dtype))
+        else:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+    return lf.select(exprs).collect()
+
+
+def empty_items() -> pl.DataFrame:
+    return pl.DataFrame(schema=ITEM_SCHEMA)
+
+
+@dataclass
+class Dataset:
+    """A clean canonical dataset: events (sorted by user, time) and an item catalogue."""
+
+    events: pl.DataFrame
+    items: pl.DataFrame
+    name: str = "dataset"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.events["domain"].unique().drop_nulls().to_list())
+
+    def fingerprint(self) -> str:
+        return fingerprint_frame(self.events.select("user_id", "item_id", "timestamp", "domain"))
+
+    def summary(self) -> dict[str, Any]:
+        ev = self.events
+        ts = ev["timestamp"]
+        return {
+            "users": ev["user_id"].n_unique(),
+            "items": ev.select("domain", "item_id").n_unique() if ev.height else 0,
+            "events": ev.height,
+            "domains": self.domains,
+            "time_span": [str(ts.min()), str(ts.max())] if ev.height else None,
+            "catalogue_items": self.items.height,
+        }
+
+    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.events.write_parquet(out / "events.parquet")
+        self.items.write_parquet(out / "items.parquet")
+        manifest = make_manifest(
+            "dataset", name=self.name, schema_version=SCHEMA_VERSION,
+            fingerprint=self.fingerprint(), counts=self.summary(), meta=self.meta, **(extra or {}))
+        write_json(out / "manifest.json", manifest)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        p = Path(path)
+        mpath = p / "manifest.json"
+        if not mpath.exists():
+            raise InputError("not a shiftrec dataset folder (manifest.json missing)", path=p)
+        man = read_json(mpath)
+        if man.get("kind") != "dataset":
+            raise InputError(f"manifest kind is '{man.get('kind')}', expected 'dataset'", path=mpath)
+        if man.get("schema_version") != SCHEMA_VERSION:
+            raise InputError(
+                f"schema version {man.get('schema_version')} != supported {SCHEMA_VERSION}",
+                path=mpath)
+        events = pl.read_parquet(p / "events.parquet")
+        items = pl.read_parquet(p / "items.parquet")
+        for name, dtype in EVENT_SCHEMA.items():
+            if events.schema.get(name) != dtype:
+                raise InputError(f"events column has dtype {events.schema.get(name)}, expected {dtype}",
+                                 path=p / "events.parquet", column=name)
+        ds = cls(events=events, items=items, name=man.get("name", p.name), meta=man.get("meta", {}))
+        if ds.fingerprint() != man.get("fingerprint"):
+            raise InputError("content fingerprint does not match manifest (file changed?)",
+                             path=p / "events.parquet")
+        return ds

@@ -1,0 +1,270 @@
+"""Splits: leave-one-out (UniSRec), global temporal, cross-domain. Arrays + npz + manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from shiftrec.data.schema import Dataset
+from shiftrec.errors import ArtifactError, InputError
+from shiftrec.manifest import make_manifest, read_json, write_json
+
+MAX_LEN = 50
+PAD = 0
+
+
+@dataclass
+class IdMap:
+    """One id map per domain: item key 'domain/item_id' <-> dense index (0 is padding)."""
+
+    keys: np.ndarray  # object array of "domain/item_id", keys[0] == "<pad>"
+
+    @classmethod
+    def from_frame(cls, items: pl.DataFrame) -> IdMap:
+        k = items.select((pl.col("domain") + "/" + pl.col("item_id")).alias("k"))["k"].to_list()
+        return cls(np.array(["<pad>", *k], dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.keys) - 1
+
+    def index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def frame(self) -> pl.DataFrame:
+        """domain, item_id, idx for every real item."""
+        parts = [k.split("/", 1) for k in self.keys[1:]]
+        return pl.DataFrame({"domain": [p[0] for p in parts], "item_id": [p[1] for p in parts],
+                             "idx": np.arange(1, len(self.keys), dtype=np.int64)})
+
+
+@dataclass
+class Seqs:
+    """Ragged int sequences in CSR form (indptr, values) with aligned unix-second times."""
+
+    indptr: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.items[self.indptr[i]:self.indptr[i + 1]]
+
+    def times_of(self, i: int) -> np.ndarray:
+        return self.times[self.indptr[i]:self.indptr[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def to_list(self) -> list[np.ndarray]:
+        return [self[i] for i in range(len(self))]
+
+    @classmethod
+    def from_lists(cls, seqs: list[np.ndarray], times: list[np.ndarray] | None = None) -> Seqs:
+        lens = np.array([len(s) for s in seqs], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        items = np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, np.int64)
+        t = (np.concatenate(times).astype(np.int64) if times is not None and seqs
+             else np.zeros_like(items))
+        return cls(indptr, items, t)
+
+
+@dataclass
+class EvalSet:
+    """Users to evaluate: their history (cut to the last max_len) and one target each."""
+
+    users: np.ndarray  # index into SeqSplit.user_ids
+    history: Seqs
+    target: np.ndarray
+    target_time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class SeqSplit:
+    name: str
+    kind: str
+    item_map: IdMap
+    user_ids: np.ndarray
+    train: Seqs  # one training sequence per user (aligned with user_ids), uncut
+    valid: EvalSet
+    test: EvalSet
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return self.item_map.n_items
+
+    def save(self, out_dir: str | Path, manifest_extra: dict[str, Any] | None = None) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "item_keys": self.item_map.keys.astype(str), "user_ids": self.user_ids.astype(str),
+            "train_indptr": self.train.indptr, "train_items": self.train.items,
+            "train_times": self.train.times}
+        for nm, es in (("valid", self.valid), ("test", self.test)):
+            arrays |= {f"{nm}_users": es.users, f"{nm}_indptr": es.history.indptr,
+                       f"{nm}_items": es.history.items, f"{nm}_times": es.history.times,
+                       f"{nm}_target": es.target, f"{nm}_target_time": es.target_time}
+        np.savez_compressed(out / "split.npz", **arrays)
+        write_json(out / "split.json", make_manifest(
+            "split", name=self.name, split_kind=self.kind, n_users=len(self.user_ids),
+            n_items=self.n_items, n_valid=len(self.valid), n_test=len(self.test),
+            meta=self.meta, **(manifest_extra or {})))
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> SeqSplit:
+        p = Path(path)
+        if not (p / "split.json").exists():
+            raise ArtifactError("not a split folder (split.json missing)", path=p)
+        man = read_json(p / "split.json")
+        z = np.load(p / "split.npz", allow_pickle=False)
+
+        def es(nm: str) -> EvalSet:
+            return EvalSet(z[f"{nm}_users"], Seqs(z[f"{nm}_indptr"], z[f"{nm}_items"], z[f"{nm}_times"]),
+                           z[f"{nm}_target"], z[f"{nm}_target_time"])
+
+        return cls(name=man["name"], kind=man["split_kind"],
+                   item_map=IdMap(z["item_keys"].astype(object)), user_ids=z["user_ids"].astype(object),
+                   train=Seqs(z["train_indptr"], z["train_items"], z["train_times"]),
+                   valid=es("valid"), test=es("test"), meta=man.get("meta", {}))
+
+
+def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:
+    ev = ds.events
+    if item_map is None:
+        # index every item seen in events (first appearance order), plus catalogue-only items
+        seen = ev.select("domain", "item_id").unique(maintain_order=True)
+        cat = ds.items.select("domain", "item_id").join(seen, on=["domain", "item_id"], how="anti")
+        item_map = IdMap.from_frame(pl.concat([seen, cat]))
+    idx = item_map.frame()
+    out = (ev.select("user_id", "domain", "item_id",
+                     pl.col("timestamp").dt.epoch("s").alias("t"))
+           .join(idx, on=["domain", "item_id"], how="left", maintain_order="left"))
+    if out["idx"].null_count():
+        raise InputError(f"{out['idx'].null_count()} events refer to items missing from the id map")
+    return out, item_map
+
+
+def _group(df: pl.DataFrame) -> tuple[np.ndarray, Seqs]:
+    """df sorted by user then time -> (user ids, Seqs)."""
+    users = df["user_id"].to_numpy()
+    change = np.ones(len(users), dtype=bool)
+    if len(users) > 1:
+        change[1:] = users[1:] != users[:-1]
+    starts = np.flatnonzero(change)
+    indptr = np.concatenate([starts, [len(users)]]).astype(np.int64)
+    return users[starts].astype(object), Seqs(indptr, df["idx"].to_numpy().astype(np.int64),
+                                              df["t"].to_numpy().astype(np.int64))
+
+
+def _cut_last(seqs: Seqs, rows: np.ndarray, ends: np.ndarray, max_len: int) -> Seqs:
+    """History = items [max(start, end-max_len), end) of each selected row."""
+    starts = np.maximum(seqs.indptr[rows], ends - max_len)
+    lens = ends - starts
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    take = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
+    return Seqs(indptr, seqs.items[take], seqs.times[take])
+
+
+def leave_one_out(ds: Dataset, max_len: int = MAX_LEN, item_map: IdMap | None = None) -> SeqSplit:
+    """UniSRec's split: last item test, last-but-one valid, histories cut to the last max_len.
+
+    Users with fewer than 3 events keep everything in train and are not evaluated.
+    """
+    if ds.events.height == 0:
+        raise InputError(f"dataset '{ds.name}' has no events to split")
+    df, item_map = _indexed(ds, item_map)
+    users, full = _group(df)
+    lens = full.lengths()
+    ok = np.flatnonzero(lens >= 3)
+    train_lens = np.where(lens >= 3, lens - 2, lens)
+    train_indptr = np.concatenate([[0], np.cumsum(train_lens)]).astype(np.int64)
+    take = np.repeat(full.indptr[:-1] - train_indptr[:-1], train_lens) + np.arange(train_indptr[-1])
+    train = Seqs(train_indptr, full.items[take], full.times[take])
+    ends_v = full.indptr[ok + 1] - 2
+    ends_t = full.indptr[ok + 1] - 1
+    valid = EvalSet(ok, _cut_last(full, ok, ends_v, max_len), full.items[ends_v], full.times[ends_v])
+    test = EvalSet(ok, _cut_last(full, ok, ends_t, max_len), full.items[ends_t], full.times[ends_t])
+    return SeqSplit(ds.name, "leave_one_out", item_map, users, train, valid, test,
+                    meta={"max_len": max_len, "fingerprint": ds.fingerprint()})
+
+
+def _quantile_time(df: pl.DataFrame, q: float) -> int:
+    return int(df["t"].quantile(q, interpolation="lower"))
+
+
+def temporal(ds: Dataset, test_start: int | float | None = None, valid_start: int | float | None = None,
+             max_len: int = MAX_LEN, item_map: IdMap | None = None) -> SeqSplit:
+    """Global temporal split. Times are unix seconds, or fractions in (0,1) read as quantiles of time.
+
+    Train: every event before valid_start. Valid: each user's first event in [valid_start,
+    test_start) with at least one earlier event. Test: each user's first event at or after
+    test_start, with the history being all their events before test_start (cut to max_len).
+    """
+    if ds.events.height == 0:
+        raise InputError(f"dataset '{ds.name}' has no events to split")
+    df, item_map = _indexed(ds, item_map)
+    ts = test_start if test_start is not None else 0.9
+    vs = valid_start if valid_start is not None else 0.8
+    ts = _quantile_time(df, ts) if 0 < ts < 1 else int(ts)
+    vs = _quantile_time(df, vs) if 0 < vs < 1 else int(vs)
+    if vs > ts:
+        raise InputError(f"valid_start ({vs}) is after test_start ({ts})")
+    users, full = _group(df)
+    n = len(users)
+    pos = np.arange(len(full.items)) - np.repeat(full.indptr[:-1], full.lengths())
+    del pos
+
+    def first_at_or_after(t0: int) -> np.ndarray:
+        # per user: global index of the first event with time >= t0 (or indptr end if none)
+        out = np.empty(n, dtype=np.int64)
+        for_u = np.searchsorted  # times are sorted within each user
+        for u in range(n):
+            a, b = full.indptr[u], full.indptr[u + 1]
+            out[u] = a + for_u(full.times[a:b], t0, side="left")
+        return out
+
+    cut_v = first_at_or_after(vs)
+    cut_t = first_at_or_after(ts)
+    train_lens = cut_v - full.indptr[:-1]
+    train_indptr = np.concatenate([[0], np.cumsum(train_lens)]).astype(np.int64)
+    take = np.repeat(full.indptr[:-1] - train_indptr[:-1], train_lens) + np.arange(train_indptr[-1])
+    train = Seqs(train_indptr, full.items[take], full.times[take])
+    has_v = (cut_v > full.indptr[:-1]) & (cut_v < full.indptr[1:]) & (full.times[np.minimum(cut_v, len(full.times) - 1)] < ts)
+    has_t = (cut_t > full.indptr[:-1]) & (cut_t < full.indptr[1:])
+    uv, ut = np.flatnonzero(has_v), np.flatnonzero(has_t)
+    valid = EvalSet(uv, _cut_last(full, uv, cut_v[uv], max_len), full.items[cut_v[uv]], full.times[cut_v[uv]])
+    test = EvalSet(ut, _cut_last(full, ut, cut_t[ut], max_len), full.items[cut_t[ut]], full.times[cut_t[ut]])
+    return SeqSplit(ds.name, "temporal", item_map, users, train, valid, test,
+                    meta={"max_len": max_len, "valid_start": vs, "test_start": ts,
+                          "fingerprint": ds.fingerprint()})
+
+
+def by_domain(ds: Dataset, domain: str) -> Dataset:
+    if domain not in ds.domains:
+        raise InputError(f"domain '{domain}' not in dataset; domains: {', '.join(ds.domains)}")
+    return Dataset(events=ds.events.filter(pl.col("domain") == domain),
+                   items=ds.items.filter(pl.col("domain") == domain), name=f"{ds.name}:{domain}",
+                   meta=ds.meta)
+
+
+def cross_domain(ds: Dataset, sources: list[str], target: str, max_len: int = MAX_LEN
+                 ) -> tuple[dict[str, SeqSplit], SeqSplit]:
+    """Source domains and a target domain, each with its own id map (items namespaced by domain)."""
+    if target in sources:
+        raise InputError(f"target domain '{target}' is also listed as a source")
+    src = {d: leave_one_out(by_domain(ds, d), max_len) for d in sources}
+    return src, leave_one_out(by_domain(ds, target), max_len)

@@ -1,0 +1,55 @@
+"""Ranking metrics as pure functions of the 1-based rank of each user's single target item."""
+
+from __future__ import annotations
+
+import numpy as np
+
+KS = (5, 10, 20, 50)
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Share of users whose target is in the top k (equals HR@k with one target per user)."""
+    return float(np.mean(ranks <= k)) if len(ranks) else float("nan")
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+    """With one relevant item, IDCG = 1 and DCG = 1/log2(rank + 1) when rank <= k."""
+    if not len(ranks):
+        return float("nan")
+    return float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)))
+
+
+def mrr(ranks: np.ndarray, k: int | None = None) -> float:
+    if not len(ranks):
+        return float("nan")
+    rr = 1.0 / ranks
+    if k is not None:
+        rr = np.where(ranks <= k, rr, 0.0)
+    return float(np.mean(rr))
+
+
+def per_user_ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def all_metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall@{k}"] = recall_at_k(ranks, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
+        out[f"mrr@{k}"] = mrr(ranks, k)
+    out["mrr"] = mrr(ranks)
+    out["n_users"] = int(len(ranks))
+    return out
+
+
+def ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each target among all real items (column 0 = padding is excluded).
+
+    Ties are broken against the target (pessimistic), so a constant scorer cannot look good.
+    """
+    s = scores[:, 1:]
+    t = s[np.arange(len(targets)), targets - 1][:, None]
+    better = (s > t).sum(axis=1)
+    ties = (s == t).sum(axis=1) - 1
+    return (better + ties + 1).astype(np.int64)

@@ -1,0 +1,75 @@
+"""JSON manifests beside every artifact: versions, dimensions, encoder, data fingerprint, config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shiftrec import SCHEMA_VERSION, __version__
+
+
+def versions() -> dict[str, str]:
+    out = {"shiftrec": __version__, "python": platform.python_version(),
+           "schema": str(SCHEMA_VERSION)}
+    for mod in ("polars", "numpy", "torch"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "?")
+        except ImportError:  # pragma: no cover
+            pass
+    return out
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def make_manifest(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"kind": kind, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": versions(), **fields}
+
+
+def fingerprint_frame(df: Any) -> str:
+    """Content fingerprint of a Polars DataFrame: order-sensitive hash of all rows and columns."""
+    import polars as pl
+
+    h = hashlib.sha256()
+    h.update(",".join(f"{n}:{t}" for n, t in df.schema.items()).encode())
+    if df.height:
+        row_hashes = df.select(pl.struct(pl.all()).hash(seed=17).alias("h"))["h"]
+        h.update(row_hashes.to_numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def fingerprint_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()[:32]

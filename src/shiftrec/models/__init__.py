@@ -1,0 +1,1 @@
+"""Recommenders behind one small Protocol, in an explicit registry (see models.registry)."""
