@@ -42,6 +42,22 @@ def _ts(s: str) -> datetime:
     return datetime.fromisoformat(s).replace(tzinfo=UTC) if "+" not in s else datetime.fromisoformat(s)
 
 
+def first_distinct(ev: pl.DataFrame, cols: list[str]) -> pl.Series:
+    """True for the first occurrence of each distinct row over `cols` (exact, hash-accelerated).
+
+    A 64-bit row hash finds the candidate duplicates; only those rows are compared exactly.
+    """
+    h = ev.select(pl.struct(cols).hash(seed=3).alias("h"))["h"]
+    cand = h.is_duplicated()
+    keep = pl.Series("k", [True] * ev.height)
+    if cand.any():
+        idx = cand.arg_true()
+        sub = ev[idx].select(cols)
+        first = sub.select(pl.struct(cols).is_first_distinct().alias("f"))["f"]
+        keep = keep.scatter(idx, first)
+    return keep
+
+
 def kcore(events: pl.DataFrame, k_user: int, k_item: int) -> tuple[pl.DataFrame, int]:
     """Iterative k-core: repeat until every user has >= k_user and every item >= k_item events."""
     iters = 0
@@ -84,10 +100,10 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     hi = _ts(cfg.max_time) if cfg.max_time else datetime.now(UTC) + timedelta(days=1)
     apply("timestamp_out_of_range", pl.col("timestamp").is_between(lo, hi))
     if cfg.dedup == DedupMode.EXACT:
-        apply("duplicate", ev.select(pl.struct("user_id", "item_id", "timestamp", "event_type", "value",
-                                               "domain").is_first_distinct()).to_series())
+        apply("duplicate", first_distinct(ev, ["user_id", "item_id", "timestamp", "event_type", "value",
+                                               "domain"]))
     elif cfg.dedup == DedupMode.USER_ITEM:
-        apply("duplicate", ev.select(pl.struct("user_id", "item_id", "domain").is_first_distinct()).to_series())
+        apply("duplicate", first_distinct(ev, ["user_id", "item_id", "domain"]))
     if cfg.drop_unknown_items and read.items.height:
         cat_domains = read.items["domain"].unique()
         known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
@@ -96,8 +112,11 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
         keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
         apply("unknown_item", keep)
     if cfg.bot_max_events_per_minute:
-        per_min = ev.group_by("user_id", pl.col("timestamp").dt.truncate("1m")).len()
-        bots = per_min.filter(pl.col("len") > cfg.bot_max_events_per_minute)["user_id"].unique()
+        # a user is bot-like if any sliding 60 s window holds more than N events
+        n = cfg.bot_max_events_per_minute
+        srt = ev.select("user_id", "timestamp").sort("user_id", "timestamp")
+        bots = srt.filter((pl.col("timestamp").shift(-n).over("user_id") - pl.col("timestamp"))
+                          < timedelta(seconds=60))["user_id"].unique()
         apply("bot_burst", ~pl.col("user_id").is_in(bots.implode()))
     iters = 0
     if cfg.kcore_user or cfg.kcore_item:

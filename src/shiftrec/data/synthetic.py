@@ -168,6 +168,11 @@ def generate(cfg: StoreConfig | None = None) -> Store:
     gaps = np.maximum(gaps.astype(np.int64), 30)
     csum = np.cumsum(gaps)
     offs = csum - np.repeat(csum[indptr[:-1]] - gaps[indptr[:-1]], n_ev)
+    # keep every user's history inside [start, start + days): shrink long histories to fit
+    last = offs[indptr[1:] - 1]
+    room = start + span - 1 - u_start
+    scale = np.minimum(1.0, room / np.maximum(last, 1))
+    offs = (offs * scale[uid]).astype(np.int64)
     ts = u_start[uid] + offs
     et = rng.choice(3, size=N, p=[0.7, 0.2, 0.1])
 

@@ -154,62 +154,55 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
     require_columns(path, [c for c in df.columns if c != "__row"], required + optional)
 
     def as_str(c: str) -> pl.Expr:
-        return pl.col(c).cast(pl.String).str.strip_chars()
+        e = pl.col(c) if df.schema[c] == pl.String else pl.col(c).cast(pl.String)
+        return e.str.strip_chars()
 
-    exprs = [
-        pl.col("__row"),
-        as_str(cmap.user_id).alias("user_id"),
-        as_str(cmap.item_id).alias("item_id"),
-        _ts_expr(df, cmap.timestamp, cmap.timestamp_unit).alias("timestamp"),
-        pl.col(cmap.timestamp).is_not_null().alias("__ts_present"),
-    ]
+    ts = _ts_expr(df, cmap.timestamp, cmap.timestamp_unit)
+    exprs = [pl.col("__row"), as_str(cmap.user_id).alias("user_id"),
+             as_str(cmap.item_id).alias("item_id"), ts.alias("timestamp")]
+    # (flag expression, source column, reason) for malformed fields, in priority order
+    checks: list[tuple[pl.Expr, str, str]] = [
+        (pl.col(cmap.timestamp).is_not_null() & ts.is_null(), cmap.timestamp, "unparseable timestamp")]
     if cmap.event_type:
-        low = as_str(cmap.event_type).str.to_lowercase()
-        exprs.append(low.replace_strict(EVENT_SYNONYMS, default=None).alias("event_type"))
-        exprs.append(low.alias("__et_raw"))
+        raw_vals = df[cmap.event_type].cast(pl.String).unique().drop_nulls().to_list()
+        lut = {v: EVENT_SYNONYMS.get(v.strip().lower()) for v in raw_vals}
+        et = pl.col(cmap.event_type).cast(pl.String).replace_strict(lut, default=None)
+        exprs.append(et.alias("event_type"))
+        checks.append((pl.col(cmap.event_type).is_not_null() & et.is_null(), cmap.event_type,
+                       f"unknown event type (valid: {', '.join(EVENT_TYPES)})"))
     else:
         exprs.append(pl.lit(cmap.default_event_type).alias("event_type"))
     if cmap.value:
-        exprs.append(pl.col(cmap.value).cast(pl.String).str.strip_chars()
-                     .cast(pl.Float64, strict=False).alias("value"))
-        exprs.append(pl.col(cmap.value).is_not_null().alias("__val_present"))
+        v = pl.col(cmap.value)
+        v = v.cast(pl.Float64) if df.schema[cmap.value].is_numeric() else \
+            v.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        exprs.append(v.alias("value"))
+        checks.append((pl.col(cmap.value).is_not_null() & v.is_null(), cmap.value,
+                       "value is not a number"))
     exprs.append((as_str(cmap.domain).fill_null(cmap.default_domain) if cmap.domain
                   else pl.lit(cmap.default_domain)).alias("domain"))
     if cmap.session_id:
         exprs.append(as_str(cmap.session_id).alias("session_id"))
-    out = df.select(exprs)
-    raw = df  # keep raw values for quarantine
-
-    bad_masks: list[tuple[pl.Expr, str, str]] = [
-        (pl.col("__ts_present") & pl.col("timestamp").is_null(), cmap.timestamp,
-         "unparseable timestamp"),
-    ]
-    if cmap.event_type:
-        bad_masks.append((pl.col("__et_raw").is_not_null() & pl.col("event_type").is_null(),
-                          cmap.event_type, f"unknown event type (valid: {', '.join(EVENT_TYPES)})"))
-    if cmap.value:
-        bad_masks.append((pl.col("__val_present") & pl.col("value").is_null(), cmap.value,
-                          "value is not a number"))
-    quarantine = []
-    any_bad = pl.lit(False)
-    flags = out.select([m.alias(f"__bad{i}") for i, (m, _, _) in enumerate(bad_masks)])
-    joined = raw.hstack(flags)
-    for i, (_, col, reason) in enumerate(bad_masks):
-        q = quarantine_rows(joined.drop([c for c in joined.columns if c.startswith("__bad")]
-                                        ).with_columns(flags[f"__bad{i}"]).rename({f"__bad{i}": "__m"}),
-                            pl.col("__m") & ~pl.any_horizontal(
-                                [pl.lit(False)] + [joined[f"__bad{j}"] for j in range(i)]),
-                            source, col, reason)
-        quarantine.append(q)
-        any_bad = any_bad | pl.col(f"__bad{i}")
-    n_bad = sum(q.height for q in quarantine)
-    if n_bad and (n_bad == df.height or n_bad / df.height > max_bad_fraction):
+    flag_names = [f"__bad{i}" for i in range(len(checks))]
+    out = df.lazy().select(*exprs, *[m.alias(n) for (m, _, _), n in zip(checks, flag_names, strict=True)]
+                           ).collect()
+    any_bad = out.select(pl.any_horizontal(flag_names).alias("b"))["b"]
+    n_bad = int(any_bad.sum())
+    if n_bad == 0:
+        return out.drop("__row", *flag_names), []
+    quarantine, seen = [], pl.Series([False] * df.height)
+    for (_, col, reason), name in zip(checks, flag_names, strict=True):
+        m = out[name] & ~seen
+        quarantine.append(quarantine_rows(df.with_columns(m.alias("__m")), pl.col("__m"), source,
+                                          col, reason))
+        seen = seen | out[name]
+    if n_bad == df.height or n_bad / df.height > max_bad_fraction:
         first = min((q for q in quarantine if q.height), key=lambda q: q["row"][0])
-        raise InputError(f"{first['reason'][0]} (value {json.loads(first['raw'][0]).get(first['column'][0])!r}; "
-                         f"{n_bad} of {df.height} rows bad, check the format/mapping)",
-                         path=path, row=int(first["row"][0]), column=first["column"][0])
-    good = out.hstack(flags).filter(~any_bad)
-    return good.drop([c for c in good.columns if c.startswith("__")]), quarantine
+        bad_val = json.loads(first["raw"][0]).get(first["column"][0])
+        raise InputError(f"{first['reason'][0]} (value {bad_val!r}; {n_bad} of {df.height} rows bad, "
+                         "check the format/mapping)", path=path, row=int(first["row"][0]),
+                         column=first["column"][0])
+    return out.filter(~any_bad).drop("__row", *flag_names), quarantine
 
 
 def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain: str) -> pl.DataFrame:

@@ -89,9 +89,11 @@ def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None
     inv = pl.col(c["invoice"]).cast(pl.String).str.strip_chars()
     stock = pl.col(c["stock"]).cast(pl.String).str.strip_chars()
     qty = pl.col(c["quantity"]).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-    cust = (pl.col(c["customer"]).cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
-            .cast(pl.String) if "customer" in c else pl.lit(None, pl.String))
-    cust = pl.coalesce(cust, pl.col(c["customer"]).cast(pl.String)) if "customer" in c else cust
+    cust = pl.lit(None, pl.String)
+    if "customer" in c:  # 17850.0 (float in the originals) -> "17850"; blanks are missing
+        raw_c = pl.col(c["customer"]).cast(pl.String).str.strip_chars()
+        as_int = raw_c.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).cast(pl.String)
+        cust = pl.when(raw_c == "").then(None).otherwise(pl.coalesce(as_int, raw_c))
     desc = pl.col(c["description"]).cast(pl.String).str.strip_chars() if "description" in c \
         else pl.lit(None, pl.String)
     if opts.lowercase_text:

@@ -1,0 +1,46 @@
+"""Top-down orchestration of ingest (read -> clean -> write) and prepare (split -> write)."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from shiftrec.data.clean import CleanConfig, clean, write_outputs
+from shiftrec.data.readers import ReadResult
+from shiftrec.data.schema import Dataset
+from shiftrec.data.splits import SeqSplit, cross_domain, leave_one_out, temporal
+
+
+class SplitKind(enum.StrEnum):
+    LEAVE_ONE_OUT = "loo"
+    TEMPORAL = "temporal"
+    CROSS_DOMAIN = "cross-domain"
+
+
+def ingest(read: ReadResult, cfg: CleanConfig, out_dir: str | Path, name: str) -> dict[str, Any]:
+    ds, report, filtered_rows = clean(read, cfg, name)
+    write_outputs(out_dir, ds, report, read, filtered_rows)
+    return report
+
+
+def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = SplitKind.LEAVE_ONE_OUT,
+            max_len: int = 50, test_start: float | None = None, valid_start: float | None = None,
+            sources: list[str] | None = None, target: str | None = None) -> dict[str, SeqSplit]:
+    ds = Dataset.load(dataset_dir)
+    out = Path(out_dir)
+    if kind == SplitKind.LEAVE_ONE_OUT:
+        splits = {"": leave_one_out(ds, max_len)}
+    elif kind == SplitKind.TEMPORAL:
+        splits = {"": temporal(ds, test_start, valid_start, max_len)}
+    else:
+        from shiftrec.errors import ConfigError
+
+        if not target:
+            raise ConfigError("cross-domain split needs --target (and --source)")
+        src, tgt = cross_domain(ds, sources or [d for d in ds.domains if d != target], target, max_len)
+        splits = {f"source-{k}": v for k, v in src.items()} | {f"target-{target}": tgt}
+    extra = {"dataset": str(Path(dataset_dir).resolve()), "data_fingerprint": ds.fingerprint()}
+    for sub, sp in splits.items():
+        sp.save(out / sub if sub else out, manifest_extra=extra)
+    return splits

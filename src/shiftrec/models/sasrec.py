@@ -1,0 +1,223 @@
+"""SASRec (Kang & McAuley 2018) over item IDs, full cross-entropy over all items.
+
+The network follows RecBole's SASRec (item + learned position embedding, LayerNorm, dropout,
+post-LN transformer blocks with GELU feed-forward, prediction = hidden @ item_emb.T), but is
+trained with causal all-prefix batches (train.batches.CausalBatches): one pass per user window
+supervises every prefix, attention uses scaled_dot_product_attention(is_causal=True), and the
+cross-entropy is computed only at supervised positions.
+
+Sequences are handled left-aligned (position 0 = oldest item of the <= max_len history) in both
+training and scoring; score_all receives right-aligned histories and realigns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftrec.config import to_dict
+from shiftrec.data.splits import SeqSplit
+from shiftrec.errors import ArtifactError, ConfigError
+from shiftrec.models.torch_base import (
+    apply_overrides,
+    check_shapes,
+    load_state_strict,
+    read_torch_artifact,
+    save_torch_artifact,
+    score_module,
+)
+from shiftrec.train.trainer import Phase, TrainConfig, TrainResult
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(phases=(Phase(name="train", epochs=200, lr=1e-3, batch_size=2048,
+                                     patience=10),))
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    inner: int = 256  # feed-forward width
+    dropout: float = 0.5  # hidden dropout (embeddings, attention output, feed-forward)
+    attn_dropout: float = 0.5
+    max_len: int = 50
+    stride: int = 10  # extra windows for sequences longer than max_len + 1 (train.batches)
+    bucket: bool = True  # length-bucketed batches (little padding)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+def build_net(n_items: int, cfg: SASRecConfig) -> Any:
+    """The SASRec nn.Module (imports torch lazily)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    if cfg.hidden % cfg.heads:
+        raise ConfigError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            h = cfg.hidden
+            self.qkv = nn.Linear(h, 3 * h)
+            self.out = nn.Linear(h, h)
+            self.ln1 = nn.LayerNorm(h, eps=1e-12)
+            self.ff1 = nn.Linear(h, cfg.inner)
+            self.ff2 = nn.Linear(cfg.inner, h)
+            self.ln2 = nn.LayerNorm(h, eps=1e-12)
+            self.drop = nn.Dropout(cfg.dropout)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, w, h = x.shape
+            q, k, v = self.qkv(x).view(b, w, 3, cfg.heads, h // cfg.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=cfg.attn_dropout if self.training else 0.0, is_causal=True)
+            a = a.transpose(1, 2).reshape(b, w, h)
+            x = self.ln1(x + self.drop(self.out(a)))
+            f = self.ff2(F.gelu(self.ff1(x)))
+            return self.ln2(x + self.drop(f))
+
+    class SASRecNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n_items = n_items
+            self.max_len = cfg.max_len
+            self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
+            self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+            self.ln = nn.LayerNorm(cfg.hidden, eps=1e-12)
+            self.drop = nn.Dropout(cfg.dropout)
+            self.blocks = nn.ModuleList([Block() for _ in range(cfg.layers)])
+            self.apply(self._init)
+
+        @staticmethod
+        def _init(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+        def encode(self, seq: torch.Tensor) -> torch.Tensor:
+            """Left-aligned (B, W) item ids -> (B, W, hidden), causal."""
+            w = seq.shape[1]
+            pos = torch.arange(w, device=seq.device)
+            x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(pos)[None]))
+            for blk in self.blocks:
+                x = blk(x)
+            return x
+
+        def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            seq, labels = batch["seq"], batch["labels"]
+            h = self.encode(seq)
+            m = labels > 0
+            logits = h[m] @ self.item_emb.weight[1:].T
+            return F.cross_entropy(logits.float(), labels[m] - 1)
+
+        def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+            seq = seq[:, -self.max_len:]
+            lens = (seq > 0).sum(1)
+            w = max(int(lens.max()) if len(lens) else 1, 1)
+            seq = seq[:, -w:]
+            # right-aligned -> left-aligned: row i shifts left by (w - len_i)
+            idx = (torch.arange(w, device=seq.device)[None, :] + (w - lens)[:, None]) % w
+            aligned = torch.where(torch.arange(w, device=seq.device)[None, :] < lens[:, None],
+                                  seq.gather(1, idx), 0)
+            h = self.encode(aligned)
+            last = h[torch.arange(len(seq), device=seq.device), (lens - 1).clamp(min=0)]
+            scores = last @ self.item_emb.weight.T
+            scores[:, 0] = float("-inf")
+            return scores
+
+    return SASRecNet()
+
+
+class SASRec:
+    """Recommender Protocol wrapper: fit trains with train.trainer, save/load via safetensors."""
+
+    name = "sasrec"
+
+    def __init__(self, config: SASRecConfig | None = None, *, checkpoint_dir: str | Path | None = None,
+                 resume: bool = False, progress: Any = None, **overrides: Any) -> None:
+        cfg = config or SASRecConfig()
+        self.config = apply_overrides(cfg, overrides, "sasrec")
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+        self.progress = progress
+        self.net: Any = None
+        self.n_items: int | None = None
+        self.result: TrainResult | None = None
+        self.data_fingerprint: str | None = None
+
+    def _build(self, n_items: int) -> Any:
+        from shiftrec.train.trainer import seed_everything
+
+        seed_everything(self.config.train.seed)
+        self.n_items = n_items
+        self.net = build_net(n_items, self.config)
+        return self.net
+
+    def fit(self, split: SeqSplit) -> SASRec:
+        from shiftrec.train.batches import CausalBatches
+        from shiftrec.train.trainer import train
+
+        cfg = self.config
+        self._build(split.n_items)
+        src = CausalBatches(split.train, cfg.max_len, cfg.stride, cfg.bucket)
+        valid = split.valid if len(split.valid) else None
+        self.result = train(self.net, cfg.train, src, valid, checkpoint_dir=self.checkpoint_dir,
+                            resume=self.resume, progress=self.progress)
+        self.net.to("cpu")
+        self.data_fingerprint = split.meta.get("fingerprint")
+        return self
+
+    def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
+        if self.net is None:
+            raise ArtifactError("sasrec model is not fitted")
+        return score_module(self.net, histories, None, self.config.max_len)
+
+    def save(self, path: str | Path) -> None:
+        if self.net is None:
+            raise ArtifactError("sasrec model is not fitted: nothing to save")
+        c = self.config
+        save_torch_artifact(path, self.net, self.name, n_items=self.n_items, hidden=c.hidden,
+                            layers=c.layers, heads=c.heads, inner=c.inner, max_len=c.max_len,
+                            config=to_dict(c), data_fingerprint=self.data_fingerprint,
+                            training=self.result.to_dict() if self.result else None)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SASRec:
+        from shiftrec.config import from_dict
+
+        man, tensors = read_torch_artifact(path, cls.name)
+        try:
+            cfg = from_dict(SASRecConfig, man["config"], where=f"{path}: config")
+            n_items = int(man["n_items"])
+        except KeyError as e:
+            raise ArtifactError(f"manifest lacks {e}", path=path) from None
+        for key in ("hidden", "layers", "heads", "inner", "max_len"):
+            if man.get(key) != getattr(cfg, key):
+                raise ArtifactError(f"manifest {key}={man.get(key)} disagrees with its config "
+                                    f"{key}={getattr(cfg, key)}", path=path)
+        check_shapes(tensors, {"item_emb.weight": (n_items + 1, cfg.hidden),
+                               "pos_emb.weight": (cfg.max_len, cfg.hidden)}, path,
+                     {"item_emb.weight": "item embedding (n_items + 1, hidden)",
+                      "pos_emb.weight": "position embedding (max_len, hidden)"})
+        model = cls(cfg)
+        model._build(n_items)
+        load_state_strict(model.net, tensors, path)
+        model.net.eval()
+        model.data_fingerprint = man.get("data_fingerprint")
+        return model
+
+    def check_split(self, split: SeqSplit) -> None:
+        """Raise ArtifactError when this model's item index does not fit `split`."""
+        if self.n_items != split.n_items:
+            raise ArtifactError(f"model has {self.n_items} items but split '{split.name}' has "
+                                f"{split.n_items}")

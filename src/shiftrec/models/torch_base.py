@@ -1,0 +1,127 @@
+"""Shared plumbing for torch recommenders: scoring a score_all module, safetensors artifacts.
+
+A torch recommender keeps an `nn.Module` with `score_all(seq, times)` (see train.trainer) and
+saves it as `model.safetensors` + `manifest.json`. `load_torch_artifact` checks that the manifest
+names the expected model and that every declared dimension matches the stored tensors, raising
+ArtifactError naming both values otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftrec.errors import ArtifactError
+from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any], where: str) -> Any:
+    """`cfg` with keyword overrides: dataclass values replace as-is, plain values go through
+    config.overlay (so YAML-style dicts and enum strings are validated)."""
+    import dataclasses
+
+    from shiftrec.config import overlay
+
+    direct = {k: v for k, v in overrides.items() if dataclasses.is_dataclass(v)}
+    plain = {k: v for k, v in overrides.items() if k not in direct}
+    if plain:
+        cfg = overlay(cfg, plain, where=where)
+    if direct:
+        names = {f.name for f in dataclasses.fields(cfg)}
+        bad = sorted(set(direct) - names)
+        if bad:
+            from shiftrec.errors import ConfigError
+
+            raise ConfigError(f"{where}: unknown key(s) {bad}; valid keys: {sorted(names)}")
+        cfg = dataclasses.replace(cfg, **direct)
+    return cfg
+
+
+def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
+                 max_len: int, batch_size: int = 1024) -> np.ndarray:
+    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad."""
+    import torch
+
+    from shiftrec.models.base import pad_left
+
+    try:
+        device = next(module.parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    was = module.training
+    module.eval()
+    outs = []
+    try:
+        with torch.no_grad():
+            for a in range(0, max(len(histories), 1), batch_size):
+                h = histories[a:a + batch_size]
+                seq = torch.from_numpy(pad_left(h, max_len)).to(device)
+                t = None
+                if times is not None:
+                    t = torch.from_numpy(pad_left(times[a:a + batch_size], max_len)).to(device)
+                outs.append(module.score_all(seq, t).float().cpu().numpy())
+    finally:
+        module.train(was)
+    return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+
+
+def save_torch_artifact(path: str | Path, module: Any, model_name: str, **fields: Any) -> None:
+    """model.safetensors (the module's state) + manifest.json (model name and `fields`)."""
+    from safetensors.torch import save
+
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write_bytes(p / WEIGHTS, save(tensors))
+    write_json(p / MANIFEST, make_manifest("model", model=model_name, **fields))
+
+
+def read_torch_artifact(path: str | Path, model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(manifest, tensors) of a saved torch model; the manifest must name `model_name`."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not (p / MANIFEST).exists():
+        raise ArtifactError("not a model folder (manifest.json missing)", path=p)
+    man = read_json(p / MANIFEST)
+    if man.get("model") != model_name:
+        raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{model_name}'", path=p)
+    if not (p / WEIGHTS).exists():
+        raise ArtifactError(f"{WEIGHTS} missing", path=p)
+    try:
+        tensors = load_file(str(p / WEIGHTS))
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(f"cannot read {WEIGHTS}: {e}", path=p) from None
+    return man, tensors
+
+
+def check_shapes(tensors: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], path: Any,
+                 what: Mapping[str, str] | None = None) -> None:
+    """Raise ArtifactError when a stored tensor's shape differs from the one the manifest implies."""
+    for key, shape in expected.items():
+        if key not in tensors:
+            raise ArtifactError(f"tensor '{key}' missing from {WEIGHTS}", path=path)
+        got = tuple(tensors[key].shape)
+        if got != tuple(shape):
+            label = (what or {}).get(key, f"tensor '{key}'")
+            raise ArtifactError(f"{label}: manifest implies shape {tuple(shape)} but {WEIGHTS} "
+                                f"holds {got}", path=path)
+
+
+def load_state_strict(module: Any, tensors: Mapping[str, Any], path: Any) -> None:
+    missing = sorted(set(module.state_dict()) - set(tensors))
+    extra = sorted(set(tensors) - set(module.state_dict()))
+    if missing or extra:
+        raise ArtifactError(f"weights do not match the model: missing {missing[:5]}, "
+                            f"unexpected {extra[:5]}", path=path)
+    for k, v in module.state_dict().items():
+        if tuple(v.shape) != tuple(tensors[k].shape):
+            raise ArtifactError(f"tensor '{k}': model expects {tuple(v.shape)}, file holds "
+                                f"{tuple(tensors[k].shape)}", path=path)
+    module.load_state_dict(dict(tensors), strict=True)

@@ -1,0 +1,502 @@
+"""Transferable text-based sequence recommender (UniSRec-like).
+
+Frozen item text embeddings (a swappable buffer) -> a learned adaptor (parametric whitening with a
+mixture of experts: several (x - b_k) W_k experts mixed by a softmax gate) -> a causal transformer
+-> user vector. Item scores are cosine similarities between the user vector and the adapted item
+embeddings, divided by a temperature.
+
+Modes:
+- inductive: text only. Any item with text can be scored, including a new domain zero-shot: swap
+  the text table with `set_item_text`.
+- transductive: text plus a learned item-ID embedding (tied to one item index).
+
+Objectives (chosen by `TransferNet.objective`, all inside `training_loss`):
+- full_ce: cross-entropy over all items of the current table at every prefix (fine-tuning);
+- contrastive: in-batch sequence->item contrastive at every prefix plus a sequence-sequence
+  contrastive term between two item-dropout views (pretraining across domains, where items of all
+  domains live in one namespaced table and negatives come from the batch).
+
+Torch is imported lazily by the functions that need it; `TransferNet` is built by `build_net`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftrec.config import from_dict, to_dict
+from shiftrec.data.splits import SeqSplit
+from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+
+MODEL_KIND = "transfer-model"
+WEIGHTS = "model.safetensors"
+ITEM_TEXT = "item_text.safetensors"
+MANIFEST = "manifest.json"
+
+
+class Mode(enum.StrEnum):
+    INDUCTIVE = "inductive"
+    TRANSDUCTIVE = "transductive"
+
+
+class Objective(enum.StrEnum):
+    FULL_CE = "full_ce"
+    CONTRASTIVE = "contrastive"
+
+
+class Freeze(enum.StrEnum):
+    """Which parameters stay fixed when fine-tuning a pretrained model."""
+
+    NONE = "none"  # train everything
+    ENCODER = "encoder"  # freeze the transformer (UniSRec's parameter-efficient fine-tuning)
+    ADAPTOR = "adaptor"  # freeze the text adaptor, train the transformer
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Architecture and objective settings. Sizes must match a checkpoint to load it."""
+
+    hidden: int = 300
+    n_layers: int = 2
+    n_heads: int = 2
+    inner: int = 256
+    n_experts: int = 8
+    max_len: int = 50
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    adaptor_dropout: float = 0.2
+    gate_noise: bool = True
+    temperature: float = 0.07
+    mode: Mode = Mode.INDUCTIVE
+    objective: Objective = Objective.FULL_CE
+    seq_weight: float = 0.001  # weight of the sequence-sequence contrastive term (pretraining)
+    item_drop: float = 0.2  # item-dropout rate of the sequence augmentation (pretraining)
+
+    def arch(self) -> dict[str, Any]:
+        """The fields that decide tensor shapes (checked when loading)."""
+        return {k: getattr(self, k) for k in ("hidden", "n_layers", "n_heads", "inner", "n_experts",
+                                              "max_len")}
+
+
+def _check_text_table(text: np.ndarray) -> np.ndarray:
+    text = np.asarray(text, dtype=np.float32)
+    if text.ndim != 2 or text.shape[0] < 2:
+        raise InputError(f"item text table must be (n_items + 1, dim) with at least one item; "
+                         f"got shape {tuple(text.shape)}")
+    if not np.isfinite(text).all():
+        raise InputError("item text table contains NaN or infinite values")
+    return text
+
+
+def build_net(cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = None) -> Any:
+    """A fresh TransferNet for `text` ((n_items + 1, d_text), row 0 = padding)."""
+    net_cls = _net_class()
+    text = _check_text_table(text)
+    return net_cls(cfg, text, n_id_items)
+
+
+_NET_CLASS: Any = None
+
+
+def _net_class() -> Any:  # noqa: C901 - one lazily-defined torch module family
+    """Define the torch modules on first use (keeps `import shiftrec` free of torch)."""
+    global _NET_CLASS
+    if _NET_CLASS is not None:
+        return _NET_CLASS
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class MoEAdaptor(nn.Module):
+        """Parametric whitening experts (x - b_k) W_k mixed by a (noisy in training) softmax gate."""
+
+        def __init__(self, d_in: int, d_out: int, n_experts: int, dropout: float, noise: bool):
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(n_experts, d_in))
+            self.weight = nn.Parameter(torch.randn(n_experts, d_in, d_out) * 0.02)
+            self.gate = nn.Parameter(torch.zeros(d_in, n_experts))
+            self.gate_noise = nn.Parameter(torch.zeros(d_in, n_experts))
+            self.drop = nn.Dropout(dropout)
+            self.noise = noise
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape[:-1]
+            x = x.reshape(-1, x.shape[-1])
+            logits = x @ self.gate
+            if self.training and self.noise:
+                logits = logits + torch.randn_like(logits) * F.softplus(x @ self.gate_noise)
+            g = torch.softmax(logits, dim=-1)  # (N, K)
+            xd = self.drop(x)
+            # sum_k g_k (x - b_k) W_k = sum_k g_k x W_k - sum_k g_k (b_k W_k)
+            xw = torch.einsum("nd,kdh->nkh", xd, self.weight)
+            bw = torch.einsum("kd,kdh->kh", self.bias, self.weight)
+            out = torch.einsum("nk,nkh->nh", g, xw) - g @ bw
+            return out.reshape(*shape, -1)
+
+    class Block(nn.Module):
+        def __init__(self, h: int, heads: int, inner: int, drop: float, attn_drop: float):
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(h, 3 * h)
+            self.out = nn.Linear(h, h)
+            self.ln1 = nn.LayerNorm(h, eps=1e-12)
+            self.ff1 = nn.Linear(h, inner)
+            self.ff2 = nn.Linear(inner, h)
+            self.ln2 = nn.LayerNorm(h, eps=1e-12)
+            self.drop = nn.Dropout(drop)
+            self.attn_drop = attn_drop
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            b, n, h = x.shape
+            q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+            a = a.transpose(1, 2).reshape(b, n, h)
+            x = self.ln1(x + self.drop(self.out(a)))
+            f = self.ff2(self.drop(F.gelu(self.ff1(x))))
+            return self.ln2(x + self.drop(f))
+
+    class TransferNet(nn.Module):
+        """See the module docstring. `text` is a non-persistent buffer (swap it per domain)."""
+
+        def __init__(self, cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = None):
+            super().__init__()
+            if cfg.hidden % cfg.n_heads:
+                raise ConfigError(f"hidden ({cfg.hidden}) must be divisible by n_heads ({cfg.n_heads})")
+            self.cfg = cfg
+            self.objective = Objective(cfg.objective)
+            self.text_dim = int(text.shape[1])
+            self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(text)), persistent=False)
+            self.adaptor = MoEAdaptor(self.text_dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
+                                      cfg.gate_noise)
+            self.item_id: nn.Embedding | None = None
+            if cfg.mode == Mode.TRANSDUCTIVE:
+                self.item_id = self._new_id_table(n_id_items or text.shape[0] - 1)
+            self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+            nn.init.normal_(self.pos.weight, std=0.02)
+            self.ln = nn.LayerNorm(cfg.hidden, eps=1e-12)
+            self.drop = nn.Dropout(cfg.dropout)
+            self.blocks = nn.ModuleList(Block(cfg.hidden, cfg.n_heads, cfg.inner, cfg.dropout,
+                                              cfg.attn_dropout) for _ in range(cfg.n_layers))
+            self.apply(self._init)
+
+        def _new_id_table(self, n_items: int) -> nn.Embedding:
+            e = nn.Embedding(n_items + 1, self.cfg.hidden, padding_idx=0)
+            nn.init.normal_(e.weight, std=0.02)
+            with torch.no_grad():
+                e.weight[0].zero_()
+            return e
+
+        @staticmethod
+        def _init(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+        @property
+        def n_items(self) -> int:
+            return int(self.text.shape[0]) - 1
+
+        # ---- item side -------------------------------------------------------------------
+        def set_item_text(self, text: np.ndarray, reset_ids: bool = True) -> None:
+            """Swap the item table (a new domain, new items). Transductive ID embeddings are
+            re-created for the new index unless reset_ids is False and the sizes agree."""
+            text = _check_text_table(text)
+            if text.shape[1] != self.text_dim:
+                raise ArtifactError(f"item text table has dim {text.shape[1]} but the model expects "
+                                    f"{self.text_dim}")
+            dev = self.text.device
+            self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
+            if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
+                self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
+
+        def item_embed(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+            """Adapted embeddings of `ids` (any shape), or of the whole table when ids is None."""
+            x = self.text if ids is None else self.text[ids]
+            e = self.adaptor(x)
+            if self.item_id is not None:
+                e = e + (self.item_id.weight if ids is None else self.item_id(ids))
+            return e
+
+        # ---- sequence side ---------------------------------------------------------------
+        def encode(self, seq: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+            """(B, L) item ids, left- or right-padded with 0 -> (B, L, hidden) causal states.
+
+            Positions count real items from the first one (position p = the p-th item of the
+            history), so left-aligned training windows and right-aligned scoring histories agree.
+            Pad positions carry junk states that callers ignore.
+            """
+            b, n = seq.shape
+            if n > self.cfg.max_len:
+                raise InputError(f"sequence window {n} is longer than max_len {self.cfg.max_len}")
+            if emb is None:
+                emb = self.item_embed(seq)
+            valid = seq > 0
+            pos = (valid.long().cumsum(1) - 1).clamp_(min=0)
+            x = self.drop(self.ln(emb + self.pos(pos)))
+            causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril()
+            mask = causal[None] & valid[:, None, :]
+            mask = mask | torch.eye(n, dtype=torch.bool, device=seq.device)[None]
+            mask = mask[:, None]  # (B, 1, L, L)
+            for blk in self.blocks:
+                x = blk(x, mask)
+            return x
+
+        def user_vectors(self, seq: torch.Tensor) -> torch.Tensor:
+            """Right-aligned histories (B, L) -> (B, hidden) state after the last item."""
+            seq = seq[:, -self.cfg.max_len:]
+            return self.encode(seq)[:, -1]
+
+        def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+            u = F.normalize(users, dim=-1)
+            v = F.normalize(items, dim=-1)
+            return (u @ v.T) / self.cfg.temperature
+
+        def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+            """(B, L) right-aligned histories -> (B, n_items + 1) scores; column 0 is -inf."""
+            s = self.logits(self.user_vectors(seq), self.item_embed())
+            s[:, 0] = float("-inf")
+            return s
+
+        # ---- objectives ------------------------------------------------------------------
+        def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            seq, tgt = batch_inputs(batch)
+            if self.objective == Objective.FULL_CE:
+                return self.full_ce_loss(seq, tgt)
+            return self.contrastive_loss(seq, tgt)
+
+        def full_ce_loss(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            h = self.encode(seq)
+            sel = tgt > 0
+            if not bool(sel.any()):
+                return h.sum() * 0.0
+            s = self.logits(h[sel], self.item_embed())
+            s[:, 0] = float("-inf")
+            return F.cross_entropy(s, tgt[sel])
+
+        def contrastive_loss(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            cfg = self.cfg
+            emb = self.item_embed(seq)
+            h = self.encode(seq, emb)
+            sel = tgt > 0
+            if not bool(sel.any()):
+                return h.sum() * 0.0
+            # sequence -> item, every prefix, in-batch negatives (same item elsewhere masked)
+            t = tgt[sel]
+            uniq, inv = torch.unique(t, return_inverse=True)
+            s = self.logits(h[sel], self.item_embed(uniq))
+            loss = F.cross_entropy(s, inv)
+            if cfg.seq_weight > 0 and seq.shape[0] > 1:
+                # sequence <-> sequence: two item-dropout views of each full sequence
+                keep1 = (torch.rand(seq.shape, device=seq.device) >= cfg.item_drop).unsqueeze(-1)
+                keep2 = (torch.rand(seq.shape, device=seq.device) >= cfg.item_drop).unsqueeze(-1)
+                last = ((seq > 0).sum(1) - 1).clamp(min=0)
+                rows = torch.arange(seq.shape[0], device=seq.device)
+                z1 = self.encode(seq, emb * keep1)[rows, last]
+                z2 = self.encode(seq, emb * keep2)[rows, last]
+                s2 = self.logits(z1, z2)
+                lab = torch.arange(seq.shape[0], device=seq.device)
+                loss = loss + cfg.seq_weight * 0.5 * (F.cross_entropy(s2, lab) + F.cross_entropy(s2.T, lab))
+            return loss
+
+    _NET_CLASS = TransferNet
+    return TransferNet
+
+
+# Batch keys (train.batches.CausalBatches): the input window "seq" (left-aligned, right-padded
+# with 0) and, aligned with it, "labels": the next item at each position (0 = not supervised).
+SEQ_KEYS = ("seq", "input", "inputs")
+TARGET_KEYS = ("labels", "target", "targets")
+
+
+def batch_inputs(batch: dict[str, Any]) -> tuple[Any, Any]:
+    seq = next((batch[k] for k in SEQ_KEYS if k in batch), None)
+    tgt = next((batch[k] for k in TARGET_KEYS if k in batch), None)
+    if seq is None or tgt is None:
+        raise InputError(f"training batch needs an input key ({'/'.join(SEQ_KEYS)}) and a target key "
+                         f"({'/'.join(TARGET_KEYS)}); got {sorted(batch)}")
+    return seq.long(), tgt.long()
+
+
+ENCODER_PREFIXES = ("pos.", "ln.", "blocks.")
+ADAPTOR_PREFIXES = ("adaptor.",)
+
+
+def freeze_prefixes(freeze: Freeze | str) -> tuple[str, ...]:
+    """Parameter-name prefixes kept fixed for a freeze choice (for train.Phase.freeze)."""
+    freeze = Freeze(freeze)
+    if freeze == Freeze.ENCODER:
+        return ENCODER_PREFIXES
+    if freeze == Freeze.ADAPTOR:
+        return ADAPTOR_PREFIXES
+    return ()
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: model.safetensors (+ item_text.safetensors when an item table travels) + manifest
+# ---------------------------------------------------------------------------------------------
+
+def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: bool = False,
+                    half: bool = False, **manifest_fields: Any) -> Path:
+    """Write the weights (the text buffer is not a weight) and a manifest, atomically."""
+    from safetensors.torch import save as st_save
+
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
+          for k, v in net.state_dict().items()}
+    atomic_write_bytes(p / WEIGHTS, st_save(sd, metadata={"encoder": encoder,
+                                                         "text_dim": str(net.text_dim)}))
+    if include_items:
+        atomic_write_bytes(p / ITEM_TEXT, st_save({"text": net.text.detach().cpu().contiguous()}))
+    elif (p / ITEM_TEXT).exists():
+        (p / ITEM_TEXT).unlink()
+    n_id = None if net.item_id is None else net.item_id.num_embeddings - 1
+    man = make_manifest(MODEL_KIND, model="transfer", encoder=encoder, text_dim=net.text_dim,
+                        dims=net.cfg.arch(), mode=str(net.cfg.mode), n_id_items=n_id,
+                        n_items=net.n_items if include_items else None,
+                        config=to_dict(net.cfg), weights_dtype="float16" if half else "float32",
+                        **manifest_fields)
+    write_json(p / MANIFEST, man)
+    return p
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not (p / MANIFEST).exists() or not (p / WEIGHTS).exists():
+        raise ArtifactError(f"not a transfer checkpoint ({MANIFEST} or {WEIGHTS} missing)", path=p)
+    try:
+        man = read_json(p / MANIFEST)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"corrupt manifest: {e}", path=p / MANIFEST) from None
+    if man.get("kind") != MODEL_KIND:
+        raise ArtifactError(f"checkpoint is a '{man.get('kind')}' artifact, not '{MODEL_KIND}'", path=p)
+    return man
+
+
+def check_compatible(man: dict[str, Any], encoder: str | None, text_dim: int | None,
+                     path: str | Path | None = None) -> None:
+    """Fail with one line naming both sides when the item features do not match the checkpoint."""
+    ce, cd = man.get("encoder"), int(man.get("text_dim", -1))
+    if (encoder is not None and encoder != ce) or (text_dim is not None and int(text_dim) != cd):
+        have = f"'{encoder}'" if encoder is not None else "unnamed features"
+        raise ArtifactError(
+            f"checkpoint was trained with encoder '{ce}' ({cd}-d) but the item features come from "
+            f"{have} ({text_dim if text_dim is not None else '?'}-d); re-encode the items with "
+            f"'{ce}' or pretrain with {have}", path=path)
+
+
+def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder: str | None = None,
+                    overrides: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load a TransferNet. `text` (with its `encoder` name) replaces the stored item table.
+
+    Architecture fields come from the checkpoint; `overrides` may change non-shape settings such
+    as dropout, temperature, objective or mode (switching to transductive adds a fresh ID table).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    man = read_manifest(p)
+    if text is None:
+        if not (p / ITEM_TEXT).exists():
+            raise ArtifactError("checkpoint carries no item table: pass item text features", path=p)
+        text = load_file(str(p / ITEM_TEXT))["text"].numpy()
+        encoder = encoder or man.get("encoder")
+    check_compatible(man, encoder, int(np.asarray(text).shape[1]), p)
+    cfg = from_dict(TransferConfig, man["config"], where=str(p / MANIFEST))
+    if overrides:
+        bad = set(overrides) & set(cfg.arch())
+        changed = {k for k in bad if overrides[k] != getattr(cfg, k)}
+        if changed:
+            raise ConfigError(f"cannot change architecture field(s) {sorted(changed)} of a checkpoint",
+                              path=p)
+        from shiftrec.config import overlay
+
+        cfg = overlay(cfg, overrides)
+    sd = load_file(str(p / WEIGHTS))
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    stored_ids = sd.get("item_id.weight")
+    net = build_net(cfg, np.asarray(text, dtype=np.float32),
+                    None if stored_ids is None else stored_ids.shape[0] - 1)
+    if cfg.mode == Mode.TRANSDUCTIVE and stored_ids is not None and \
+            stored_ids.shape[0] != net.text.shape[0]:
+        raise ArtifactError(f"checkpoint's item-ID table has {stored_ids.shape[0] - 1} items but the "
+                            f"item table has {net.text.shape[0] - 1}", path=p)
+    if stored_ids is not None and cfg.mode == Mode.INDUCTIVE:
+        sd.pop("item_id.weight")
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    allowed_missing = {"item_id.weight"} if cfg.mode == Mode.TRANSDUCTIVE else set()
+    if set(missing) - allowed_missing or unexpected:
+        raise ArtifactError(f"checkpoint weights do not match the model: missing "
+                            f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
+                            path=p)
+    return net, man
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommender Protocol wrapper
+# ---------------------------------------------------------------------------------------------
+
+class TransferRec:
+    """The Protocol face of TransferNet for one item index (a SeqSplit.item_map).
+
+    `item_text` is the frozen text feature table of that index ((n_items + 1, d), row 0 padding),
+    produced by shiftrec.text for `encoder`. fit() trains with the shared trainer (full CE).
+    """
+
+    name = "transfer"
+
+    def __init__(self, item_text: np.ndarray, encoder: str, cfg: TransferConfig | None = None,
+                 train_cfg: Any = None, net: Any = None, manifest: dict[str, Any] | None = None) -> None:
+        self.encoder = encoder
+        self.cfg = cfg or TransferConfig()
+        self.train_cfg = train_cfg
+        self.item_text = _check_text_table(item_text)
+        self.net = net
+        self.manifest = manifest or {}
+        self.history: list[dict[str, Any]] = []
+
+    def _ensure_net(self) -> Any:
+        if self.net is None:
+            self.net = build_net(self.cfg, self.item_text)
+        return self.net
+
+    def fit(self, split: SeqSplit) -> TransferRec:
+        from shiftrec.transfer import train_on_split
+
+        if split.n_items + 1 != self.item_text.shape[0]:
+            raise InputError(f"item text table has {self.item_text.shape[0] - 1} items but the split "
+                             f"has {split.n_items}")
+        self.net, self.history = train_on_split(self._ensure_net(), split, self.train_cfg)
+        return self
+
+    def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
+        import torch
+
+        from shiftrec.models.base import pad_left
+
+        net = self._ensure_net()
+        net.eval()
+        seq = torch.from_numpy(pad_left(histories, self.cfg.max_len))
+        with torch.no_grad():
+            return net.score_all(seq.to(net.text.device)).float().cpu().numpy()
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(self._ensure_net(), path, encoder=self.encoder, include_items=True,
+                        **{k: v for k, v in self.manifest.items()
+                           if k not in ("kind", "created", "versions", "model", "encoder", "text_dim",
+                                        "dims", "mode", "n_id_items", "n_items", "config",
+                                        "weights_dtype")})
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransferRec:
+        net, man = load_checkpoint(path)
+        return cls(net.text.cpu().numpy(), man["encoder"], net.cfg, net=net, manifest=man)

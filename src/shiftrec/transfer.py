@@ -1,0 +1,400 @@
+"""Transfer learning with the text-based model: pretrain on several source domains, fine-tune on a
+target, evaluate zero-shot on an unseen domain. Every stage trains through the one shared trainer
+(shiftrec.train.trainer.train); the objectives live in TransferNet.training_loss.
+
+- A `Source` is one domain: its SeqSplit and the frozen text features of its items.
+- `pretrain` merges the sources into one namespaced item table (offsets per domain), draws causal
+  all-prefix batches that mix domains, trains with in-batch contrastive objectives and writes a
+  checkpoint (safetensors + manifest with encoder, dims, data fingerprints, config, provenance).
+- `finetune` loads a checkpoint (or starts from scratch) on a target split with full cross-entropy
+  over all target items; what is frozen is `FinetuneConfig.freeze`.
+- `zero_shot` scores an unseen domain with a pretrained model, only swapping the item table.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftrec.config import to_dict
+from shiftrec.data.splits import EvalSet, SeqSplit, Seqs
+from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.models.transfer import (
+    Freeze,
+    Mode,
+    Objective,
+    TransferConfig,
+    build_net,
+    check_compatible,
+    freeze_prefixes,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+)
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
+DEFAULT_PRETRAINED = "amazon-minilm"
+
+
+def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
+    """Folder of a checkpoint shipped inside the package (assets/pretrained/<name>)."""
+    p = PRETRAINED_DIR / name
+    if not (p / "manifest.json").exists():
+        valid = sorted(d.name for d in PRETRAINED_DIR.glob("*") if (d / "manifest.json").exists()) \
+            if PRETRAINED_DIR.is_dir() else []
+        from shiftrec.errors import unknown_name
+
+        raise unknown_name("pretrained checkpoint", name, valid or ["<none shipped>"])
+    return p
+
+
+# --------------------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pretraining on source domains (contrastive by default). `model` fixes the architecture."""
+
+    model: TransferConfig = TransferConfig(objective=Objective.CONTRASTIVE)
+    epochs: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024  # supervised targets per batch (in-batch negatives come from these)
+    patience: int = 2
+    steps_per_epoch: int = 0  # cap (0 = whole data); chunks a long pretraining into short epochs
+    valid_users: int = 500  # per source domain, for early stopping (in-domain full ranking)
+    stride: int = 10
+    seed: int = 0
+    threads: int = 2
+    half_weights: bool = False  # store float16 weights (for a small shipped asset)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning (or training from scratch) on one target split with full cross-entropy."""
+
+    mode: Mode = Mode.INDUCTIVE
+    freeze: Freeze = Freeze.NONE
+    epochs: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    patience: int = 5
+    steps_per_epoch: int = 0
+    stride: int = 10
+    seed: int = 0
+    threads: int = 2
+    valid_max_users: int = 0
+    # non-shape model settings applied on top of the checkpoint's (None = keep)
+    dropout: float | None = None
+    attn_dropout: float | None = None
+    adaptor_dropout: float | None = None
+    temperature: float | None = None
+    # architecture for training from scratch (ignored when a checkpoint is given)
+    model: TransferConfig = TransferConfig()
+
+
+# --------------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    """One domain: its split and the text features of its items ((n_items + 1, d), row 0 zeros)."""
+
+    name: str
+    split: SeqSplit
+    text: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.text.shape[0] != self.split.n_items + 1:
+            raise InputError(f"source '{self.name}': text table has {self.text.shape[0] - 1} items "
+                             f"but the split has {self.split.n_items}")
+
+
+def check_split(split: SeqSplit, what: str = "target") -> None:
+    """Fail clearly (never NaN metrics) on a split with nothing to train or evaluate."""
+    lens = split.train.lengths()
+    if split.n_items == 0 or len(lens) == 0:
+        raise InputError(f"{what} split '{split.name}' is empty: no users or items")
+    if int((lens >= 2).sum()) == 0:
+        raise InputError(f"{what} split '{split.name}' has no training sequence with 2 or more items")
+    if len(split.valid) == 0 or len(split.test) == 0:
+        raise InputError(f"{what} split '{split.name}' has no validation/test users (every user "
+                         f"needs at least 3 events)")
+
+
+def _offset_evalset(es: EvalSet, off: int, rows: np.ndarray) -> EvalSet:
+    h = es.history
+    seqs = [h[i] + off for i in rows]
+    times = [h.times_of(i) for i in rows]
+    return EvalSet(es.users[rows], Seqs.from_lists(seqs, times), es.target[rows] + off,
+                   es.target_time[rows])
+
+
+@dataclass
+class Merged:
+    """Several domains in one namespaced item table: domain d owns rows offsets[d]+1..+n_d."""
+
+    names: list[str]
+    offsets: np.ndarray
+    sizes: np.ndarray
+    text: np.ndarray
+    train: Seqs
+    valid: dict[str, EvalSet]
+
+
+def merge_sources(sources: list[Source], valid_users: int = 500, seed: int = 0) -> Merged:
+    if not sources:
+        raise InputError("pretraining needs at least one source domain")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise InputError(f"source names must be distinct; got {names}")
+    dims = {s.text.shape[1] for s in sources}
+    if len(dims) != 1:
+        raise InputError(f"sources have text features of different sizes: {sorted(dims)}")
+    sizes = np.array([s.split.n_items for s in sources], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    text = np.concatenate([np.zeros((1, sources[0].text.shape[1]), np.float32)]
+                          + [s.text[1:].astype(np.float32) for s in sources])
+    indptr, items, times = [np.zeros(1, np.int64)], [], []
+    total = 0
+    for s, off in zip(sources, offsets, strict=True):
+        tr = s.split.train
+        indptr.append(tr.indptr[1:] + total)
+        total += int(tr.indptr[-1])
+        items.append(tr.items + off)
+        times.append(tr.times)
+    train = Seqs(np.concatenate(indptr), np.concatenate(items), np.concatenate(times))
+    rng = np.random.default_rng(seed)
+    valid = {}
+    for s, off in zip(sources, offsets, strict=True):
+        n = len(s.split.valid)
+        if n == 0:
+            continue
+        rows = np.sort(rng.choice(n, size=min(n, valid_users), replace=False)) if valid_users else \
+            np.arange(n)
+        valid[s.name] = _offset_evalset(s.split.valid, int(off), rows)
+    return Merged(names, offsets, sizes, text, train, valid)
+
+
+def domain_validator(merged: Merged, max_len: int = 50, batch_size: int = 512
+                     ) -> Callable[[Any], dict[str, float]]:
+    """Validation for pretraining: full ranking within each source domain's own items."""
+    from shiftrec.evaluate.metrics import all_metrics, ndcg_at_k
+
+    def run(net: Any) -> dict[str, float]:
+        import torch
+
+        from shiftrec.models.base import pad_left
+
+        all_ranks = []
+        out: dict[str, float] = {}
+        dev = net.text.device
+        for name, es in merged.valid.items():
+            d = merged.names.index(name)
+            off, n = int(merged.offsets[d]), int(merged.sizes[d])
+            ids = torch.arange(off + 1, off + n + 1, device=dev)
+            items = net.item_embed(ids)
+            ranks = []
+            for a in range(0, len(es), batch_size):
+                b = min(a + batch_size, len(es))
+                seq = torch.from_numpy(pad_left([es.history[i] for i in range(a, b)], max_len)).to(dev)
+                s = net.logits(net.user_vectors(seq), items).float().cpu().numpy()
+                t = es.target[a:b] - off - 1
+                tv = s[np.arange(b - a), t][:, None]
+                ranks.append(((s > tv).sum(1) + (s == tv).sum(1)).astype(np.int64))
+            r = np.concatenate(ranks)
+            out[f"ndcg@10/{name}"] = ndcg_at_k(r, 10)
+            all_ranks.append(r)
+        out |= all_metrics(np.concatenate(all_ranks), (10, 50))
+        return out
+
+    return run
+
+
+# --------------------------------------------------------------------------------------- pretrain
+
+
+def _provenance(sources_meta: list[dict[str, Any]], seconds: float, result: Any, seed: int
+                ) -> dict[str, Any]:
+    import torch
+
+    return {"data": sources_meta, "seed": seed, "wall_seconds": round(seconds, 1),
+            "epochs_run": [p.epochs_run for p in result.phases],
+            "best_epoch": [p.best_epoch for p in result.phases],
+            "best_valid": [p.best_metric for p in result.phases],
+            "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+                         "torch_threads": torch.get_num_threads(),
+                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+            "history": result.history}
+
+
+def _source_meta(s: Source) -> dict[str, Any]:
+    tr = s.split.train
+    return {"name": s.name, "users": len(s.split.user_ids), "items": s.split.n_items,
+            "train_events": int(tr.indptr[-1]),
+            "fingerprint": s.split.meta.get("fingerprint"), **s.meta}
+
+
+def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = PretrainConfig(),
+             out_dir: str | Path | None = None, *, resume: bool = False,
+             progress: Callable[[Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Pretrain on `sources` (mixed in every batch). Writes a checkpoint to out_dir when given;
+    the trainer's resumable state lives in out_dir/trainer. Returns (net, manifest fields)."""
+    import torch
+
+    from shiftrec.train.batches import CausalBatches
+    from shiftrec.train.trainer import Phase, TrainConfig, train
+
+    for s in sources:
+        check_split(s.split, f"source '{s.name}'")
+    merged = merge_sources(sources, cfg.valid_users, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    net = build_net(cfg.model, merged.text)
+    net.objective = Objective(cfg.model.objective)
+    batches = CausalBatches(merged.train, max_len=cfg.model.max_len, stride=cfg.stride)
+    phase = Phase(name="pretrain", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, patience=cfg.patience,
+                  steps_per_epoch=cfg.steps_per_epoch)
+    tcfg = TrainConfig(phases=(phase,), seed=cfg.seed, device="auto", max_len=cfg.model.max_len,
+                       threads=cfg.threads)
+    t0 = time.perf_counter()
+    ckpt = Path(out_dir) / "trainer" if out_dir is not None else None
+    result = train(net, tcfg, batches, domain_validator(merged, cfg.model.max_len),
+                   checkpoint_dir=ckpt, resume=resume, progress=progress)
+    seconds = result.seconds if resume else time.perf_counter() - t0
+    fields = {"stage": "pretrain", "pretrain_config": to_dict(cfg),
+              "data_fingerprints": {s.name: s.split.meta.get("fingerprint") for s in sources},
+              "provenance": _provenance([_source_meta(s) for s in sources], seconds, result,
+                                        cfg.seed)}
+    if out_dir is not None:
+        save_checkpoint(net, out_dir, encoder=encoder, half=cfg.half_weights, **fields)
+    return net, fields
+
+
+# --------------------------------------------------------------------------------------- finetune
+
+
+def _overrides(cfg: FinetuneConfig) -> dict[str, Any]:
+    o: dict[str, Any] = {"mode": cfg.mode, "objective": Objective.FULL_CE}
+    for k in ("dropout", "attn_dropout", "adaptor_dropout", "temperature"):
+        v = getattr(cfg, k)
+        if v is not None:
+            o[k] = v
+    return o
+
+
+def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, encoder: str,
+             cfg: FinetuneConfig = FinetuneConfig(), out_dir: str | Path | None = None, *,
+             resume: bool = False, progress: Callable[[Any], None] | None = None,
+             data_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune `checkpoint` (None = train from scratch) on the target split with full CE.
+
+    Returns (net, manifest fields incl. provenance and the training history). Writes a
+    checkpoint that carries the target item table to out_dir when given.
+    """
+    import torch
+
+    from shiftrec.train.batches import CausalBatches
+    from shiftrec.train.trainer import Phase, TrainConfig, train
+
+    check_split(split)
+    text = np.asarray(text, dtype=np.float32)
+    if text.shape[0] != split.n_items + 1:
+        raise InputError(f"text table has {text.shape[0] - 1} items but split '{split.name}' has "
+                         f"{split.n_items}")
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base: dict[str, Any] = {}
+    if checkpoint is not None:
+        net, man = load_checkpoint(checkpoint, text, encoder=encoder, overrides=_overrides(cfg))
+        base = {"pretrained_from": str(checkpoint),
+                "pretrained_provenance": {k: man.get(k) for k in ("stage", "data_fingerprints",
+                                                                   "created")}}
+    else:
+        mc = replace(cfg.model, **_overrides(cfg))
+        net = build_net(mc, text)
+    if cfg.freeze != Freeze.NONE and checkpoint is None:
+        raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
+                          "use freeze 'none' to train from scratch")
+    net.objective = Objective.FULL_CE
+    batches = CausalBatches(split.train, max_len=net.cfg.max_len, stride=cfg.stride)
+    phase = Phase(name="finetune", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, patience=cfg.patience,
+                  steps_per_epoch=cfg.steps_per_epoch, freeze=freeze_prefixes(cfg.freeze))
+    tcfg = TrainConfig(phases=(phase,), seed=cfg.seed, device="auto", max_len=net.cfg.max_len,
+                       threads=cfg.threads, valid_max_users=cfg.valid_max_users)
+    t0 = time.perf_counter()
+    ckpt = Path(out_dir) / "trainer" if out_dir is not None else None
+    result = train(net, tcfg, batches, split.valid, checkpoint_dir=ckpt, resume=resume,
+                   progress=progress)
+    seconds = result.seconds if resume else time.perf_counter() - t0
+    meta = {"name": data_name or split.name, "users": len(split.user_ids), "items": split.n_items,
+            "fingerprint": split.meta.get("fingerprint")}
+    fields = {"stage": "finetune" if checkpoint is not None else "scratch",
+              "finetune_config": to_dict(cfg), **base,
+              "data_fingerprints": {meta["name"]: meta["fingerprint"]},
+              "provenance": _provenance([meta], seconds, result, cfg.seed)}
+    if out_dir is not None:
+        save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
+    return net, fields
+
+
+def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None) -> tuple[Any, list]:
+    """Train an existing net on a split with full CE (used by TransferRec.fit)."""
+    from shiftrec.train.batches import CausalBatches
+    from shiftrec.train.trainer import Phase, TrainConfig, train
+
+    cfg = cfg or FinetuneConfig()
+    check_split(split)
+    net.objective = Objective.FULL_CE
+    phase = Phase(name="fit", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, patience=cfg.patience,
+                  steps_per_epoch=cfg.steps_per_epoch)
+    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, max_len=net.cfg.max_len,
+                                 threads=cfg.threads, valid_max_users=cfg.valid_max_users),
+                CausalBatches(split.train, max_len=net.cfg.max_len, stride=cfg.stride), split.valid)
+    return net, res.history
+
+
+# --------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int = 512
+                 ) -> tuple[dict[str, float], np.ndarray]:
+    """Full-ranking metrics over all items of the split (never sampled)."""
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.train.trainer import ModuleScorer
+
+    if which not in ("valid", "test"):
+        raise ConfigError(f"unknown evaluation set '{which}'; valid evaluation sets: test, valid")
+    es = split.test if which == "test" else split.valid
+    if len(es) == 0:
+        raise InputError(f"split '{split.name}' has no {which} users to evaluate")
+    if net.n_items != split.n_items:
+        raise InputError(f"model scores {net.n_items} items but split '{split.name}' has "
+                         f"{split.n_items}")
+    net.eval()
+    return evaluate(ModuleScorer(net, net.text.device, net.cfg.max_len), split, which,
+                    batch_size=batch_size, max_len=net.cfg.max_len)
+
+
+def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
+              which: str = "test") -> tuple[dict[str, float], np.ndarray]:
+    """Evaluate a pretrained model on an unseen domain: only the item table changes (a
+    transductive checkpoint drops its ID table and scores from text alone)."""
+    man = read_manifest(checkpoint)
+    check_compatible(man, encoder, int(np.asarray(text).shape[1]), checkpoint)
+    net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
+                             overrides={"mode": Mode.INDUCTIVE})
+    return evaluate_net(net, split, which)
