@@ -222,6 +222,12 @@ def domain_validator(merged: Merged, max_len: int = 50, batch_size: int = 512
 # --------------------------------------------------------------------------------------- pretrain
 
 
+def _causal(seqs: Seqs, max_len: int, stride: int) -> Any:
+    from shiftrec.train.batches import CausalBatches
+
+    return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)))
+
+
 def _provenance(sources_meta: list[dict[str, Any]], seconds: float, result: Any, seed: int
                 ) -> dict[str, Any]:
     import torch
@@ -250,7 +256,6 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
     the trainer's resumable state lives in out_dir/trainer. Returns (net, manifest fields)."""
     import torch
 
-    from shiftrec.train.batches import CausalBatches
     from shiftrec.train.trainer import Phase, TrainConfig, train
 
     for s in sources:
@@ -261,7 +266,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
         torch.set_num_threads(cfg.threads)
     net = build_net(cfg.model, merged.text)
     net.objective = Objective(cfg.model.objective)
-    batches = CausalBatches(merged.train, max_len=cfg.model.max_len, stride=cfg.stride)
+    batches = _causal(merged.train, cfg.model.max_len, cfg.stride)
     phase = Phase(name="pretrain", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch)
@@ -304,7 +309,6 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     """
     import torch
 
-    from shiftrec.train.batches import CausalBatches
     from shiftrec.train.trainer import Phase, TrainConfig, train
 
     check_split(split)
@@ -328,7 +332,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
     net.objective = Objective.FULL_CE
-    batches = CausalBatches(split.train, max_len=net.cfg.max_len, stride=cfg.stride)
+    batches = _causal(split.train, net.cfg.max_len, cfg.stride)
     phase = Phase(name="finetune", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch, freeze=freeze_prefixes(cfg.freeze))
@@ -352,7 +356,6 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
 
 def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None) -> tuple[Any, list]:
     """Train an existing net on a split with full CE (used by TransferRec.fit)."""
-    from shiftrec.train.batches import CausalBatches
     from shiftrec.train.trainer import Phase, TrainConfig, train
 
     cfg = cfg or FinetuneConfig()
@@ -363,7 +366,7 @@ def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None)
                   steps_per_epoch=cfg.steps_per_epoch)
     res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, max_len=net.cfg.max_len,
                                  threads=cfg.threads, valid_max_users=cfg.valid_max_users),
-                CausalBatches(split.train, max_len=net.cfg.max_len, stride=cfg.stride), split.valid)
+                _causal(split.train, net.cfg.max_len, cfg.stride), split.valid)
     return net, res.history
 
 

@@ -1,0 +1,63 @@
+"""CLI: bad input gives one line and exit 2 with no traceback; commands work end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "shiftrec.cli"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("content, expect", [
+    (None, "not found"),
+    (b"", "empty"),
+    (b"user_id,item_id\nu,i\n", "column 'timestamp'"),
+    (b"user_id,item_id,timestamp\nu,i,nope\n", "unparseable timestamp"),
+    (b"user_id,item_id,timestamp\nu,i,2024-01-01\n\xff\xfe,i,2024-01-01\n", "invalid UTF-8"),
+])
+def test_bad_input_one_line(tmp_path: Path, content: bytes | None, expect: str) -> None:
+    p = tmp_path / "events.csv"
+    if content is not None:
+        p.write_bytes(content)
+    r = run("ingest", "generic", str(p), "-o", str(tmp_path / "out"))
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert err[0].startswith("error: ") and "events.csv" in err[0] and expect in err[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_unknown_format_and_preset_list_valid(tmp_path: Path) -> None:
+    r = run("ingest", "xlsx-magic", "x")
+    assert r.returncode == 2 and "valid formats" in r.stderr and "generic" in r.stderr
+    r = run("ingest", "preset", "not-a-dataset")
+    assert r.returncode == 2 and "scientific" in r.stderr and "online-retail" in r.stderr
+
+
+def test_ingest_prepare_roundtrip(tmp_path: Path, small_store) -> None:
+    raw = small_store.write(tmp_path / "raw", fmt="csv")
+    r = run("ingest", "generic", str(raw / "events.csv"), "--items", str(raw / "items.csv"),
+            "--map", "event_type=event_type", "--map", "domain=domain", "--map", "item_category=category",
+            "-o", str(tmp_path / "ds"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "ds" / "ingest_report.json").read_text())
+    assert rep["balanced"] and rep["rows_in"] == small_store.events.height
+    r = run("prepare", str(tmp_path / "ds"), "-o", str(tmp_path / "split"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "split" / "split.npz").exists()
+    r = run("prepare", str(tmp_path / "ds"), "--split", "temporal", "-o", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_help_has_examples() -> None:
+    for cmd in ("ingest", "prepare", "demo"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "shiftrec " + cmd in r.stdout
