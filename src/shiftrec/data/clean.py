@@ -45,9 +45,11 @@ def _ts(s: str) -> datetime:
 def first_distinct(ev: pl.DataFrame, cols: list[str]) -> pl.Series:
     """True for the first occurrence of each distinct row over `cols` (exact, hash-accelerated).
 
-    A 64-bit row hash finds the candidate duplicates; only those rows are compared exactly.
+    A 64-bit hash of (user, item, timestamp) finds candidate duplicates; only those rows are
+    compared exactly on all of `cols`.
     """
-    h = ev.select(pl.struct(cols).hash(seed=3).alias("h"))["h"]
+    key = [c for c in ("user_id", "item_id", "timestamp") if c in cols] or cols
+    h = ev.select(pl.struct(key).hash(seed=3).alias("h"))["h"]
     cand = h.is_duplicated()
     keep = pl.Series("k", [True] * ev.height)
     if cand.any():
@@ -106,10 +108,15 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
         apply("duplicate", first_distinct(ev, ["user_id", "item_id", "domain"]))
     if cfg.drop_unknown_items and read.items.height:
         cat_domains = read.items["domain"].unique()
-        known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
-        flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
-                                                   maintain_order="left")
-        keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
+        if cat_domains.len() == 1 and ev["domain"].n_unique() == 1:
+            keep = ev["item_id"].is_in(read.items["item_id"].implode())
+            if ev["domain"][0] != cat_domains[0]:
+                keep = pl.Series([True] * ev.height)
+        else:
+            known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
+            flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
+                                                       maintain_order="left")
+            keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
         apply("unknown_item", keep)
     if cfg.bot_max_events_per_minute:
         # a user is bot-like if any sliding 60 s window holds more than N events

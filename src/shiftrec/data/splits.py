@@ -160,14 +160,11 @@ def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:
 
 def _group(df: pl.DataFrame) -> tuple[np.ndarray, Seqs]:
     """df sorted by user then time -> (user ids, Seqs)."""
-    users = df["user_id"].to_numpy()
-    change = np.ones(len(users), dtype=bool)
-    if len(users) > 1:
-        change[1:] = users[1:] != users[:-1]
-    starts = np.flatnonzero(change)
-    indptr = np.concatenate([starts, [len(users)]]).astype(np.int64)
-    return users[starts].astype(object), Seqs(indptr, df["idx"].to_numpy().astype(np.int64),
-                                              df["t"].to_numpy().astype(np.int64))
+    change = df.select((pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True).alias("c"))["c"]
+    starts = change.arg_true().to_numpy().astype(np.int64)
+    indptr = np.concatenate([starts, [df.height]]).astype(np.int64)
+    users = df["user_id"].gather(starts).to_numpy().astype(object)
+    return users, Seqs(indptr, df["idx"].to_numpy().astype(np.int64), df["t"].to_numpy().astype(np.int64))
 
 
 def _cut_last(seqs: Seqs, rows: np.ndarray, ends: np.ndarray, max_len: int) -> Seqs:
@@ -225,17 +222,13 @@ def temporal(ds: Dataset, test_start: int | float | None = None, valid_start: in
         raise InputError(f"valid_start ({vs}) is after test_start ({ts})")
     users, full = _group(df)
     n = len(users)
-    pos = np.arange(len(full.items)) - np.repeat(full.indptr[:-1], full.lengths())
-    del pos
 
     def first_at_or_after(t0: int) -> np.ndarray:
-        # per user: global index of the first event with time >= t0 (or indptr end if none)
-        out = np.empty(n, dtype=np.int64)
-        for_u = np.searchsorted  # times are sorted within each user
-        for u in range(n):
-            a, b = full.indptr[u], full.indptr[u + 1]
-            out[u] = a + for_u(full.times[a:b], t0, side="left")
-        return out
+        # per user: global index of the first event with time >= t0 (the user's end if none)
+        big = len(full.items)
+        idx = np.where(full.times >= t0, np.arange(big), big)
+        first = np.minimum.reduceat(idx, full.indptr[:-1]) if n else np.zeros(0, np.int64)
+        return np.minimum(first, full.indptr[1:])
 
     cut_v = first_at_or_after(vs)
     cut_t = first_at_or_after(ts)
