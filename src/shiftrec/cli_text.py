@@ -8,21 +8,18 @@ from typing import Annotated
 
 import typer
 
-ENCODE_HELP = """Embed the text of every item with a text encoder and write an item-embeddings folder
-(item_embeddings.npz + manifest.json; row 0 is padding, rows aligned with the item keys).
-
-INPUT is a prepared dataset folder (written by `shiftrec prepare`/Dataset.save) or an items file
-(.parquet, .csv, .csv.gz, .tsv) with item_id and text columns. With --cache-dir, a re-run only
-encodes items whose text is new or changed.
-
-Encoders: minilm (384-d, English), use-multilingual (512-d, 16 languages incl. Chinese), or the
-path of a local sentence-transformers / Hugging Face model folder.
-
-\b
-Example:
-  shiftrec encode data/scientific --encoder minilm --fields title,category,brand \\
-      --cache-dir cache/minilm --out features/scientific-minilm
-"""
+ENCODE_HELP = (
+    "Embed the text of every item with a text encoder and write an item-embeddings folder "
+    "(item_embeddings.npz + manifest.json; row 0 is padding, rows follow the item keys).\n\n"
+    "INPUT is a prepared dataset folder (as written by Dataset.save) or an items file "
+    "(.parquet, .csv, .csv.gz, .tsv) with an item_id column and text columns. With --cache-dir, "
+    "a re-run only encodes items whose text is new or changed.\n\n"
+    "Encoders: minilm (384-d, English), use-multilingual (512-d, 16 languages incl. Chinese), "
+    "or the path of a local sentence-transformers / Hugging Face model folder.\n\n"
+    "Example:\n\n"
+    "shiftrec encode data/scientific --encoder minilm --fields title,category,brand "
+    "--cache-dir cache/minilm --out features/scientific-minilm"
+)
 
 
 def _read_items(path: Path, domain: str):
@@ -73,7 +70,13 @@ def encode(
     domain: Annotated[str, typer.Option(help="Domain for an items file without one.")] = "default",
 ) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from shiftrec.data.splits import IdMap, SeqSplit
     from shiftrec.errors import ShiftrecError
@@ -90,16 +93,22 @@ def encode(
             item_map = IdMap.from_frame(
                 items.unique(["domain", "item_id"], keep="first", maintain_order=True))
         t0 = time.perf_counter()
-        with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err, transient=False) as bar:
-            task = bar.add_task("encode", total=None)
+        # the bar appears with the first batch, so a fully cached run or an early error shows none
+        bar = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=err)
+        task = bar.add_task("encode", total=None)
 
-            def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int) -> None:
+            if total:
+                bar.start()
                 bar.update(task, completed=done, total=total)
 
+        try:
             emb, stats = embed_items(items, item_map, encoder, cfg, cache_dir=cache_dir,
                                      progress=progress, batch_size=batch_size, device=device,
                                      threads=threads)
+        finally:
+            bar.stop()
         emb.meta |= {"source": str(input), "items_fingerprint": fingerprint_frame(items)}
         emb.save(out)
     except ShiftrecError as e:

@@ -17,11 +17,12 @@ from shiftrec import SCHEMA_VERSION, __version__
 def versions() -> dict[str, str]:
     out = {"shiftrec": __version__, "python": platform.python_version(),
            "schema": str(SCHEMA_VERSION)}
-    for mod in ("polars", "numpy", "torch"):
-        try:
-            m = __import__(mod)
-            out[mod] = getattr(m, "__version__", "?")
-        except ImportError:  # pragma: no cover
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("polars", "numpy", "torch", "sentence-transformers"):
+        try:  # read package metadata only: importing torch here would cost seconds
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover
             pass
     return out
 
@@ -31,6 +32,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

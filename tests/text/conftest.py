@@ -52,4 +52,4 @@ def minilm(torch_threads):
 def use_ml():
     from shiftrec.text import load_encoder
 
-    return load_encoder("use-multilingual", threads=2)
+    return load_encoder("use-multilingual")

@@ -35,7 +35,7 @@ def test_encode_items_file_with_cache(app, tmp_path):
                  ).write_csv(items)
     args = ["encode", str(items), "--encoder", "use-multilingual", "--fields", "title",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "emb"),
-            "--threads", "2"]
+            "--threads", "1"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "3 encoded" in res.output
@@ -63,7 +63,7 @@ def test_encode_dataset_folder_and_split(app, tmp_path, small_store):
     small_split.save(tmp_path / "split")
     res = CliRunner().invoke(app, ["encode", str(tmp_path / "ds"), "--encoder", "use-multilingual",
                                    "--split", str(tmp_path / "split"), "--out",
-                                   str(tmp_path / "emb"), "--threads", "2"])
+                                   str(tmp_path / "emb"), "--threads", "1"])
     assert res.exit_code == 0, res.output
     emb = ItemEmbeddings.load(tmp_path / "emb")
     assert emb.vectors.shape == (small_split.n_items + 1, 512)
