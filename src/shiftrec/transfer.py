@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from shiftrec.config import to_dict
-from shiftrec.data.splits import EvalSet, SeqSplit, Seqs
-from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.data.splits import EvalSet, Seqs, SeqSplit
+from shiftrec.errors import ConfigError, InputError
 from shiftrec.models.transfer import (
     Freeze,
     Mode,
@@ -348,6 +348,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
               "finetune_config": to_dict(cfg), **base,
               "data_fingerprints": {meta["name"]: meta["fingerprint"]},
+              "item_keys_hash": item_keys_hash(split),
               "provenance": _provenance([meta], seconds, result, cfg.seed)}
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
@@ -401,3 +402,73 @@ def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder
     net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
                              overrides={"mode": Mode.INDUCTIVE})
     return evaluate_net(net, split, which)
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def load_dataset(spec: str | Path, root: str | Path | None = None) -> Any:
+    """A named dataset of the shared data folder (shiftrec.data.presets) or a prepared folder."""
+    from shiftrec.data.clean import clean
+    from shiftrec.data.presets import PRESETS, load_preset
+    from shiftrec.data.schema import Dataset
+    from shiftrec.errors import unknown_name
+
+    p = Path(spec)
+    if p.is_dir():
+        return Dataset.load(p)
+    if str(spec) not in PRESETS:
+        err = unknown_name("dataset", str(spec), PRESETS)
+        raise ConfigError(f"{err.message} (or the path of a prepared dataset folder)")
+    read, ccfg = load_preset(str(spec), root)
+    ds, _, _ = clean(read, ccfg, str(spec))
+    return ds
+
+
+def subsample_users(ds: Any, max_users: int, seed: int = 0) -> Any:
+    """Keep a seeded random subset of at most max_users users (all their events)."""
+    import polars as pl
+
+    from shiftrec.data.schema import Dataset
+
+    if not max_users:
+        return ds
+    users = ds.events["user_id"].unique().sort()
+    if len(users) <= max_users:
+        return ds
+    keep = users.sample(n=max_users, seed=seed, shuffle=True)
+    ev = ds.events.filter(pl.col("user_id").is_in(keep.implode()))
+    items = ds.items.join(ev.select("domain", "item_id").unique(), on=["domain", "item_id"], how="semi")
+    return Dataset(ev, items, name=ds.name, meta={**ds.meta, "subsample": {"max_users": max_users,
+                                                                             "seed": seed}})
+
+
+def item_keys_hash(split: SeqSplit) -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(map(str, split.item_map.keys)).encode()).hexdigest()[:16]
+
+
+def make_source(ds: Any, encoder: str, *, name: str | None = None, max_users: int = 0, seed: int = 0,
+                max_len: int = 50, cache_dir: str | Path | None = None, text_cfg: Any = None,
+                progress: Any = None) -> Source:
+    """Leave-one-out split of `ds` (optionally user-subsampled) plus its item text features."""
+    from shiftrec.data.splits import leave_one_out
+    from shiftrec.text import TextConfig, encode_items
+
+    sub = subsample_users(ds, max_users, seed)
+    split = leave_one_out(sub, max_len)
+    text = encode_items(sub.items, split.item_map, encoder, text_cfg or TextConfig(),
+                        cache_dir=cache_dir, progress=progress)
+    return Source(name or ds.name, split, text,
+                  meta={"dataset": ds.name, "max_users": max_users or None, "subsample_seed": seed})
+
+
+def sources_from_dataset(ds: Any, encoder: str, **kw: Any) -> list[Source]:
+    """One Source per domain of `ds` (items are namespaced by domain)."""
+    from shiftrec.data.splits import by_domain
+
+    doms = ds.domains
+    if len(doms) <= 1:
+        return [make_source(ds, encoder, **kw)]
+    return [make_source(by_domain(ds, d), encoder, name=f"{ds.name}:{d}", **kw) for d in doms]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shiftrec.data.splits import EvalSet, IdMap, SeqSplit, Seqs
+from shiftrec.data.splits import EvalSet, IdMap, Seqs, SeqSplit
 
 
 def cyclic_split(n_users: int = 60, n_items: int = 12, min_len: int = 6, max_len: int = 14,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class TopicConfig:
     k_grid: tuple[int, ...] = (8, 12, 16, 20, 24, 32)  # candidate numbers of learned topics
     silhouette_sample: int = 3000  # items sampled to score each k
     kmeans_iters: int = 40
-    kmeans_restarts: int = 2
+    kmeans_restarts: int = 1
     n_terms: int = 5  # distinctive terms kept per topic (the name uses the first 3)
     seed: int = 0
 
@@ -142,7 +143,7 @@ def tokenize(text: str | None) -> list[str]:
     """Lower-cased word tokens of >= 3 characters, without stopwords or pure numbers."""
     if not text:
         return []
-    toks = _TOKEN.findall(text.lower().replace("&amp;", " "))
+    toks = _TOKEN.findall(html.unescape(html.unescape(text)).lower())
     return [t.strip("'-") for t in toks if len(t) >= 3 and t not in STOPWORDS and not t.isdigit()]
 
 
@@ -210,6 +211,8 @@ def _l2(x: np.ndarray) -> np.ndarray:
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 40, restarts: int = 1
            ) -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means with k-means++ seeding (numpy). Returns (labels, centers, inertia)."""
+    import scipy.sparse as sp
+
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
@@ -235,8 +238,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 40, restarts: int 
                 break
             labels = new
             counts = np.bincount(labels, minlength=k)
-            sums = np.zeros_like(centers)
-            np.add.at(sums, labels, x)
+            sums = np.asarray(sp.csr_matrix((np.ones(n, np.float32), (labels, np.arange(n))),
+                                            shape=(k, n)) @ x)
             empty = counts == 0
             centers[~empty] = sums[~empty] / counts[~empty, None]
             if empty.any():  # re-seed empty clusters with the worst-fitted points
@@ -424,3 +427,32 @@ def save_topics(topics: Topics, out_dir: str | Path, items: pl.DataFrame | None 
                 cfg: TopicConfig | None = None) -> Path:
     return topics.save(out_dir, data_fingerprint=None if items is None else items_fingerprint(items),
                        config=None if cfg is None else to_dict(cfg))
+
+
+def item_titles(items: pl.DataFrame) -> list[str]:
+    """The text learned topics are built from: the title, else the description."""
+    return _titles(items)
+
+
+def embed_items(items: pl.DataFrame, encoder: str = "tfidf", cache_dir: str | Path | None = None,
+                progress: Progress | None = None, dim: int = 64) -> tuple[np.ndarray, str]:
+    """Embeddings of item titles for learned topics: 'tfidf' (TF-IDF + SVD, fast, no model) or
+    any shiftrec.text encoder name / model folder (e.g. 'minilm'). Returns (matrix, encoder id)."""
+    texts = _titles(items)
+    if encoder == "tfidf":
+        return tfidf_svd(texts, dim=dim), f"tfidf-svd{dim}"
+    from shiftrec.text.cache import encode_texts
+    from shiftrec.text.encoders import load_encoder
+
+    enc = load_encoder(encoder)
+    vec, _ = encode_texts(texts, enc, cache_dir=cache_dir, progress=progress)
+    return vec, getattr(enc, "name", encoder)
+
+
+def embeddings_for_items(items: pl.DataFrame, folder: str | Path) -> tuple[np.ndarray, str]:
+    """Rows of a saved item-embeddings folder (`shiftrec encode`) in the order of `items`."""
+    from shiftrec.data.splits import IdMap
+    from shiftrec.text.features import ItemEmbeddings
+
+    emb = ItemEmbeddings.load(folder)
+    return emb.aligned(IdMap.from_frame(items))[1:], emb.encoder

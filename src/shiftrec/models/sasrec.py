@@ -24,6 +24,7 @@ from shiftrec.errors import ArtifactError, ConfigError
 from shiftrec.models.torch_base import (
     apply_overrides,
     check_shapes,
+    full_softmax_ce,
     load_state_strict,
     read_torch_artifact,
     save_torch_artifact,
@@ -117,8 +118,7 @@ def build_net(n_items: int, cfg: SASRecConfig) -> Any:
             seq, labels = batch["seq"], batch["labels"]
             h = self.encode(seq)
             m = labels > 0
-            logits = h[m] @ self.item_emb.weight[1:].T
-            return F.cross_entropy(logits.float(), labels[m] - 1)
+            return full_softmax_ce(h[m], self.item_emb.weight[1:], labels[m] - 1)
 
         def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
             seq = seq[:, -self.max_len:]
@@ -173,7 +173,6 @@ class SASRec:
         valid = split.valid if len(split.valid) else None
         self.result = train(self.net, cfg.train, src, valid, checkpoint_dir=self.checkpoint_dir,
                             resume=self.resume, progress=self.progress)
-        self.net.to("cpu")
         self.data_fingerprint = split.meta.get("fingerprint")
         return self
 

@@ -44,8 +44,15 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any], where: str) -> Any:
 
 
 def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
-                 max_len: int, batch_size: int = 1024) -> np.ndarray:
-    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad."""
+                 max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
+    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad.
+
+    Histories are scored in order of length, `batch_size` at a time (and put back in the given
+    order), so a module that trims all-padding columns (as SASRec does) does little padding work.
+    Every call still passes seq of width max_len, right-aligned and left-padded with 0.
+    """
+    import contextlib
+
     import torch
 
     from shiftrec.models.base import pad_left
@@ -54,21 +61,31 @@ def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarra
         device = next(module.parameters()).device
     except StopIteration:  # pragma: no cover
         device = torch.device("cpu")
+    n = len(histories)
+    lens = np.array([min(len(h), max_len) for h in histories], dtype=np.int64)
+    order = np.argsort(lens, kind="stable")
+    out: np.ndarray | None = None
+    cast = contextlib.nullcontext()
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        cast = torch.autocast("cuda", dtype=dtype)
     was = module.training
     module.eval()
-    outs = []
     try:
-        with torch.no_grad():
-            for a in range(0, max(len(histories), 1), batch_size):
-                h = histories[a:a + batch_size]
-                seq = torch.from_numpy(pad_left(h, max_len)).to(device)
+        with torch.no_grad(), cast:
+            for a in range(0, n, batch_size):
+                rows = order[a:a + batch_size]
+                seq = torch.from_numpy(pad_left([histories[i] for i in rows], max_len)).to(device)
                 t = None
                 if times is not None:
-                    t = torch.from_numpy(pad_left(times[a:a + batch_size], max_len)).to(device)
-                outs.append(module.score_all(seq, t).float().cpu().numpy())
+                    t = torch.from_numpy(pad_left([times[i] for i in rows], max_len)).to(device)
+                s = module.score_all(seq, t).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((n, s.shape[1]), dtype=np.float32)
+                out[rows] = s
     finally:
         module.train(was)
-    return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def save_torch_artifact(path: str | Path, module: Any, model_name: str, **fields: Any) -> None:
@@ -125,3 +142,51 @@ def load_state_strict(module: Any, tensors: Mapping[str, Any], path: Any) -> Non
             raise ArtifactError(f"tensor '{k}': model expects {tuple(v.shape)}, file holds "
                                 f"{tuple(tensors[k].shape)}", path=path)
     module.load_state_dict(dict(tensors), strict=True)
+
+
+def full_softmax_ce(h: Any, weight: Any, target: Any) -> Any:
+    """Mean cross-entropy of softmax(h @ weight.T) over ALL rows of `weight` (no sampling).
+
+    h (T, H), weight (N, H), target (T,) in [0, N). Same value and gradients as
+    F.cross_entropy(h @ weight.T, target), with fewer passes over the (T, N) logits: the
+    log-softmax is computed once and turned into the gradient in place in backward.
+    """
+    return _full_ce_fn().apply(h, weight, target)
+
+
+_FULL_CE: Any = None
+
+
+def _full_ce_fn() -> Any:
+    global _FULL_CE
+    if _FULL_CE is not None:
+        return _FULL_CE
+    import torch
+
+    class FullSoftmaxCE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
+                    ) -> torch.Tensor:
+            logits = h @ weight.T.to(h.dtype)  # under autocast both are already low precision
+            lsm = torch.log_softmax(logits.float(), dim=1)
+            del logits
+            loss = -lsm.gather(1, target[:, None]).mean()
+            ctx.save_for_backward(h, weight, target, lsm)
+            return loss
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, Any, None]:
+            h, weight, target, lsm = ctx.saved_tensors
+            g = lsm.exp_()  # softmax, in place (backward runs once per graph)
+            g[torch.arange(len(target), device=g.device), target] -= 1.0
+            scale = grad / max(len(target), 1)
+            g = g.to(h.dtype)
+            gh = gw = None
+            if ctx.needs_input_grad[0]:
+                gh = (g @ weight.to(h.dtype)) * scale.to(h.dtype)
+            if ctx.needs_input_grad[1]:
+                gw = ((g.T @ h) * scale.to(h.dtype)).to(weight.dtype)
+            return gh, gw, None
+
+    _FULL_CE = FullSoftmaxCE
+    return _FULL_CE

@@ -62,11 +62,11 @@ class Freeze(enum.StrEnum):
 class TransferConfig:
     """Architecture and objective settings. Sizes must match a checkpoint to load it."""
 
-    hidden: int = 300
+    hidden: int = 128  # UniSRec used 300 with 8 experts; 128/4 trains ~3x faster on a CPU
     n_layers: int = 2
     n_heads: int = 2
     inner: int = 256
-    n_experts: int = 8
+    n_experts: int = 4
     max_len: int = 50
     dropout: float = 0.5
     attn_dropout: float = 0.5
@@ -133,10 +133,11 @@ def _net_class() -> Any:  # noqa: C901 - one lazily-defined torch module family
                 logits = logits + torch.randn_like(logits) * F.softplus(x @ self.gate_noise)
             g = torch.softmax(logits, dim=-1)  # (N, K)
             xd = self.drop(x)
-            # sum_k g_k (x - b_k) W_k = sum_k g_k x W_k - sum_k g_k (b_k W_k)
-            xw = torch.einsum("nd,kdh->nkh", xd, self.weight)
-            bw = torch.einsum("kd,kdh->kh", self.bias, self.weight)
-            out = torch.einsum("nk,nkh->nh", g, xw) - g @ bw
+            k, d, h = self.weight.shape
+            # sum_k g_k (x - b_k) W_k = sum_k g_k x W_k - sum_k g_k (b_k W_k): one GEMM
+            xw = (xd @ self.weight.permute(1, 0, 2).reshape(d, k * h)).view(-1, k, h)
+            bw = torch.bmm(self.bias.unsqueeze(1), self.weight).squeeze(1)  # (K, h)
+            out = (g.unsqueeze(1) @ xw).squeeze(1) - g @ bw
             return out.reshape(*shape, -1)
 
     class Block(nn.Module):
@@ -249,10 +250,30 @@ def _net_class() -> Any:  # noqa: C901 - one lazily-defined torch module family
                 x = blk(x, mask)
             return x
 
-        def user_vectors(self, seq: torch.Tensor) -> torch.Tensor:
-            """Right-aligned histories (B, L) -> (B, hidden) state after the last item."""
+        def user_vectors(self, seq: torch.Tensor, table: torch.Tensor | None = None,
+                         chunk: int = 256) -> torch.Tensor:
+            """Right-aligned histories (B, L) -> (B, hidden) state after the last item.
+
+            `table` (item_embed() of every item) avoids re-adapting the history items."""
             seq = seq[:, -self.cfg.max_len:]
-            return self.encode(seq)[:, -1]
+            if self.training or seq.shape[0] <= chunk:
+                return self._user_vectors_trimmed(seq, table)
+            # inference: sort by length and trim each chunk's leading padding (no change in
+            # results, far less work when most histories are short)
+            lens = (seq > 0).sum(1)
+            order = torch.argsort(lens)
+            out = torch.empty(seq.shape[0], self.cfg.hidden, device=seq.device)
+            for a in range(0, seq.shape[0], chunk):
+                rows = order[a:a + chunk]
+                out[rows] = self._user_vectors_trimmed(seq[rows], table)
+            return out
+
+        def _user_vectors_trimmed(self, seq: torch.Tensor, table: torch.Tensor | None
+                                  ) -> torch.Tensor:
+            width = max(int((seq > 0).sum(1).max()), 1)
+            seq = seq[:, -width:]
+            emb = None if table is None else table[seq]
+            return self.encode(seq, emb)[:, -1]
 
         def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
             u = F.normalize(users, dim=-1)
@@ -261,7 +282,8 @@ def _net_class() -> Any:  # noqa: C901 - one lazily-defined torch module family
 
         def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
             """(B, L) right-aligned histories -> (B, n_items + 1) scores; column 0 is -inf."""
-            s = self.logits(self.user_vectors(seq), self.item_embed())
+            table = self.item_embed()
+            s = self.logits(self.user_vectors(seq, table), table)
             s[:, 0] = float("-inf")
             return s
 
@@ -273,11 +295,12 @@ def _net_class() -> Any:  # noqa: C901 - one lazily-defined torch module family
             return self.contrastive_loss(seq, tgt)
 
         def full_ce_loss(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-            h = self.encode(seq)
+            table = self.item_embed()  # adapt every item once; inputs index the same table
+            h = self.encode(seq, table[seq])
             sel = tgt > 0
             if not bool(sel.any()):
                 return h.sum() * 0.0
-            s = self.logits(h[sel], self.item_embed())
+            s = self.logits(h[sel], table)
             s[:, 0] = float("-inf")
             return F.cross_entropy(s, tgt[sel])
 
@@ -400,7 +423,6 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
     Architecture fields come from the checkpoint; `overrides` may change non-shape settings such
     as dropout, temperature, objective or mode (switching to transductive adds a fresh ID table).
     """
-    import torch
     from safetensors.torch import load_file
 
     p = Path(path)

@@ -43,9 +43,11 @@ class Windows:
 
 
 def causal_windows(seqs: Seqs, max_len: int = 50, stride: int = 10) -> Windows:
-    """All windows of `seqs` (vectorised). Sequences with fewer than 2 items give no window."""
-    if max_len < 1 or not 1 <= stride <= max_len:
-        raise InputError(f"need max_len >= 1 and 1 <= stride <= max_len (got {max_len}, {stride})")
+    """All windows of `seqs` (vectorised). Sequences with fewer than 2 items give no window.
+    A stride above max_len is clamped to max_len."""
+    if max_len < 1 or stride < 1:
+        raise InputError(f"need max_len >= 1 and stride >= 1 (got {max_len}, {stride})")
+    stride = min(stride, max_len)
     lens = seqs.lengths()
     n_tgt = np.maximum(lens - 1, 0)  # targets per sequence: positions 1..n-1
     extra = np.where(n_tgt > max_len, -(-(n_tgt - max_len) // stride), 0)
@@ -108,10 +110,13 @@ class CausalBatches:
             else:
                 key = np.argsort(w.length[perm], kind="stable")
             perm = perm[key]
-        sup = (w.length - w.keep_from)[perm]
-        cum = np.cumsum(sup)
-        bid = (cum - 1) // max(int(batch_size), 1)
-        cuts = np.flatnonzero(np.diff(bid)) + 1
+        sup = (w.length - w.keep_from)[perm].tolist()
+        cuts, acc, budget = [], 0, max(int(batch_size), 1)
+        for i, n in enumerate(sup):  # greedy packing: at most `budget` targets per batch
+            if acc and acc + n > budget:
+                cuts.append(i)
+                acc = 0
+            acc += n
         batches = np.split(perm, cuts)
         order = rng.permutation(len(batches))
         return [batches[i] for i in order]

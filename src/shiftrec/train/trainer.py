@@ -221,19 +221,13 @@ def seed_everything(seed: int) -> None:
 class ModuleScorer:
     """Adapts a module with score_all to the models.base.Recommender.score signature."""
 
-    def __init__(self, module: Any, device: Any, max_len: int = 50, amp: bool = False) -> None:
-        self.module, self.device, self.max_len, self.amp = module, device, max_len, amp
+    def __init__(self, module: Any, device: Any = None, max_len: int = 50, amp: bool = False) -> None:
+        self.module, self.max_len, self.amp = module, max_len, amp
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
-        import torch
+        from shiftrec.models.torch_base import score_module
 
-        from shiftrec.models.base import pad_left
-
-        seq = torch.from_numpy(pad_left(histories, self.max_len)).to(self.device)
-        t = None if times is None else torch.from_numpy(pad_left(times, self.max_len)).to(self.device)
-        with torch.no_grad(), _autocast(self.device, self.amp):
-            out = self.module.score_all(seq, t)
-        return out.float().cpu().numpy()
+        return score_module(self.module, histories, times, self.max_len, amp=self.amp)
 
 
 def evaluate_module(module: Any, evalset: EvalSet, device: Any = "cpu", max_len: int = 50,
@@ -371,6 +365,15 @@ def _set_trainable(module: Any, freeze: tuple[str, ...]) -> list[Any]:
     return params
 
 
+def make_optimizer(params: list[Any], phase: Phase) -> Any:
+    """AdamW of a phase (the fused kernel when every parameter is a float32/16 tensor)."""
+    import torch
+
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay,
+                             fused=fused or None)
+
+
 def _loss_module(module: Any) -> Any:
     import torch
 
@@ -441,7 +444,7 @@ def train(module: Any, config: TrainConfig,
         params = _set_trainable(module, ph.freeze)
         if not params:
             raise ConfigError(f"phase '{ph.name}' freezes every parameter: nothing to train")
-        opt = torch.optim.AdamW(params, lr=ph.lr, weight_decay=ph.weight_decay)
+        opt = make_optimizer(params, ph)
         scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
         lossmod = _loss_module(module)
         if ddp:
@@ -575,9 +578,8 @@ def train(module: Any, config: TrainConfig,
                      "rng_numpy": None, "phase_seconds": 0.0,
                      "seconds": time.perf_counter() - t_all}
             nxt = config.phases[pi + 1]
-            _write_checkpoint(ckpt_dir, module, torch.optim.AdamW(
-                _set_trainable(module, nxt.freeze), lr=nxt.lr, weight_decay=nxt.weight_decay),
-                None, state, config)
+            _write_checkpoint(ckpt_dir, module, make_optimizer(_set_trainable(module, nxt.freeze), nxt),
+                              None, state, config)
     for p in module.parameters():
         p.requires_grad_(True)
     out = TrainResult(results, history, time.perf_counter() - t_all, resumed_from)

@@ -1,0 +1,285 @@
+"""Transfer table: Scientific (UniSRec's exact files) and Online Retail I (UniSRec's recipe).
+
+Rows: popularity; SASRec (IDs); ours from scratch (inductive, text only); ours pretrained then
+fine-tuned (inductive and transductive); ours zero-shot. Full ranking over all items, test
+metrics of the model selected on validation only (early stopping on valid NDCG@10). Every row
+records its seed, wall time and epochs.
+
+Pretrained checkpoints: Scientific uses the checkpoint shipped in the package (pretrained on the
+Amazon source domains, see its manifest); Online Retail uses a temporal-transfer checkpoint
+pretrained here on Online Retail II 2009-10 (same store, one year earlier).
+
+Rows run one at a time and merge into bench/results/transfer_table.json, so a budget-limited run
+can be split into several invocations:
+
+    python bench/transfer_table.py --dataset scientific --rows pop,sasrec,scratch
+    python bench/transfer_table.py --dataset online-retail --rows pretrain,ft-ind
+    python bench/transfer_table.py --table-only     # rewrite the markdown from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUT_JSON = RESULTS / "transfer_table.json"
+OUT_MD = RESULTS / "transfer_table.md"
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+
+PUBLISHED = {
+    "scientific": [("SASRec (IDs)", 0.1080, 0.0553, 0.2042, 0.0760),
+                   ("UniSRec, text only (inductive)", 0.1188, 0.0641, 0.2394, 0.0903),
+                   ("UniSRec, text + ID", 0.1235, 0.0634, 0.2473, 0.0904),
+                   ("VQ-Rec (retrained 2023)", 0.1238, 0.0645, 0.2409, 0.0901)],
+    "online-retail": [("SASRec", 0.1460, 0.0675, 0.3872, 0.1201),
+                      ("FDSA", 0.1490, 0.0719, 0.3802, 0.1223),
+                      ("UniSRec, text + ID", 0.1537, 0.0724, 0.3885, 0.1239),
+                      ("VQ-Rec", 0.1557, 0.0730, 0.3994, 0.1263)],
+}
+ROW_LABELS = {
+    "pop": "popularity",
+    "sasrec": "SASRec (IDs, ours, hidden 64)",
+    "scratch": "ours from scratch (inductive, text only)",
+    "scratch-trans": "ours from scratch (transductive, text + ID)",
+    "ft-ind": "ours pretrained + fine-tuned (inductive)",
+    "ft-trans": "ours pretrained + fine-tuned (transductive)",
+    "ft-adaptor": "ours pretrained + adaptor-only fine-tune (inductive)",
+    "zero-shot": "ours zero-shot (pretrained, no target training)",
+    "pretrain": "(pretraining run for this dataset)",
+}
+PRETRAIN_SOURCE = {"online-retail": "online-retail-ii"}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_results() -> dict[str, Any]:
+    if OUT_JSON.exists():
+        return json.loads(OUT_JSON.read_text())
+    return {"rows": {}}
+
+
+def save_results(res: dict[str, Any]) -> None:
+    from shiftrec.manifest import write_json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(OUT_JSON, res)
+    OUT_MD.write_text(markdown(res))
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = ["# Transfer table (full ranking over all items, leave-one-out, test; selected on valid)",
+             ""]
+    for ds in ("scientific", "online-retail"):
+        rows = res["rows"].get(ds, {})
+        lines += [f"## {ds}", "",
+                  "| system | Recall@10 | NDCG@10 | Recall@50 | NDCG@50 | seed | wall s | epochs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r10, n10, r50, n50 in PUBLISHED[ds]:
+            lines.append(f"| published: {name} | {r10:.4f} | {n10:.4f} | {r50:.4f} | {n50:.4f} | | | |")
+        for key, label in ROW_LABELS.items():
+            r = rows.get(key)
+            if r is None or key == "pretrain":
+                continue
+            m = r["test"]
+            lines.append(f"| {label} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS)
+                         + f" | {r['seed']} | {r['wall_seconds']:.0f} | {r.get('epochs', '')} |")
+        pre = rows.get("pretrain")
+        if pre:
+            lines += ["", f"Pretraining for this table: {pre.get('note', '')} "
+                          f"({pre['wall_seconds']:.0f} s, seed {pre['seed']})."]
+        lines.append("")
+    notes = res.get("notes")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def prepare(ds_name: str, cache_dir: Path) -> Any:
+    from shiftrec.transfer import load_dataset, make_source
+
+    ds = load_dataset(ds_name)
+    return make_source(ds, "minilm", cache_dir=cache_dir)
+
+
+def _progress(tag: str) -> Any:
+    def show(ev: Any) -> None:
+        if ev.kind == "epoch":
+            m = {k: round(v, 4) for k, v in ev.metrics.items() if k in ("ndcg@10", "recall@10")}
+            print(f"  {tag} epoch {ev.epoch} loss={ev.loss:.4f} {m} {ev.seconds:.0f}s", flush=True)
+    return show
+
+
+def _test_metrics(m: dict[str, float]) -> dict[str, float]:
+    return {k: float(m[k]) for k in METRICS + ("mrr",) if k in m}
+
+
+def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Path
+            ) -> dict[str, Any]:
+    import torch
+
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.models.transfer import Freeze, Mode, TransferConfig
+    from shiftrec.transfer import (
+        FinetuneConfig,
+        PretrainConfig,
+        evaluate_net,
+        finetune,
+        pretrain,
+        pretrained_path,
+        zero_shot,
+    )
+
+    torch.set_num_threads(args.threads)
+    split, text = src.split, src.text
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"seed": args.seed, "dataset": ds_name}
+    common = dict(epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads,
+                  batch_size=args.batch_size, lr=args.lr)
+    drop = {} if args.dropout is None else {"dropout": args.dropout, "attn_dropout": args.dropout}
+    ck_dir = work / f"{ds_name}-pretrained"
+
+    def pre_ck() -> Path:
+        if args.checkpoint:
+            return Path(args.checkpoint)
+        return ck_dir if ds_name in PRETRAIN_SOURCE else pretrained_path()
+
+    def hist_of(fields: dict[str, Any]) -> dict[str, Any]:
+        prov = fields["provenance"]
+        h = prov["history"]
+        tr = [r["train_seconds"] for r in h]
+        n_t = split.train.lengths()
+        n_targets = int(np.maximum(n_t - 1, 0).sum())
+        return {"epochs": prov["epochs_run"][0], "best_epoch": prov["best_epoch"][0],
+                "valid_ndcg@10": prov["best_valid"][0],
+                "median_epoch_train_seconds": float(np.median(tr)),
+                "train_samples_per_second": n_targets / float(np.median(tr)),
+                "history": [{k: r[k] for k in ("epoch", "loss", "train_seconds", "metrics")} for r in h]}
+
+    if row == "pop":
+        from shiftrec.models.popularity import Popularity
+
+        m, _ = evaluate(Popularity().fit(split), split, "test")
+        out["test"] = _test_metrics(m)
+    elif row == "sasrec":
+        from shiftrec.models.sasrec import SASRec, SASRecConfig
+        from shiftrec.train.trainer import Phase, TrainConfig
+
+        tc = TrainConfig(phases=(Phase(name="train", epochs=args.epochs, lr=args.lr,
+                                       batch_size=args.batch_size, patience=args.patience),),
+                         seed=args.seed, threads=args.threads)
+        rec = SASRec(SASRecConfig(hidden=64, train=tc), progress=_progress(row)).fit(split)
+        m, _ = evaluate(rec, split, "test")
+        out["test"] = _test_metrics(m)
+        res = rec.result
+        out["epochs"] = res.phases[0].epochs_run
+        out["best_epoch"] = res.phases[0].best_epoch
+        out["valid_ndcg@10"] = res.phases[0].best_metric
+        out["median_epoch_train_seconds"] = float(np.median([r["train_seconds"] for r in res.history]))
+    elif row in ("scratch", "scratch-trans"):
+        mode = Mode.INDUCTIVE if row == "scratch" else Mode.TRANSDUCTIVE
+        arch = TransferConfig(hidden=args.hidden, n_experts=args.experts)
+        cfg = FinetuneConfig(mode=mode, model=arch, **common, **drop)
+        net, fields = finetune(None, split, text, "minilm", cfg, work / f"{ds_name}-{row}",
+                               progress=_progress(row))
+        out |= hist_of(fields)
+        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+    elif row == "pretrain":
+        from shiftrec.transfer import load_dataset, make_source
+
+        if ds_name not in PRETRAIN_SOURCE:
+            raise SystemExit(f"{ds_name} uses the shipped checkpoint; nothing to pretrain")
+        srcname = PRETRAIN_SOURCE[ds_name]
+        sources = [make_source(load_dataset(srcname), "minilm", cache_dir=args.cache_dir)]
+        arch = TransferConfig(hidden=args.hidden, n_experts=args.experts,
+                              objective=args.pretrain_objective)
+        pc = PretrainConfig(model=arch, epochs=args.pretrain_epochs, lr=args.lr,
+                            batch_size=args.batch_size, patience=args.patience, seed=args.seed,
+                            threads=args.threads, valid_users=2000)
+        _, fields = pretrain(sources, "minilm", pc, ck_dir, resume=args.resume,
+                             progress=_progress(row))
+        prov = fields["provenance"]
+        out |= {"note": f"pretrained on {srcname} ({args.pretrain_objective}, "
+                        f"{prov['epochs_run'][0]} epochs, best {prov['best_epoch'][0]})",
+                "epochs": prov["epochs_run"][0], "valid": prov["best_valid"][0],
+                "checkpoint": str(ck_dir)}
+    elif row in ("ft-ind", "ft-trans", "ft-adaptor"):
+        mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
+        freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
+        cfg = FinetuneConfig(mode=mode, freeze=freeze, **common, **drop)
+        net, fields = finetune(pre_ck(), split, text, "minilm", cfg, work / f"{ds_name}-{row}",
+                               progress=_progress(row))
+        out |= hist_of(fields)
+        out["pretrained_from"] = str(pre_ck())
+        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+    elif row == "zero-shot":
+        m, _ = zero_shot(pre_ck(), split, text, "minilm")
+        out["test"] = _test_metrics(m)
+        out["valid_ndcg@10"] = zero_shot(pre_ck(), split, text, "minilm", "valid")[0]["ndcg@10"]
+        out["pretrained_from"] = str(pre_ck())
+        out["epochs"] = 0
+    else:
+        raise SystemExit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
+    out["wall_seconds"] = time.perf_counter() - t0
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["threads"] = args.threads
+    out["config"] = {k: v for k, v in vars(args).items() if k not in ("rows", "table_only")}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--dataset", choices=("scientific", "online-retail"), default="scientific")
+    ap.add_argument("--rows", default="pop,sasrec,scratch,zero-shot,ft-ind,ft-trans")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--dropout", type=float, default=None)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pretrain-epochs", type=int, default=10)
+    ap.add_argument("--pretrain-objective", default="full_ce")
+    ap.add_argument("--checkpoint", default=None, help="pretrained checkpoint (default: shipped)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--cache-dir", type=Path,
+                    default=Path(os.environ.get("SHIFTREC_CACHE", Path.home() / ".cache/shiftrec"))
+                    / "text-cache")
+    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/shiftrec-transfer-bench"))
+    ap.add_argument("--tag", default=None, help="store rows under '<row>@<tag>' (ablations)")
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args(argv)
+    res = load_results()
+    if args.table_only:
+        save_results(res)
+        return 0
+    src = prepare(args.dataset, args.cache_dir)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
+        print(f"[{args.dataset}] {row} ...", flush=True)
+        r = run_row(row, args.dataset, src, args, args.work_dir)
+        key = row if args.tag is None else f"{row}@{args.tag}"
+        res = load_results()
+        res["rows"].setdefault(args.dataset, {})[key] = r
+        save_results(res)
+        t = r.get("test")
+        print(f"[{args.dataset}] {key}: " + (" ".join(f"{k}={t[k]:.4f}" for k in METRICS) if t else "")
+              + f" ({r['wall_seconds']:.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""One contract test for every registered model (iterates models.registry.MODELS).
+
+A new registry entry is covered automatically. If its defaults are slow on this tiny fixture,
+add small settings to TINY (keyword overrides, or a callable split -> unfitted model), and
+state what it must get right in KNOWN_ANSWER ("next": the cycle's next item is ranked in the
+top 3 for most users; "popular": the most frequent training item is ranked first; None: shape
+and round-trip checks only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shiftrec.errors import ArtifactError
+from shiftrec.evaluate.metrics import ranks_from_scores
+from shiftrec.models.base import Recommender
+from shiftrec.models.registry import MODELS, build_model, load_model
+from tests.models.cyclic import cyclic_split
+
+POPULAR = 5
+
+_FAST_TRAIN = {"seed": 0, "device": "cpu", "threads": 1,
+               "phases": [{"name": "train", "epochs": 40, "lr": 0.01, "batch_size": 256,
+                           "patience": 8}]}
+
+TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
+    "sasrec": {"hidden": 32, "inner": 64, "dropout": 0.1, "attn_dropout": 0.1, "train": _FAST_TRAIN},
+}
+
+KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next"}
+
+
+@pytest.fixture(scope="module")
+def split():
+    return cyclic_split(n_users=60, n_items=12, popular=POPULAR)
+
+
+def _build(name: str, split) -> Any:
+    tiny = TINY.get(name, {})
+    return tiny(split) if callable(tiny) else build_model(name, **tiny)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fitted(request, split):
+    model = _build(request.param, split)
+    assert isinstance(model, Recommender)
+    with pytest.raises(ArtifactError):
+        model.score([np.array([1, 2])])  # scoring before fit is a clear error
+    assert model.fit(split) is model
+    return request.param, model
+
+
+def _hist(split):
+    es = split.test
+    return [es.history[i] for i in range(len(es))], [es.history.times_of(i) for i in range(len(es))]
+
+
+def test_score_shape_and_dtype(fitted, split):
+    name, model = fitted
+    hist, times = _hist(split)
+    s = model.score(hist[:7] + [np.zeros(0, np.int64)], times[:7] + [np.zeros(0, np.int64)])
+    assert s.shape == (8, split.n_items + 1), name
+    assert s.dtype == np.float32
+    assert np.isfinite(s[:, 1:]).all()
+    assert model.score(hist[:3], None).shape == (3, split.n_items + 1)  # times are optional
+
+
+def test_known_answer(fitted, split):
+    name, model = fitted
+    kind = KNOWN_ANSWER.get(name)
+    hist, times = _hist(split)
+    scores = model.score(hist, times)
+    if kind == "next":
+        ranks = ranks_from_scores(scores, split.test.target)
+        assert np.mean(ranks <= 3) >= 0.9, (name, ranks)
+    elif kind == "popular":
+        assert (scores[:, 1:].argmax(axis=1) + 1 == POPULAR).all()
+
+
+def test_save_load_round_trip(fitted, split, tmp_path):
+    name, model = fitted
+    model.save(tmp_path / name)
+    again = load_model(tmp_path / name)
+    assert type(again) is type(model) and again.name == name
+    hist, times = _hist(split)
+    a, b = model.score(hist[:20], times[:20]), again.score(hist[:20], times[:20])
+    assert np.array_equal(a, b)
+    again2 = type(model).load(tmp_path / name)
+    assert np.array_equal(a, again2.score(hist[:20], times[:20]))

@@ -1,0 +1,208 @@
+"""Pretrain on two tiny synthetic source domains -> zero-shot and fine-tune on an unseen target.
+
+Item text comes from a fake deterministic "encoder" (topic directions shared by all domains plus
+noise), so the test is fast and needs no language model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from shiftrec.data.splits import leave_one_out  # noqa: E402
+from shiftrec.errors import ArtifactError, InputError  # noqa: E402
+from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig  # noqa: E402
+from shiftrec.transfer import (  # noqa: E402
+    FinetuneConfig,
+    PretrainConfig,
+    Source,
+    evaluate_net,
+    finetune,
+    pretrain,
+    zero_shot,
+)
+from tests.models.test_transfer import aligned_text, topic_domain, topic_vectors  # noqa: E402
+
+ARCH = TransferConfig(hidden=16, n_layers=1, n_heads=2, inner=32, n_experts=2, max_len=8,
+                      dropout=0.0, attn_dropout=0.0, adaptor_dropout=0.0, gate_noise=False,
+                      temperature=0.1, objective=Objective.CONTRASTIVE, seq_weight=0.1)
+
+
+def _domain(name: str, topics: np.ndarray, seed: int, **kw):
+    ds, tb = topic_domain(name, topics, seed=seed, **kw)
+    split = leave_one_out(ds, max_len=8)
+    return split, aligned_text(ds, split, tb)
+
+
+@pytest.fixture(scope="module")
+def world():
+    topics = topic_vectors(5, 12, seed=3)
+    sources = [Source(n, *_domain(n, topics, seed)) for n, seed in (("books", 11), ("toys", 12))]
+    target = _domain("garden", topics, 13, per_topic=5, seq_len=5, n_users=60)
+    return sources, target
+
+
+@pytest.fixture(scope="module")
+def pretrained(world, tmp_path_factory):
+    sources, _ = world
+    out = tmp_path_factory.mktemp("pre") / "ck"
+    cfg = PretrainConfig(model=ARCH, epochs=12, lr=5e-3, batch_size=96, patience=0, valid_users=40,
+                         threads=1)
+    pretrain(sources, "fake-enc", cfg, out)
+    return out
+
+
+def test_pretrain_writes_checkpoint_with_provenance(pretrained):
+    man = json.loads((pretrained / "manifest.json").read_text())
+    assert man["encoder"] == "fake-enc" and man["text_dim"] == 12
+    assert man["dims"]["hidden"] == 16
+    assert set(man["data_fingerprints"]) == {"books", "toys"}
+    prov = man["provenance"]
+    for key in ("data", "seed", "hardware", "wall_seconds", "epochs_run"):
+        assert key in prov
+    assert prov["epochs_run"] == [12]
+    assert (pretrained / "model.safetensors").exists()
+    assert not (pretrained / "item_text.safetensors").exists()  # domain-agnostic
+
+
+def test_zero_shot_on_unseen_domain_beats_chance(world, pretrained):
+    _, (split, text) = world
+    m, ranks = zero_shot(pretrained, split, text, "fake-enc")
+    assert len(ranks) == len(split.test)
+    # 25 items, 5 per topic: a model that learned "stay in the topic" puts the target in the top 5
+    assert m["recall@5"] > 0.5
+
+
+def test_finetune_modes_and_freeze(world, pretrained, tmp_path):
+    _, (split, text) = world
+    for mode, freeze in ((Mode.INDUCTIVE, Freeze.ENCODER), (Mode.TRANSDUCTIVE, Freeze.NONE)):
+        cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=3, lr=5e-3, batch_size=64,
+                             patience=0, threads=1)
+        out = tmp_path / f"{mode}-{freeze}"
+        net, fields = finetune(pretrained, split, text, "fake-enc", cfg, out)
+        m, _ = evaluate_net(net, split)
+        assert np.isfinite(m["ndcg@10"]) and m["recall@10"] > 0.3
+        assert fields["stage"] == "finetune"
+        man = json.loads((out / "manifest.json").read_text())
+        assert man["mode"] == mode.value and man["n_items"] == split.n_items
+        assert man["provenance"]["data"][0]["items"] == split.n_items
+
+
+def test_finetune_resume_continues(world, pretrained, tmp_path):
+    _, (split, text) = world
+    cfg = FinetuneConfig(epochs=2, lr=5e-3, batch_size=64, patience=0, threads=1)
+    finetune(pretrained, split, text, "fake-enc", cfg, tmp_path / "r")
+    cfg4 = FinetuneConfig(epochs=4, lr=5e-3, batch_size=64, patience=0, threads=1)
+    _, fields = finetune(pretrained, split, text, "fake-enc", cfg4, tmp_path / "r", resume=True)
+    assert [r["epoch"] for r in fields["provenance"]["history"]] == [1, 2, 3, 4]
+
+
+def test_wrong_encoder_and_empty_target(world, pretrained):
+    _, (split, text) = world
+    with pytest.raises(ArtifactError, match="fake-enc.*minilm|minilm.*fake-enc"):
+        zero_shot(pretrained, split, text, "minilm")
+    with pytest.raises(ArtifactError, match="12-d.*20|20.*12-d"):
+        zero_shot(pretrained, split, np.ones((split.n_items + 1, 20), np.float32), "fake-enc")
+    from shiftrec.data.splits import EvalSet, Seqs
+
+    empty = EvalSet(np.zeros(0, np.int64), Seqs.from_lists([]), np.zeros(0, np.int64),
+                    np.zeros(0, np.int64))
+    import dataclasses
+
+    no_test = dataclasses.replace(split, valid=empty, test=empty)
+    with pytest.raises(InputError, match="no validation/test users"):
+        finetune(pretrained, no_test, text, "fake-enc", FinetuneConfig(epochs=1, threads=1))
+    with pytest.raises(InputError, match="no test users"):
+        zero_shot(pretrained, no_test, text, "fake-enc")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def _cli():
+    import typer
+
+    from shiftrec.cli_transfer import register
+
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_unknown_dataset_lists_valid_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from shiftrec.errors import ConfigError
+
+    res = CliRunner().invoke(_cli(), ["pretrain", "no-such-data", "-o", str(tmp_path / "x")])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, ConfigError)
+    msg = str(res.exception)
+    assert "no-such-data" in msg and "scientific" in msg and "online-retail" in msg
+
+
+def test_cli_finetune_rejects_bad_mode(tmp_path, pretrained):
+    from typer.testing import CliRunner
+
+    from shiftrec.errors import ConfigError
+
+    res = CliRunner().invoke(_cli(), ["finetune", "scientific", "--checkpoint", str(pretrained),
+                                      "--mode", "sideways", "-o", str(tmp_path / "f")])
+    assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+    assert "inductive" in str(res.exception) and "transductive" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
+    """End to end through the CLI with the packaged minilm encoder on a tiny prepared dataset."""
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from shiftrec.data.schema import Dataset, conform_events, conform_items
+
+    words = ["red apple fruit", "green garden hose", "blue denim jacket", "steel wrench tool"]
+    rows, items = [], []
+    rng = np.random.default_rng(0)
+    for dom in ("alpha", "beta"):
+        for t, w in enumerate(words):
+            items += [(dom, f"{dom}{t}-{j}", f"{w} model {j}") for j in range(4)]
+        for u in range(40):
+            t = u % len(words)
+            for k, j in enumerate(rng.permutation(4)):
+                rows.append((f"{dom}-u{u}", f"{dom}{t}-{j}", 1_600_000_000 + 86400 * k, dom))
+    ev = pl.DataFrame(rows, schema=["user_id", "item_id", "ts", "domain"], orient="row").select(
+        "user_id", "item_id", pl.from_epoch("ts", "s").dt.replace_time_zone("UTC").alias("timestamp"),
+        "domain")
+    ev = conform_events(ev).collect().sort("user_id", "timestamp")
+    it = conform_items(pl.DataFrame(items, schema=["domain", "item_id", "title"], orient="row"))
+    for dom in ("alpha", "beta"):
+        Dataset(ev.filter(pl.col("domain") == dom), it.filter(pl.col("domain") == dom),
+                name=dom).save(tmp_path / dom)
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text("model: {hidden: 16, n_layers: 1, n_experts: 2, inner: 32}\n"
+                   "batch_size: 64\nvalid_users: 20\nthreads: 1\n")
+    run = CliRunner()
+    cache = str(tmp_path / "cache")
+    r = run.invoke(_cli(), ["pretrain", str(tmp_path / "alpha"), "--epochs", "2", "--config",
+                            str(cfg), "-o", str(tmp_path / "pre"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "pre" / "manifest.json").read_text())
+    assert man["encoder"] == "minilm" and man["text_dim"] == 384
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--zero-shot", "-o", str(tmp_path / "zs.json"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    assert "ndcg@10" in json.loads((tmp_path / "zs.json").read_text())
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("batch_size: 64\nthreads: 1\npatience: 0\n")
+    r = run.invoke(_cli(), ["finetune", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--mode", "transductive", "--epochs", "2", "--config", str(ft),
+                            "-o", str(tmp_path / "ft"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["n_users"] == 40
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "ft"),
+                            "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
