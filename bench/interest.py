@@ -357,7 +357,7 @@ def flows(args: argparse.Namespace) -> None:
         plot_flows(fr, png, title=title)
         write(f"flows_{name}.json", {
             "dataset": ds.name, "users": len(ev), "events": ev.n_events, "summary": rep["summary"],
-            "topics": {"source": tp.source, "encoder": tp.meta.get("encoder"), "k": tp.meta.get("k"),
+            "topic_model": {"source": tp.source, "encoder": tp.meta.get("encoder"), "k": tp.meta.get("k"),
                        "silhouette": tp.meta.get("silhouette"), "names": tp.names,
                        "sizes": tp.sizes().tolist(), "embed_seconds": tp.meta.get("embed_seconds")},
             "flow_seconds": t_flow, "plot": str(png.relative_to(ROOT)), **fr.to_json()})

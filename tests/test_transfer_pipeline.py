@@ -206,3 +206,30 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "ft"),
                             "--cache-dir", cache])
     assert r.exit_code == 0, r.output
+
+
+def test_shipped_checkpoint_is_small_documented_and_scores_a_new_domain():
+    """The packaged pretrained model works for a user with no source data (fake 384-d text)."""
+    from shiftrec.models.transfer import load_checkpoint
+    from shiftrec.transfer import PRETRAINED_DIR, pretrained_path
+
+    if not (PRETRAINED_DIR / "amazon-minilm" / "manifest.json").exists():
+        pytest.skip("no pretrained checkpoint shipped in this checkout")
+    ck = pretrained_path()
+    size = sum(f.stat().st_size for f in ck.rglob("*") if f.is_file())
+    assert size < 8 * 2**20
+    man = json.loads((ck / "manifest.json").read_text())
+    assert man["encoder"] == "minilm" and man["text_dim"] == 384
+    prov = man["provenance"]
+    for key in ("data", "seed", "hardware", "wall_seconds", "epochs_run"):
+        assert key in prov
+    text = np.random.default_rng(0).normal(size=(31, 384)).astype(np.float32)
+    text[0] = 0
+    net, _ = load_checkpoint(ck, text, encoder="minilm")
+    import torch
+
+    with torch.no_grad():
+        s = net.eval().score_all(torch.tensor([[0, 0, 3, 7, 9]]))
+    assert s.shape == (1, 31) and torch.isfinite(s[:, 1:]).all()
+    with pytest.raises(ArtifactError, match="minilm.*use-multilingual"):
+        load_checkpoint(ck, np.ones((31, 512), np.float32), encoder="use-multilingual")

@@ -93,3 +93,16 @@ def test_unknown_user_and_low_confidence():
     assert p.topic_probs.sum() == pytest.approx(1.0)
     with pytest.raises(ConfigError):
         ProfileConfig(half_life=0)
+
+
+def test_profile_of_known_and_unknown_users(small_store):
+    from shiftrec.interest.events import InterestEvents
+    from shiftrec.interest.profiles import profile_of
+
+    tp = category_topics(small_store.items)
+    ev = InterestEvents.from_frame(small_store.events, tp)
+    p = profile_of(ev, ev.user_ids[0])
+    assert p.known and p.topic_probs.shape == (tp.n_topics,) and not p.low_confidence
+    assert len(p.top(tp.names, 2)) == 2
+    q = profile_of(ev, "no-such-user")
+    assert not q.known and "unknown user 'no-such-user'" in q.message

@@ -222,3 +222,20 @@ def test_torchrun_two_gloo_processes(tmp_path):
     init = TinyNet(10).state_dict()
     assert not np.array_equal(init["out.weight"].numpy(), r0["out.weight"])  # it trained
     assert (tmp_path / "ckpt" / "checkpoint.json").exists()  # rank 0 wrote the checkpoint
+
+
+def test_resume_rejects_a_different_run(split, tmp_path):
+    from shiftrec.errors import ArtifactError
+
+    ck = tmp_path / "ck"
+    cfg = _cfg(Phase(name="pre", epochs=1, lr=0.05, batch_size=64, patience=0))
+    train(_fresh(split), cfg, CausalBatches(split.train), None, checkpoint_dir=ck)
+    other = _cfg(Phase(name="fine", epochs=1))
+    with pytest.raises(ArtifactError, match=r"phases \['pre'\], this run has \['fine'\]"):
+        train(_fresh(split), other, CausalBatches(split.train), None, checkpoint_dir=ck, resume=True)
+    with pytest.raises(ArtifactError, match="seed 1, this run has seed 5"):
+        train(_fresh(split), _cfg(cfg.phases[0], seed=5), CausalBatches(split.train), None,
+              checkpoint_dir=ck, resume=True)
+    with pytest.raises(ArtifactError, match="do not fit"):
+        train(TinyNet(split.n_items, dim=4), cfg, CausalBatches(split.train), None,
+              checkpoint_dir=ck, resume=True)

@@ -297,3 +297,14 @@ def evaluate_next_topic(model: TopicProfile, evalset: Any, batch_size: int = 409
             "global_majority": next_topic_metrics(np.full(len(keep), int(model.prior.argmax())),
                                                   true[keep], T),
             "n_topics": T, "skipped_no_topic": int(len(true) - len(keep))}
+
+
+def profile_of(ev: Any, user: str, cfg: ProfileConfig = ProfileConfig(),
+               prior: np.ndarray | None = None) -> UserProfile:
+    """One user's profile from InterestEvents; an unknown id gives a known=False answer."""
+    hit = np.flatnonzero(ev.user_ids == user) if len(ev) else np.zeros(0, np.int64)
+    if len(hit) == 0:
+        return unknown_user(user)
+    topics, times, _ = ev.of(int(hit[0]))
+    return user_profile(user, topics, times if cfg.decay_unit == DecayUnit.DAYS else None,
+                        ev.n_topics, prior, cfg)

@@ -2,11 +2,14 @@
 recent events, with a multi-topic CUSUM likelihood-ratio test (default) or a Jensen-Shannon
 divergence threshold between a fast-decay and the slow-decay profile.
 
-CUSUM: for every topic j, the hypothesis "the user now spends a share `rho` of events on j"
-against the long-term profile p. An event of topic k adds log(rho / p_k) to S_k and
-log((1 - rho) / (1 - p_j)) to every other S_j; S = max(0, S + llr). A shift fires when
-max_j S_j > threshold. The long-term profile excludes the last `lag` events, so a run of new
-events is judged against the interest before it. No shift can fire before `min_history` events
+CUSUM: for every topic j, the hypothesis H_j "the user now spends a share `rho` of events on
+j, and the rest like before except that the old dominant topic d keeps only `dominant_keep` of
+its share" against the long-term profile p (H_j: q_j = rho, q_k = (1 - rho) p'_k / (Z - p'_j)
+with p' = p except p'_d = dominant_keep * p_d, Z = sum p'). Each event k adds log(q_k / p_k) to
+S_j, S = max(0, S + llr); a shift fires when max_j S_j > threshold. With dominant_keep = 1 this
+is the plain test: log(rho / p_k) for j = k, log((1 - rho) / (1 - p_j)) otherwise. The
+long-term profile excludes the last `lag` events, so a run of new events is judged against
+the interest before it. No shift can fire before `min_history` events
 (users with fewer events get a low-confidence profile and never a shift) nor within
 `refractory` events after the previous one.
 
@@ -46,7 +49,7 @@ class ShiftConfig:
     decay_unit: DecayUnit = DecayUnit.EVENTS
     slow_half_life: float = 20.0  # long-term profile (events or days)
     fast_half_life: float = 2.0  # recent profile (events or days)
-    lag: int = 4  # the long-term profile leaves out the last `lag` events
+    lag: int = 3  # the long-term profile leaves out the last `lag` events
     rho: float = 0.7  # CUSUM: share of the new topic under the shift hypothesis
     alpha: float = 2.0  # pseudo-events (uniform) smoothing the long-term profile
     threshold: float = 8.0  # CUSUM: nats; JSD: bits in [0, 1]

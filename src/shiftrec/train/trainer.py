@@ -355,6 +355,19 @@ def _pick(obj: Any, key: str, what: str) -> Any:
     return obj[key]
 
 
+def _check_resumable(man: dict[str, Any], config: TrainConfig, module: Any, path: Path) -> None:
+    was = [p.get("name") for p in man.get("config", {}).get("phases", [])]
+    now = [p.name for p in config.phases]
+    if was != now:
+        raise ArtifactError(f"checkpoint was written with phases {was}, this run has {now}", path=path)
+    if man.get("module") != type(module).__name__:
+        raise ArtifactError(f"checkpoint holds a '{man.get('module')}', this run trains a "
+                            f"'{type(module).__name__}'", path=path)
+    if man.get("seed") != config.seed:
+        raise ArtifactError(f"checkpoint was written with seed {man.get('seed')}, this run has "
+                            f"seed {config.seed}", path=path)
+
+
 def _set_trainable(module: Any, freeze: tuple[str, ...]) -> list[Any]:
     params = []
     for name, p in module.named_parameters():
@@ -423,7 +436,12 @@ def train(module: Any, config: TrainConfig,
     resumed_from = None
     if resume and ckpt_dir is not None and (ckpt_dir / CKPT_JSON).exists():
         man, tensors = read_checkpoint(ckpt_dir)
-        module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _check_resumable(man, config, module, ckpt_dir)
+        try:
+            module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        except RuntimeError as e:
+            raise ArtifactError(f"checkpoint weights do not fit this model: "
+                                f"{str(e).splitlines()[0]}", path=ckpt_dir) from None
         history = man["history"]
         results = [PhaseResult(**r) for r in man["results"]]
         start_phase, start_epoch = man["phase_index"], man["epoch"]

@@ -1,0 +1,480 @@
+"""Recommendations that follow the shift: NDCG@10 / Recall@10 on the shifted and stable slices.
+
+Datasets and splits (full ranking over all items, histories cut to the last 50 events):
+  online-retail/loo                 UCI Online Retail I, UniSRec recipe (user = invoice), leave-one-out
+  online-retail/temporal            same data, global temporal split: no invoice spans the cut, so
+                                    the test set is empty (recorded as not applicable)
+  online-retail-customers/temporal  Online Retail I keyed by customer (store rules), temporal split
+  amazon-toys/loo, amazon-toys/temporal
+
+Slices (shiftrec.interest.slices): shifted = the test item's topic is not among the user's
+dominant history topics; stable = the others. Topics are learned from item title embeddings
+(minilm, k-means with k chosen by silhouette, shiftrec.interest.topics).
+
+Models: popularity, topic_profile (half-life chosen on validation), sasrec, shiftaware (ours:
+signals chosen by the validation ablation, warm-started from the SASRec run of the same seed),
+shiftaware-none (control: the same warm start and fine-tuning with every shift signal off).
+Model selection and early stopping use validation only (a fixed subset of `--valid-users`).
+
+Every run is resumable: a finished run writes out/shift_slices/<data>/runs/<model>-s<seed>/
+row.json (+ ranks.npz); training checkpoints every epoch and resumes. `report` merges the rows
+into bench/results/shift_slices.json and shift_slices.md (paired test ours vs SASRec).
+
+  python bench/shift_slices.py prep
+  python bench/shift_slices.py run --data amazon-toys/loo --model sasrec
+  python bench/shift_slices.py ablate --data amazon-toys/loo
+  python bench/shift_slices.py run --data amazon-toys/loo --model shiftaware
+  python bench/shift_slices.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "out" / "shift_slices"
+sys.path.insert(0, str(ROOT / "src"))
+
+DATA = {  # key -> (preset, split kind)
+    "online-retail/loo": ("online-retail", "loo"),
+    "online-retail/temporal": ("online-retail", "temporal"),
+    "online-retail-customers/temporal": ("online-retail-customers", "temporal"),
+    "amazon-toys/loo": ("amazon-toys", "loo"),
+    "amazon-toys/temporal": ("amazon-toys", "temporal"),
+}
+TEMPORAL = (0.9, 0.8)  # test_start, valid_start as time quantiles
+KS = (10, 20)
+
+# training budget per dataset (epochs cap; early stopping on validation with patience)
+EPOCHS = {"online-retail/loo": 12, "online-retail-customers/temporal": 20,
+          "amazon-toys/loo": 40, "amazon-toys/temporal": 40}
+FT_EPOCHS = {"online-retail/loo": 6, "online-retail-customers/temporal": 10,
+             "amazon-toys/loo": 15, "amazon-toys/temporal": 15}
+
+# ablation variants of ours (keyword overrides of ShiftAwareConfig)
+OFF = {"gap_emb": False, "time_bias": False, "trend_prior": False, "topic_prior": False}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": dict(OFF),
+    "gap": OFF | {"gap_emb": True},
+    "time_bias": OFF | {"time_bias": True},
+    "trend": OFF | {"trend_prior": True},
+    "topic": OFF | {"topic_prior": True},
+    "trend+topic": OFF | {"trend_prior": True, "topic_prior": True},
+    "all": {},
+    "all-fixed-gate": {"gate": "fixed"},
+}
+# the signals used by "shiftaware" per dataset, filled from the ablation (see ablation.json)
+CHOSEN_DEFAULT = "all"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def dkey(data: str) -> str:
+    return data.replace("/", "_")
+
+
+def ddir(data: str) -> Path:
+    return WORK / dkey(data)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from shiftrec.manifest import write_json as wj
+
+    wj(path, obj)
+
+
+# ----------------------------------------------------------------------------- prep
+
+
+def prep_one(data: str, cache_dir: str) -> dict[str, Any]:
+    from shiftrec.data.clean import clean
+    from shiftrec.data.presets import load_preset
+    from shiftrec.data.splits import leave_one_out, temporal
+    from shiftrec.interest.topics import TopicConfig, TopicSource, build_topics
+    from shiftrec.text.features import encode_items
+
+    d = ddir(data)
+    if (d / "prep.json").exists():
+        return json.loads((d / "prep.json").read_text())
+    preset, kind = DATA[data]
+    t0 = time.perf_counter()
+    rr, cc = load_preset(preset)
+    ds, _, _ = clean(rr, cc, preset)
+    split = leave_one_out(ds) if kind == "loo" else temporal(ds, *TEMPORAL)
+    info: dict[str, Any] = {"data": data, "preset": preset, "split": kind,
+                            "users": len(split.user_ids), "items": split.n_items,
+                            "events": ds.events.height, "train_events": int(len(split.train.items)),
+                            "valid_users": len(split.valid), "test_users": len(split.test),
+                            "split_meta": split.meta}
+    if len(split.test) == 0:
+        info["not_applicable"] = ("the split has no test user: with user = invoice every event of "
+                                  "a user shares one timestamp, so no user has events on both "
+                                  "sides of the temporal cut; see online-retail-customers/temporal")
+    else:
+        split.save(d / "split")
+        emb = encode_items(ds.items, split.item_map, "minilm", cache_dir=cache_dir, threads=1)
+        fr = split.item_map.frame().join(ds.items, on=["domain", "item_id"], how="left",
+                                         maintain_order="left")
+        tp = build_topics(fr, TopicConfig(source=TopicSource.LEARNED), embeddings=emb[1:],
+                          encoder="minilm")
+        tp.save(d / "topics")
+        info["topics"] = {"n": tp.n_topics, "source": tp.source, "encoder": "minilm",
+                          "silhouette": tp.meta.get("silhouette")}
+    info["prep_seconds"] = time.perf_counter() - t0
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(d / "prep.json", info)
+    return info
+
+
+def load_data(data: str) -> tuple[Any, np.ndarray, list[str], dict[str, np.ndarray]]:
+    from shiftrec.data.splits import SeqSplit
+    from shiftrec.interest.slices import SliceConfig, shift_slices
+    from shiftrec.interest.topics import Topics
+
+    d = ddir(data)
+    split = SeqSplit.load(d / "split")
+    tp = Topics.load(d / "topics")
+    it = tp.aligned(split.item_map)
+    masks = shift_slices(split.test, it, SliceConfig())
+    return split, it, tp.names, masks
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def train_config(epochs: int, seed: int, args: argparse.Namespace, patience: int) -> Any:
+    from shiftrec.train.trainer import Phase, TrainConfig
+
+    return TrainConfig(phases=(Phase(name="train", epochs=epochs, lr=args.lr, batch_size=2048,
+                                     patience=patience),),
+                       seed=seed, valid_max_users=args.valid_users, threads=args.threads,
+                       device="cpu")
+
+
+def _progress(tag: str) -> Any:
+    def prog(ev: Any) -> None:
+        if ev.kind == "epoch":
+            print(f"[{tag}] epoch {ev.epoch} loss {ev.loss:.4f} valid ndcg@10 "
+                  f"{ev.metrics.get('ndcg@10', float('nan')):.5f} ({ev.seconds:.0f}s)"
+                  f"{' *' if ev.improved else ''}", flush=True)
+    return prog
+
+
+def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[str], seed: int,
+                args: argparse.Namespace, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """An unfitted (or, for topic_profile, fitted) model and its settings."""
+    from shiftrec.models.popularity import Popularity
+    from shiftrec.models.sasrec import SASRec
+    from shiftrec.models.shiftaware import ShiftAware
+
+    if name == "popularity":
+        return Popularity(), {}
+    if name == "topic_profile":
+        return select_topic_profile(split, it, names)
+    if name == "sasrec":
+        cfg = train_config(EPOCHS[data], seed, args, args.patience)
+        return SASRec(train=cfg, checkpoint_dir=run_dir / "ckpt", resume=True,
+                      progress=_progress(f"{data} sasrec")), {"epochs_cap": EPOCHS[data]}
+    if name.startswith("shiftaware"):
+        variant = name.split(":", 1)[1]
+        warm = WORK / dkey(data) / "runs" / f"sasrec-s{seed}" / "model"
+        if not (warm / "manifest.json").exists():
+            raise SystemExit(f"run sasrec (seed {seed}) on {data} first: ours warm-starts from it")
+        cfg = train_config(FT_EPOCHS[data], seed, args, args.ft_patience)
+        m = ShiftAware(item_topic=it, init_from=warm, checkpoint_dir=run_dir / "ckpt", resume=True,
+                       progress=_progress(f"{data} {name}"), train=cfg, **VARIANTS[variant])
+        return m, {"variant": variant, "overrides": VARIANTS[variant],
+                   "warm_start": str(warm.relative_to(ROOT)), "epochs_cap": FT_EPOCHS[data]}
+    raise SystemExit(f"unknown model {name}")
+
+
+def select_topic_profile(split: Any, it: np.ndarray, names: list[str]) -> tuple[Any, dict[str, Any]]:
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.interest.profiles import DecayUnit, ProfileConfig, TopicProfile
+
+    grid = [(7.0, DecayUnit.DAYS), (30.0, DecayUnit.DAYS), (180.0, DecayUnit.DAYS),
+            (5.0, DecayUnit.EVENTS), (20.0, DecayUnit.EVENTS)]
+    best, best_v, sel = None, -1.0, {}
+    for hl, unit in grid:
+        m = TopicProfile(it, names, ProfileConfig(half_life=hl, decay_unit=unit)).fit(split)
+        v = evaluate(m, split, "valid", ks=(10,))[0]["ndcg@10"]
+        sel[f"{hl:g} {unit.value}"] = round(v, 5)
+        if v > best_v:
+            best, best_v = m, v
+    return best, {"valid_ndcg@10_by_half_life": sel,
+                  "chosen": {"half_life": best.cfg.half_life, "decay_unit": best.cfg.decay_unit.value}}
+
+
+def chosen_variant(data: str) -> str:
+    p = ddir(data) / "ablation.json"
+    if p.exists():
+        return json.loads(p.read_text())["chosen"]
+    p = WORK / "chosen.json"  # a variant chosen on another dataset's validation
+    if p.exists():
+        return json.loads(p.read_text()).get(data, json.loads(p.read_text()).get("*", CHOSEN_DEFAULT))
+    return CHOSEN_DEFAULT
+
+
+def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool = True) -> dict[str, Any]:
+    """Fit one model, evaluate validation (+ test with slices); cached in the run folder."""
+    import torch
+
+    from shiftrec.evaluate.metrics import all_metrics
+    from shiftrec.evaluate.ranking import rank_targets, sliced
+
+    if model == "shiftaware":
+        model = f"shiftaware:{chosen_variant(data)}"
+    elif model == "shiftaware-none":
+        model = "shiftaware:none"
+    run_dir = ddir(data) / "runs" / f"{model.replace(':', '=')}-s{seed}"
+    row_path = run_dir / "row.json"
+    old = json.loads(row_path.read_text()) if row_path.exists() else None
+    if old is not None and (not test or old.get("test")):
+        return old
+    torch.set_num_threads(args.threads)
+    split, it, names, masks = load_data(data)
+    t0 = time.perf_counter()
+    if old is not None and (run_dir / "model" / "manifest.json").exists():
+        # validated earlier (ablation): evaluate the saved model on test, keep its fit time
+        from shiftrec.models.registry import load_model
+        from shiftrec.models.shiftaware import ShiftAware
+
+        m = ShiftAware.load(run_dir / "model") if model.startswith("shiftaware") \
+            else load_model(run_dir / "model")
+        settings = old["settings"]
+        fit_s = float(old["fit_seconds"])
+    else:
+        m, settings = build_model(model, data, split, it, names, seed, args, run_dir)
+        if model != "topic_profile":
+            m.fit(split)
+        fit_s = time.perf_counter() - t0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(m, "net") and not (run_dir / "model" / "manifest.json").exists():
+        m.save(run_dir / "model")
+    t1 = time.perf_counter()
+    vr = rank_targets(m, split.valid, batch_size=512)
+    row: dict[str, Any] = {"data": data, "model": model, "seed": seed, "settings": settings,
+                           "fit_seconds": round(fit_s, 1), "valid": all_metrics(vr, KS)}
+    res = getattr(m, "result", None)
+    if res is not None:
+        ph = res.phases[-1]
+        row["training"] = {"epochs_run": ph.epochs_run, "best_epoch": ph.best_epoch,
+                           "best_valid_subset_ndcg@10": ph.best_metric,
+                           "stopped_early": ph.stopped_early, "train_seconds": round(res.seconds, 1),
+                           "resumed_from": res.resumed_from}
+    elif old is not None and old.get("training"):
+        row["training"] = old["training"]
+    if test:
+        tr = rank_targets(m, split.test, batch_size=512)
+        row["test"] = {"all": all_metrics(tr, KS), **sliced(tr, masks, KS)}
+        np.savez_compressed(run_dir / "ranks.npz", test=tr, valid=vr)
+    else:
+        np.savez_compressed(run_dir / "ranks.npz", valid=vr)
+    row["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    row["wall_seconds"] = round(fit_s + row["eval_seconds"], 1)
+    row["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    row["machine"] = machine()
+    write_json(row_path, row)
+    if (run_dir / "ckpt").exists():  # the saved model is the result; drop per-epoch checkpoints
+        import shutil
+
+        shutil.rmtree(run_dir / "ckpt")
+    msg = f"{data} {model} s{seed}: valid ndcg@10 {row['valid']['ndcg@10']:.4f}"
+    if test:
+        msg += " | test " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in row["test"].items())
+    print(msg + f" ({row['wall_seconds']:.0f}s)", flush=True)
+    return row
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "shared_with_other_agents": True}
+
+
+def ablate(data: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant of ours on validation only; the best validation NDCG@10 is chosen."""
+    rows = {}
+    for v in args.variants or list(VARIANTS):
+        r = run(data, f"shiftaware:{v}", seed, args, test=False)
+        rows[v] = {"valid": r["valid"], "training": r.get("training"),
+                   "wall_seconds": r["wall_seconds"]}
+    base = run(data, "sasrec", seed, args, test=True)
+    chosen = max(rows, key=lambda v: rows[v]["valid"]["ndcg@10"])
+    out = {"data": data, "seed": seed, "selection": "validation NDCG@10 (all validation users)",
+           "sasrec_valid": base["valid"], "variants": rows, "overrides": VARIANTS, "chosen": chosen}
+    write_json(ddir(data) / "ablation.json", out)
+    print(f"{data}: chosen variant '{chosen}'", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report(args: argparse.Namespace) -> None:
+    from shiftrec.evaluate.significance import paired_test
+
+    datasets, rows, tests, ablations = {}, [], {}, {}
+    for data in DATA:
+        d = ddir(data)
+        if not (d / "prep.json").exists():
+            continue
+        info = json.loads((d / "prep.json").read_text())
+        datasets[data] = info
+        if info.get("not_applicable"):
+            continue
+        _, _, _, masks = load_data(data)
+        from shiftrec.interest.slices import slice_summary
+
+        info["slices"] = slice_summary(masks)
+        if (d / "ablation.json").exists():
+            ablations[data] = json.loads((d / "ablation.json").read_text())
+        runs = sorted((d / "runs").glob("*/row.json")) if (d / "runs").exists() else []
+        by: dict[tuple[str, int], tuple[dict[str, Any], Path]] = {}
+        for p in runs:
+            r = json.loads(p.read_text())
+            if "test" not in r:
+                continue
+            by[(r["model"], r["seed"])] = (r, p.parent)
+            for sl in ("all", "shifted", "stable"):
+                t = r["test"][sl]
+                rows.append({"data": data, "model": r["model"], "variant": r["settings"].get("variant"),
+                             "seed": r["seed"], "slice": sl, "n_users": t["n_users"],
+                             "ndcg@10": t["ndcg@10"], "recall@10": t["recall@10"],
+                             "ndcg@20": t["ndcg@20"], "recall@20": t["recall@20"],
+                             "wall_seconds": r["wall_seconds"],
+                             "epochs": (r.get("training") or {}).get("epochs_run"),
+                             "best_epoch": (r.get("training") or {}).get("best_epoch")})
+        for (mname, seed), (r, p) in by.items():
+            if mname == "sasrec" or ("sasrec", seed) not in by:
+                continue
+            if not mname.startswith("shiftaware"):
+                continue
+            a = np.load(by[("sasrec", seed)][1] / "ranks.npz", allow_pickle=False)["test"]
+            b = np.load(p / "ranks.npz", allow_pickle=False)["test"]
+            res = {}
+            for sl in ("shifted", "stable"):
+                res[sl] = paired_test(a[masks[sl]], b[masks[sl]], k=10, seed=seed)
+                ma, mb = res[sl]["mean_a"], res[sl]["mean_b"]
+                res[sl]["relative_change"] = (mb - ma) / ma if ma > 0 else None
+            tests[f"{data}|{mname}|s{seed}"] = {"a": "sasrec", "b": mname, **res}
+    out = {"definition": ("shifted: the test item's topic is not among the user's dominant "
+                          "history topics (smallest set of top topics covering >= 80% of the "
+                          "30-day-half-life decayed topic mass, at most 3; "
+                          "shiftrec.interest.slices); stable: all other users. Topics learned "
+                          "from minilm title embeddings (k-means, k by silhouette). Full ranking "
+                          "over all items; leave-one-out histories = last 50 events."),
+           "target": "ours >= +15% NDCG@10 over SASRec on the shifted slice, no loss on stable",
+           "datasets": datasets, "rows": rows, "paired_tests": tests, "ablations": ablations,
+           "budget": {"epochs_cap": EPOCHS, "finetune_epochs_cap": FT_EPOCHS,
+                      "lr": args.lr, "patience": args.patience, "ft_patience": args.ft_patience,
+                      "valid_users_for_early_stopping": args.valid_users, "hidden": 64,
+                      "threads": args.threads},
+           "machine": machine()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "shift_slices.json", out)
+    (RESULTS / "shift_slices.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def markdown(out: dict[str, Any]) -> str:
+    lines = ["# Shifted / stable slices", "", out["definition"], "",
+             f"Target: {out['target']}.", ""]
+    for data, info in out["datasets"].items():
+        lines.append(f"## {data}")
+        if info.get("not_applicable"):
+            lines += ["", f"Not applicable: {info['not_applicable']}.", ""]
+            continue
+        sl = info.get("slices", {})
+        lines += ["", f"{info['users']} users, {info['items']} items, {info['test_users']} test users "
+                  f"(shifted {sl.get('shifted')}, stable {sl.get('stable')}); "
+                  f"{info.get('topics', {}).get('n')} learned topics.", "",
+                  "| model | seed | NDCG@10 shifted | R@10 shifted | NDCG@10 stable | R@10 stable "
+                  "| NDCG@10 all | R@10 all | epochs (best) | wall s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        rs = [r for r in out["rows"] if r["data"] == data]
+        order = ["popularity", "topic_profile", "sasrec", "shiftaware:none"]
+        keys = sorted({(r["model"], r["seed"]) for r in rs},
+                      key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
+        for mname, seed in keys:
+            got = {r["slice"]: r for r in rs if r["model"] == mname and r["seed"] == seed}
+            any_r = next(iter(got.values()))
+            label = mname if not any_r.get("variant") else f"{mname} ({any_r['variant']})"
+            ep = "" if any_r["epochs"] is None else f"{any_r['epochs']} ({any_r['best_epoch']})"
+            lines.append(
+                f"| {label} | {seed} | {got['shifted']['ndcg@10']:.4f} | {got['shifted']['recall@10']:.4f} "
+                f"| {got['stable']['ndcg@10']:.4f} | {got['stable']['recall@10']:.4f} "
+                f"| {got['all']['ndcg@10']:.4f} | {got['all']['recall@10']:.4f} | {ep} "
+                f"| {any_r['wall_seconds']:.0f} |")
+        for key, t in out["paired_tests"].items():
+            if key.startswith(data + "|"):
+                for sl in ("shifted", "stable"):
+                    x = t[sl]
+                    rel = "n/a" if x["relative_change"] is None else f"{100 * x['relative_change']:+.1f}%"
+                    lines.append("")
+                    lines.append(f"{t['b']} vs sasrec, {sl}: NDCG@10 {x['mean_a']:.4f} -> "
+                                 f"{x['mean_b']:.4f} ({rel}), paired t p={x['t_test_p']:.3g}, "
+                                 f"Wilcoxon p={x['wilcoxon_p']:.3g}, 95% CI of diff "
+                                 f"[{x['ci95_low']:.4f}, {x['ci95_high']:.4f}], n={x['n_users']}")
+        ab = out["ablations"].get(data)
+        if ab:
+            lines += ["", f"Ablation (validation NDCG@10, all validation users; SASRec "
+                      f"{ab['sasrec_valid']['ndcg@10']:.4f}; chosen: {ab['chosen']}):", "",
+                      "| variant | valid NDCG@10 | valid R@10 | epochs (best) |", "|---|---|---|---|"]
+            for v, r in ab["variants"].items():
+                tr = r.get("training") or {}
+                lines.append(f"| {v} | {r['valid']['ndcg@10']:.4f} | {r['valid']['recall@10']:.4f} "
+                             f"| {tr.get('epochs_run')} ({tr.get('best_epoch')}) |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["prep", "run", "ablate", "report"])
+    ap.add_argument("--data", action="append", help="data key(s); default: all")
+    ap.add_argument("--model", action="append", help="popularity, topic_profile, sasrec, "
+                    "shiftaware, shiftaware-none, shiftaware:<variant>")
+    ap.add_argument("--variants", nargs="*", help="ablation variants (default: all)")
+    ap.add_argument("--seed", type=int, action="append")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--ft-patience", type=int, default=2)
+    ap.add_argument("--valid-users", type=int, default=3000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default="/tmp/shiftaware/emb")
+    args = ap.parse_args()
+    datas = args.data or list(DATA)
+    seeds = args.seed or [0]
+    if args.what == "prep":
+        for d in datas:
+            info = prep_one(d, args.cache_dir)
+            print(d, {k: v for k, v in info.items() if k != "split_meta"}, flush=True)
+    elif args.what == "run":
+        for d in datas:
+            for s in seeds:
+                for m in args.model or ["popularity", "topic_profile", "sasrec", "shiftaware-none",
+                                        "shiftaware"]:
+                    run(d, m, s, args)
+    elif args.what == "ablate":
+        for d in datas:
+            ablate(d, seeds[0], args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
