@@ -75,12 +75,18 @@ def write(name: str, obj: dict[str, Any]) -> Path:
     return p
 
 
-def median_time(fn: Any, repeats: int) -> tuple[float, list[float], Any]:
-    times, out = [], None
+CPU: dict[str, list[float]] = {}
+
+
+def median_time(fn: Any, repeats: int, key: str = "last") -> tuple[float, list[float], Any]:
+    """Median wall seconds over repeats (CPU seconds of this process kept in CPU[key])."""
+    times, cpu, out = [], [], None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    CPU[key] = cpu
     return statistics.median(times), times, out
 
 
@@ -162,6 +168,9 @@ def perf_phase(phase: str, folder: str, repeats: int) -> dict[str, Any]:
                 "events_per_s": N / med}
     else:
         raise SystemExit(f"unknown phase {phase}")
+    cpu = statistics.median(CPU["last"])
+    out["cpu_seconds_median"] = cpu
+    out["events_per_cpu_s"] = N / cpu if phase != "stream" else out["events_timed"] / cpu
     out["peak_rss_mb"] = round(hwm_mb(), 1)
     return out
 
@@ -191,8 +200,9 @@ def perf(args: argparse.Namespace) -> None:
         r = subprocess.run([sys.executable, __file__, "_phase", ph, str(tmp), str(rep)],
                            capture_output=True, text=True, check=True)
         phases[ph] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"  {ph}: {phases[ph]['events_per_s']:,.0f} events/s, "
-              f"{phases[ph]['seconds_median']:.2f}s, peak RSS {phases[ph]['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"  {ph}: {phases[ph]['events_per_s']:,.0f} events/s wall "
+              f"({phases[ph]['events_per_cpu_s']:,.0f} per CPU-s), {phases[ph]['seconds_median']:.2f}s, "
+              f"peak RSS {phases[ph]['peak_rss_mb']:.0f} MB", flush=True)
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()

@@ -69,8 +69,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "time_bias": OFF | {"time_bias": True},
     "trend": OFF | {"trend_prior": True},
     "topic": OFF | {"topic_prior": True},
+    "flow": OFF | {"flow_prior": True},
     "trend+topic": OFF | {"trend_prior": True, "topic_prior": True},
     "all": {},
+    "all+flow": {"flow_prior": True},
     "all-fixed-gate": {"gate": "fixed"},
 }
 # the signals used by "shiftaware" per dataset, filled from the ablation (see ablation.json)
@@ -358,7 +360,7 @@ def report(args: argparse.Namespace) -> None:
                              "wall_seconds": r["wall_seconds"],
                              "epochs": (r.get("training") or {}).get("epochs_run"),
                              "best_epoch": (r.get("training") or {}).get("best_epoch")})
-        for (mname, seed), (r, p) in by.items():
+        for (mname, seed), (_r, p) in by.items():
             if mname == "sasrec" or ("sasrec", seed) not in by:
                 continue
             if not mname.startswith("shiftaware"):

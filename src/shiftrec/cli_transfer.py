@@ -61,7 +61,9 @@ def pretrain_cmd(
     """Pretrain the transferable text model on several source domains at once (in-batch
     contrastive objectives across domains). A dataset with several domains gives one source each.
 
-    Example: shiftrec pretrain amazon-beauty amazon-health amazon-clothing --max-users 5000 -o out/pre
+    Append @N to a source to subsample N users of it (overrides --max-users).
+
+    Example: shiftrec pretrain amazon-beauty@3000 amazon-health@1500 amazon-electronics-2018@1500 -o out/pre
     """
     from shiftrec.transfer import PretrainConfig, load_dataset, pretrain, sources_from_dataset
 
@@ -69,8 +71,12 @@ def pretrain_cmd(
     cfg = _cfg(PretrainConfig, config, epochs=epochs, seed=seed)
     srcs = []
     for spec in sources:
+        n = max_users
+        name, _, cap = spec.rpartition("@")
+        if name and cap.isdigit():  # per-source subsample: amazon-beauty@3000
+            spec, n = name, int(cap)
         ds = load_dataset(spec, data_root)
-        srcs += sources_from_dataset(ds, encoder, max_users=max_users, seed=cfg.seed,
+        srcs += sources_from_dataset(ds, encoder, max_users=n, seed=cfg.seed,
                                      max_len=cfg.model.max_len, cache_dir=cache_dir)
     con.print(f"pretraining on {', '.join(s.name for s in srcs)} "
               f"({sum(len(s.split.user_ids) for s in srcs):,} users)")

@@ -245,8 +245,8 @@ def test_season_jump_known_answer(season):
         return ranks[:, season_items - 1].mean()
 
     assert np.array_equal(blind.score(hist, early), blind.score(hist, late))
-    assert mean_rank(ours, late) < mean_rank(ours, early) - 3
-    assert mean_rank(ours, late) < mean_rank(blind, late) - 3
+    assert mean_rank(ours, late) < mean_rank(ours, early) - 5  # 6 of 24 items: best is 3.5
+    assert mean_rank(ours, late) < mean_rank(blind, late) - 1.5
 
 
 def test_gate_features_react_to_a_planted_jump(small_store):
@@ -282,3 +282,23 @@ def test_gate_features_react_to_a_planted_jump(small_store):
     before, after, stable = map(np.array, (before, after, stable))
     assert np.mean(after > before) > 0.8
     assert np.median(after) > 2 * np.median(stable)
+
+
+def test_flow_table_counts_transitions_within_users():
+    from shiftrec.models.shiftaware import flow_table
+
+    train = Seqs.from_lists([np.array([1, 2, 2]), np.array([3, 1])])
+    it = np.array([2, 0, 1, 1])  # item 1 -> topic 0, items 2, 3 -> topic 1; padding -> extra 2
+    lp = np.exp(flow_table(train, it, 3, alpha=1e-9))
+    # transitions: 0->1, 1->1 (user 1), 1->0 (user 2); none across the two users (1 -> 3)
+    np.testing.assert_allclose(lp[0], [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(lp[1], [0.5, 0.5, 0], atol=1e-6)
+
+
+def test_flow_prior_trains_and_round_trips(season, tmp_path):
+    split, it = season
+    m = ShiftAware(item_topic=it, train=FAST, **TINY, **{**OFF, "flow_prior": True}).fit(split)
+    hist, times = _hist(split, 6)
+    m.save(tmp_path / "f")
+    assert np.array_equal(m.score(hist, times), ShiftAware.load(tmp_path / "f").score(hist, times))
+    assert list(m.explain_gate(hist, times)["prior_names"]) == ["topic_flow"]

@@ -239,3 +239,21 @@ def test_resume_rejects_a_different_run(split, tmp_path):
     with pytest.raises(ArtifactError, match="do not fit"):
         train(TinyNet(split.n_items, dim=4), cfg, CausalBatches(split.train), None,
               checkpoint_dir=ck, resume=True)
+
+
+def test_phases_pick_their_data_and_validation_by_key(split):
+    other = cyclic_split(n_users=20, n_items=10, seed=4)
+    seen = []
+
+    def validator(module):
+        seen.append(module.training)
+        return {"ndcg@10": 0.5}
+
+    cfg = TrainConfig(phases=(Phase(name="pre", data="src", epochs=2, lr=0.05, batch_size=64, patience=0),
+                              Phase(name="fine", data="tgt", epochs=1, lr=0.05, batch_size=64)),
+                      seed=1, device="cpu", threads=1, valid_max_users=10)
+    res = train(_fresh(split), cfg, {"src": CausalBatches(other.train), "tgt": CausalBatches(split.train)},
+                {"src": validator, "tgt": split.valid})
+    assert [r["phase"] for r in res.history] == ["pre", "pre", "fine"]
+    assert seen == [False, False]  # validators run in eval mode
+    assert res.history[-1]["metrics"]["ndcg@10"] >= 0 and res.phases[0].best_metric == 0.5

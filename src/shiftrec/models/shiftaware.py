@@ -15,6 +15,9 @@ switched by a config flag so that they can be chosen by validation:
   complete buckets strictly before the event's bucket are used). This is what users move *to*.
 - ``topic_prior``: log P(item | recent topics) = log P(topic(item) | fast-decay topic profile) +
   log P(item | topic), the recent-topic prior of the interest profile model.
+- ``flow_prior``: log P(item | where interest flows next) = log (fast profile @ M)[topic(item)] +
+  log P(item | topic), with M the platform's topic -> next-topic migration matrix counted on
+  consecutive training events (the migration flows of interest.flows, at the event level).
 
 The priors are added to the transformer's logits with non-negative weights from an *interest
 gate*: ``gate=shift`` computes the weights from the shift detector's features at each position
@@ -80,6 +83,7 @@ class ShiftAwareConfig:
     time_bias: bool = True
     trend_prior: bool = True
     topic_prior: bool = True
+    flow_prior: bool = False
     gate: GateMode = GateMode.SHIFT
     # --- time buckets: 0 = no previous event, 1 = same second, 2.. = 2 + floor(log2(1 + dt /
     # time_unit_s)), last = unknown (no times given)
@@ -122,7 +126,7 @@ class ShiftAwareConfig:
 
     @property
     def n_priors(self) -> int:
-        return self.n_trend + (1 if self.topic_prior else 0)
+        return self.n_trend + int(self.topic_prior) + int(self.flow_prior)
 
 
 N_FEATURES = 6  # jsd, slow entropy, fast entropy, history length, last gap, top fast share
@@ -189,6 +193,24 @@ def topic_tables(train_items: np.ndarray, item_topic: np.ndarray, beta: float
     logp = np.log(np.maximum(counts, 1e-12) / np.maximum(tot[it], 1e-12))
     logp[0] = np.log(1e-12)
     return it, logp.astype(np.float32), T + 1
+
+
+def flow_table(train: Any, item_topic: np.ndarray, n_topics: int, alpha: float = 1.0) -> np.ndarray:
+    """log P(next event's topic | this event's topic) (T, T) from consecutive training events of
+    each user, smoothed with `alpha` pseudo-transitions spread as the overall topic mix."""
+    items, indptr = np.asarray(train.items, np.int64), np.asarray(train.indptr, np.int64)
+    T = n_topics
+    if len(items) < 2:
+        return np.full((T, T), -np.log(T), np.float32)
+    same = np.ones(len(items) - 1, bool)
+    cut = indptr[1:-1] - 1
+    same[cut[(cut >= 0) & (cut < len(same))]] = False  # no transition across users
+    a, b = item_topic[items[:-1]][same], item_topic[items[1:]][same]
+    counts = np.bincount(a * T + b, minlength=T * T).reshape(T, T).astype(np.float64)
+    mix = np.bincount(item_topic[items], minlength=T).astype(np.float64) + 1.0
+    mix /= mix.sum()
+    p = (counts + alpha * T * mix[None, :]) / (counts.sum(1, keepdims=True) + alpha * T)
+    return np.log(p).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- the torch module
@@ -261,6 +283,7 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             self.register_buffer("log_p_item_topic", torch.zeros(n_items + 1))
             self.register_buffer("trend_log", torch.zeros(cfg.n_trend, n_trend_rows, n_items + 1))
             self.register_buffer("trend_origin", torch.zeros(2, dtype=torch.long))  # t0, bucket s
+            self.register_buffer("flow", torch.zeros(n_topics, n_topics))  # log P(next | topic)
             self.n_topics = n_topics
 
         @staticmethod
@@ -375,9 +398,15 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
                     term = wts[:, k:k + 1] * self.trend_log[j][rows][:, cols]
                     out = term if out is None else out + term
                     k += 1
+            it = self.item_topic[cols]
             if cfg.topic_prior:
-                it = self.item_topic[cols]
                 lp = fast[sel].log()[:, it] + self.log_p_item_topic[cols][None]
+                term = wts[:, k:k + 1] * lp
+                out = term if out is None else out + term
+                k += 1
+            if cfg.flow_prior:
+                nxt = fast[sel] @ self.flow.exp()  # (n, T): P(next topic | recent profile)
+                lp = nxt.log()[:, it] + self.log_p_item_topic[cols][None]
                 term = wts[:, k:k + 1] * lp
                 out = term if out is None else out + term
             return out, wts, feats
@@ -485,7 +514,8 @@ class ShiftAware:
                                            self.config)
         else:
             trend, t0, bsec = np.zeros((0, 1, n1), np.float32), 0, DAY
-        return {"item_topic": it, "log_p_item_topic": logp, "n_topics": np.int64(T),
+        flow = flow_table(split.train, it, T)
+        return {"item_topic": it, "log_p_item_topic": logp, "n_topics": np.int64(T), "flow": flow,
                 "trend_log": trend, "trend_origin": np.array([t0, bsec], np.int64)}
 
     def fit(self, split: SeqSplit) -> ShiftAware:
@@ -498,7 +528,7 @@ class ShiftAware:
         tab = self._tables(split)
         net = self._build(split.n_items, int(tab["n_topics"]), tab["trend_log"].shape[1])
         with torch.no_grad():
-            for k in ("item_topic", "log_p_item_topic", "trend_log", "trend_origin"):
+            for k in ("item_topic", "log_p_item_topic", "trend_log", "trend_origin", "flow"):
                 getattr(net, k).copy_(torch.from_numpy(np.asarray(tab[k])))
         if self.init_from is not None:
             warm_start(net, self.init_from)
@@ -584,7 +614,8 @@ class ShiftAware:
 
 def prior_names(cfg: ShiftAwareConfig) -> list[str]:
     out = [f"trend_{h:g}d" for h in cfg.trend_half_lives_days] if cfg.trend_prior else []
-    return out + (["recent_topic"] if cfg.topic_prior else [])
+    return out + (["recent_topic"] if cfg.topic_prior else []) + \
+        (["topic_flow"] if cfg.flow_prior else [])
 
 
 def warm_start(net: Any, path: str | Path) -> list[str]:
