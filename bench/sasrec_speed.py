@@ -228,8 +228,24 @@ def cmd_converge(args: argparse.Namespace) -> None:
         and x["bucket"] == row["bucket"] and x["seed"] == row["seed"]
         and x.get("weight_decay") == row["weight_decay"])]
     merge("converge", [*runs, row])
+    select()
     if args.save:
         model.save(args.save)
+
+
+def select() -> None:
+    """The run chosen on validation NDCG@10 only (bucketed schedule), reported against the paper."""
+    data = json.loads(OUT.read_text())
+    runs = [r for r in data.get("converge", []) if r["bucket"]]
+    if not runs:
+        return
+    best = max(runs, key=lambda r: r["valid"]["ndcg@10"])
+    merge("selected_on_valid", {
+        "rule": "highest validation NDCG@10 among converge runs with the bucketed schedule",
+        "hidden": best["hidden"], "dropout": best["dropout"], "lr": best["lr"], "seed": best["seed"],
+        "wall_seconds": best["wall_seconds"], "valid": best["valid"], "test": best["test"],
+        "published_sasrec_test": PUBLISHED_SASREC,
+        "test_minus_published": {k: round(best["test"][k] - v, 4) for k, v in PUBLISHED_SASREC.items()}})
 
 
 def main() -> None:
@@ -256,8 +272,9 @@ def main() -> None:
     c.add_argument("--checkpoint-dir")
     c.add_argument("--resume", action="store_true")
     c.add_argument("--save")
+    sub.add_parser("select")
     a = p.parse_args()
-    {"speed": cmd_speed, "converge": cmd_converge}[a.cmd](a)
+    {"speed": cmd_speed, "converge": cmd_converge, "select": lambda _: select()}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,13 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         if ds_name not in PRETRAIN_SOURCE:
             raise SystemExit(f"{ds_name} uses the shipped checkpoint; nothing to pretrain")
         srcname = PRETRAIN_SOURCE[ds_name]
-        sources = [make_source(load_dataset(srcname), "minilm", cache_dir=args.cache_dir)]
+        from shiftrec.transfer import events_before
+
+        # strictly before the target's first event: Online Retail II's last days (2010-12-01..09)
+        # are also in Online Retail I, and those invoices must not leak into pretraining
+        cutoff = int(split.train.times.min())
+        src_ds = events_before(load_dataset(srcname), cutoff)
+        sources = [make_source(src_ds, "minilm", cache_dir=args.cache_dir)]
         arch = TransferConfig(hidden=args.hidden, n_experts=args.experts,
                               objective=args.pretrain_objective)
         pc = PretrainConfig(model=arch, epochs=args.pretrain_epochs, lr=args.lr,
@@ -210,7 +216,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         _, fields = pretrain(sources, "minilm", pc, ck_dir, resume=args.resume,
                              progress=_progress(row))
         prov = fields["provenance"]
-        out |= {"note": f"pretrained on {srcname} ({args.pretrain_objective}, "
+        out |= {"note": f"pretrained on {srcname} events before {src_ds.meta['events_before']} "
+                        f"({args.pretrain_objective}, "
                         f"{prov['epochs_run'][0]} epochs, best {prov['best_epoch'][0]})",
                 "epochs": prov["epochs_run"][0], "valid": prov["best_valid"][0],
                 "checkpoint": str(ck_dir)}

@@ -244,8 +244,24 @@ def demo(
     for row in tab.iter_rows():
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     con.print(table)
-    for line in result.get("notes", []):
-        con.print(line)
+    sl = result.get("slices", {})
+    if sl:
+        con.print("NDCG@10 by slice (shifted = test item's topic outside the user's dominant topics): "
+                  + "; ".join(f"{m} {v['shifted']['ndcg@10']:.4f}/{v['stable']['ndcg@10']:.4f}"
+                              for m, v in sl.items()) + "  (shifted/stable)")
+    it = result.get("interest")
+    if it:
+        d = it["detection"]
+        con.print(f"[bold]Shift detection vs planted truth[/bold]: precision {d['precision']:.3f}, "
+                  f"recall {d['recall']:.3f}, F1 {d['f1']:.3f}, median delay {d['median_delay_events']:.0f}"
+                  f" events, false alarms on stable users {d['false_alarm_rate_stable_users']:.1%}")
+        ex = it["example_user"]
+        con.print(f"Example user {ex['user']}: planted {ex['planted']} at event {ex['planted_shift_index']}")
+        for line in ex["timeline"]:
+            con.print(f"  {line}", highlight=False)
+        for m in it["top_migrations"]:
+            con.print(f"  migration {m['from']} -> {m['to']}: {m['total']} users", highlight=False)
+        con.print("plots: " + ", ".join(it["plots"]))
     con.print(f"outputs in {result['out_dir']}")
 
 

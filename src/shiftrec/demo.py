@@ -16,6 +16,7 @@ from shiftrec.data.schema import Dataset
 from shiftrec.data.splits import leave_one_out
 from shiftrec.data.synthetic import StoreConfig, generate
 from shiftrec.evaluate.ranking import evaluate
+from shiftrec.manifest import write_json
 
 
 def _plant_bad_rows(csv_path: Path) -> int:
@@ -34,7 +35,7 @@ def _plant_bad_rows(csv_path: Path) -> int:
 
 
 def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
-             step: Callable[[str], None] | None = None) -> dict[str, Any]:
+             step: Callable[[str], None] | None = None, sasrec_epochs: int = 8) -> dict[str, Any]:
     """Run the whole demo; `step(name)` is called as each stage starts (for progress display)."""
     step = step or (lambda _name: None)
     out = Path(out_dir)
@@ -64,19 +65,48 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
     split.save(out / "split")
 
     results: dict[str, Any] = {}
+    slices: dict[str, Any] = {}
+    from shiftrec.interest.slices import shift_slices
+    from shiftrec.interest.topics import category_topics
+    from shiftrec.models.itemknn import ItemKNN
     from shiftrec.models.popularity import Popularity
+    from shiftrec.models.sasrec import SASRec
+    from shiftrec.train.trainer import Phase, TrainConfig
 
-    stage("popularity baseline")
-    model = Popularity().fit(split)
-    metrics, _ = evaluate(model, split, "test")
-    results["popularity"] = metrics
+    stage("topics (item categories)")
+    topics = category_topics(ds.items)
+    topics.save(out / "topics", data_fingerprint=ds.fingerprint())
+    item_topic = topics.aligned(split.item_map)
+    masks = shift_slices(split.test, item_topic)
+
+    from shiftrec.interest.profiles import TopicProfile
+
+    models: list[tuple[str, Callable[[], Any]]] = [
+        ("popularity", Popularity),
+        ("itemknn", ItemKNN),
+        ("topic_profile", lambda: TopicProfile(item_topic, topics.names)),
+        ("sasrec", lambda: SASRec(train=TrainConfig(phases=(
+            Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),), threads=2))),
+    ]
+    from shiftrec.evaluate.ranking import sliced
+
+    for name, make in models:
+        stage(f"model: {name}")
+        model = make().fit(split)
+        metrics, ranks = evaluate(model, split, "test")
+        results[name] = metrics
+        slices[name] = {k: {m: v[m] for m in ("ndcg@10", "recall@10", "n_users")}
+                        for k, v in sliced(ranks, masks).items()}
+
+    stage("interest shifts vs planted truth")
+    interest = _interest_report(store, topics, out)
 
     t_end = time.perf_counter()
     names = list(timings)
     durations = {n: round((timings[names[i + 1]] if i + 1 < len(names) else t_end) - timings[n], 3)
                  for i, n in enumerate(names)}
     truth = store.users.group_by("kind").len().sort("kind")
-    return {
+    result = {
         "out_dir": str(out),
         "store": {"users": cfg.n_users, "items": cfg.n_items, "events": store.events.height,
                   "planted_bad_rows": n_bad,
@@ -85,8 +115,47 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
                                           "balanced")},
         "split": {"users": len(split.user_ids), "items": split.n_items, "test_users": len(split.test)},
         "results": results,
+        "slices": slices,
+        "interest": interest,
         "seconds": durations,
     }
+    write_json(out / "summary.json", result)
+    return result
+
+
+def _interest_report(store: Any, topics: Any, out: Path) -> dict[str, Any]:
+    """Detect shifts on the store's events, score them against the planted truth, draw the
+    platform flows and one shifted user's timeline."""
+    import numpy as np
+
+    from shiftrec.interest.events import InterestEvents
+    from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
+    from shiftrec.interest.shifts import ShiftConfig, ShiftDetector, evaluate_detection, truth_arrays
+    from shiftrec.interest.timeline import plot_timeline, user_timeline
+
+    ev = InterestEvents.from_frame(store.events.with_columns(pl.lit(store.config.domain).alias("domain")),
+                                   topics)
+    det = ShiftDetector(topics.n_topics, ShiftConfig())
+    res = det.detect(ev)
+    truth = truth_arrays(ev, store.users)
+    quality = evaluate_detection(res.user, res.event_index, truth["truth_user"], truth["truth_index"],
+                                 truth["stable_users"])
+    res.to_frame(ev.user_ids, topics.names).write_parquet(out / "shifts.parquet")
+    flows = compute_flows(ev, topics.names, FlowConfig(every="3mo"))
+    plot_flows(flows, out / "flows.png", title="Synthetic store: where dominant interest moved")
+    write_json(out / "flows.json", flows.to_json())
+    jumper = store.users.filter(pl.col("kind") == "jump")["user_id"][0]
+    tl = user_timeline(ev, jumper, det)
+    plot_timeline(tl, topics.names, out / f"timeline_{jumper}.png")
+    planted = store.users.filter(pl.col("user_id") == jumper).row(0, named=True)
+    top = [{k: m[k] for k in ("from", "to", "total")} for m in flows.largest_migrations(3)]
+    return {"detection": quality, "shifts_detected": len(res),
+            "users_with_shift": int(len(np.unique(res.user))),
+            "example_user": {"user": jumper, "planted_shift_index": planted["shift_index"],
+                             "planted": f"{planted['topic_before']} -> {planted['topic_after']}",
+                             "timeline": tl.lines(topics.names)[:6]},
+            "top_migrations": top,
+            "plots": [str(out / "flows.png"), str(out / f"timeline_{jumper}.png")]}
 
 
 def summary_table(result: dict[str, Any]) -> pl.DataFrame:

@@ -443,6 +443,22 @@ def subsample_users(ds: Any, max_users: int, seed: int = 0) -> Any:
                                                                              "seed": seed}})
 
 
+def events_before(ds: Any, cutoff_unix: int) -> Any:
+    """Keep only events strictly before `cutoff_unix` (temporal transfer without overlap)."""
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from shiftrec.data.schema import Dataset
+
+    t = datetime.fromtimestamp(int(cutoff_unix), UTC)
+    ev = ds.events.filter(pl.col("timestamp") < t)
+    if ev.height == 0:
+        raise InputError(f"dataset '{ds.name}' has no events before {t.isoformat()}")
+    items = ds.items.join(ev.select("domain", "item_id").unique(), on=["domain", "item_id"], how="semi")
+    return Dataset(ev, items, name=ds.name, meta={**ds.meta, "events_before": t.isoformat()})
+
+
 def item_keys_hash(split: SeqSplit) -> str:
     import hashlib
 

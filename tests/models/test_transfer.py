@@ -182,3 +182,19 @@ def test_bad_text_tables(tiny_domain):
     net = build_net(TINY, text)
     with pytest.raises(ArtifactError, match="dim"):
         net.set_item_text(np.ones((5, text.shape[1] + 1), np.float32))
+
+
+def test_length_sorted_inference_matches_one_pass(tiny_domain):
+    """score_all sorts long batches by length and trims padding: same result as one pass."""
+    _, text, _ = tiny_domain
+    net = build_net(TINY, text).eval()
+    rng = np.random.default_rng(0)
+    seq = np.zeros((300, 8), np.int64)
+    for i in range(300):
+        n = rng.integers(1, 9)
+        seq[i, 8 - n:] = rng.integers(1, text.shape[0], size=n)
+    s = torch.from_numpy(seq)
+    with torch.no_grad():
+        a = net.user_vectors(s, chunk=64)
+        b = net.user_vectors(s, chunk=1000)
+    assert torch.allclose(a, b, atol=1e-5)

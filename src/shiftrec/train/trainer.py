@@ -586,8 +586,8 @@ def train(module: Any, config: TrainConfig,
         res = PhaseResult(ph.name, epoch, best_epoch, best_metric, stopped,
                           time.perf_counter() - t_phase)
         results.append(res)
-        emit(TrainEvent("phase_end", ph.name, epoch, metrics={"best": best_metric or float("nan")},
-                        seconds=res.seconds))
+        best_v = float("nan") if best_metric is None else best_metric
+        emit(TrainEvent("phase_end", ph.name, epoch, metrics={"best": best_v}, seconds=res.seconds))
         if ckpt_dir is not None and info.main and pi + 1 < len(config.phases):
             # phase boundary: the next phase starts from epoch 0 with the restored weights
             state = {"phase_index": pi + 1, "phase": config.phases[pi + 1].name, "epoch": 0,
