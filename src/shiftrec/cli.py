@@ -172,7 +172,8 @@ def prepare(
 
       shiftrec prepare out/store --split temporal --test-start 0.9 --valid-start 0.8 -o out/store-temporal
     """
-    from shiftrec.data.pipeline import SplitKind, prepare as run_prepare
+    from shiftrec.data.pipeline import SplitKind
+    from shiftrec.data.pipeline import prepare as run_prepare
     from shiftrec.errors import ConfigError
 
     try:

@@ -130,7 +130,12 @@ def _interest_report(store: Any, topics: Any, out: Path) -> dict[str, Any]:
 
     from shiftrec.interest.events import InterestEvents
     from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
-    from shiftrec.interest.shifts import ShiftConfig, ShiftDetector, evaluate_detection, truth_arrays
+    from shiftrec.interest.shifts import (
+        ShiftConfig,
+        ShiftDetector,
+        evaluate_detection,
+        truth_arrays,
+    )
     from shiftrec.interest.timeline import plot_timeline, user_timeline
 
     ev = InterestEvents.from_frame(store.events.with_columns(pl.lit(store.config.domain).alias("domain")),

@@ -16,7 +16,13 @@ from shiftrec.data.readers._common import (
     check_file,
     finish,
 )
-from shiftrec.data.readers.generic import ColumnMap, ItemColumnMap, map_events, map_items, read_frame
+from shiftrec.data.readers.generic import (
+    ColumnMap,
+    ItemColumnMap,
+    map_events,
+    map_items,
+    read_frame,
+)
 from shiftrec.data.schema import CATEGORY_SEP, conform_items
 from shiftrec.errors import InputError
 
