@@ -86,7 +86,7 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
         ("itemknn", ItemKNN),
         ("topic_profile", lambda: TopicProfile(item_topic, topics.names)),
         ("sasrec", lambda: SASRec(train=TrainConfig(phases=(
-            Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),), threads=2))),
+            Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),)))),
     ]
     from shiftrec.evaluate.ranking import sliced
 
