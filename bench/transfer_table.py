@@ -93,8 +93,10 @@ def markdown(res: dict[str, Any]) -> str:
             if r is None or key == "pretrain":
                 continue
             m = r["test"]
+            # a resumed row's own timer misses the earlier part: count the trained epochs too
+            wall = max(r["wall_seconds"], sum(h["train_seconds"] for h in r.get("history", [])))
             lines.append(f"| {label} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS)
-                         + f" | {r['seed']} | {r['wall_seconds']:.0f} | {r.get('epochs', '')} |")
+                         + f" | {r['seed']} | {wall:.0f} | {r.get('epochs', '')} |")
         pre = rows.get("pretrain")
         if pre:
             lines += ["", f"Pretraining for this table: {pre.get('note', '')} "
@@ -225,8 +227,9 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
         cfg = FinetuneConfig(mode=mode, freeze=freeze, **common, **drop)
-        net, fields = finetune(pre_ck(), split, text, "minilm", cfg, work / f"{ds_name}-{row}",
-                               progress=_progress(row))
+        net, fields = finetune(pre_ck(), split, text, "minilm", cfg,
+                               work / f"{ds_name}-{row}{'-' + args.tag if args.tag else ''}",
+                               resume=args.resume, progress=_progress(row))
         out |= hist_of(fields)
         out["pretrained_from"] = str(pre_ck())
         out["test"] = _test_metrics(evaluate_net(net, split)[0])

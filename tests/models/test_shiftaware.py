@@ -17,7 +17,7 @@ from shiftrec.models.shiftaware import (  # noqa: E402
     ShiftAware,
     ShiftAwareConfig,
     time_buckets,
-    topic_tables,
+    topic_index,
     trend_tables,
     warm_start,
 )
@@ -111,10 +111,9 @@ def test_trend_tables_use_only_earlier_buckets():
     np.testing.assert_allclose(np.exp(tab[0, :, 1:]).sum(1), 1.0, rtol=1e-4)
 
 
-def test_topic_tables_handle_missing_topics():
-    it, logp, T = topic_tables(np.array([1, 1, 2, 3]), np.array([-1, 0, 0, -1]), beta=1.0)
-    assert T == 2 and it.tolist() == [1, 0, 0, 1]
-    np.testing.assert_allclose(np.exp(logp[[1, 2]]), [3 / 5, 2 / 5], rtol=1e-6)
+def test_topic_index_maps_missing_topics_to_an_extra_one():
+    it, T = topic_index(np.array([-1, 0, 0, -1, 1]))
+    assert T == 3 and it.tolist() == [2, 0, 0, 2, 1]
 
 
 def test_score_shape_dtype_and_optional_times(fitted, season):
@@ -162,7 +161,7 @@ def test_causal_pass_equals_prefix_scoring(fitted, season):
         h = net.encode(s, tt)
         m = torch.ones_like(s, dtype=torch.bool)
         full = h[m] @ net.item_emb.weight[1:].T
-        prior, _, _ = net.prior_logits(s, tt, h[m], m, full=False)
+        prior, _, _ = net.prior_logits(s, tt, h[m], m, full, full=False)
         full = full + prior
         for p in range(len(seq)):
             alone = net.score_all(torch.from_numpy(pad_left([seq[:p + 1]], 12)),

@@ -13,17 +13,19 @@ switched by a config flag so that they can be chosen by validation:
 - ``trend_prior``: log P(item | time), the platform's popularity in the days before the user's
   last event (exponentially decayed counts of training events, one table per half-life; only
   complete buckets strictly before the event's bucket are used). This is what users move *to*.
-- ``topic_prior``: log P(item | recent topics) = log P(topic(item) | fast-decay topic profile) +
-  log P(item | topic), the recent-topic prior of the interest profile model.
-- ``flow_prior``: log P(item | where interest flows next) = log (fast profile @ M)[topic(item)] +
-  log P(item | topic), with M the platform's topic -> next-topic migration matrix counted on
-  consecutive training events (the migration flows of interest.flows, at the event level).
+- ``topic_prior``: log P(topic(item) | fast-decay topic profile), the recent-topic affinity of
+  the interest profile model.
+- ``flow_prior``: log P(topic(item) | where interest flows next) = log (fast profile @ M), with M
+  the platform's topic -> next-topic migration matrix counted on consecutive training events
+  (the migration flows of interest.flows, at the event level).
 
-The priors are added to the transformer's logits with non-negative weights from an *interest
-gate*: ``gate=shift`` computes the weights from the shift detector's features at each position
-(Jensen-Shannon divergence between the fast- and slow-decay topic profiles, their entropies,
-history length, the last time interval) and the transformer state; ``gate=fixed`` learns one
-constant weight per prior. The objective is the full softmax cross-entropy over all items at
+The priors are added to the transformer's logits with weights from an *interest gate*:
+``gate=shift`` computes them at each position from the shift detector's features (Jensen-Shannon
+divergence between the fast- and slow-decay topic profiles, their entropies, history length, the
+last time interval), from how much of the transformer's own prediction stays inside the user's
+topics, and from the transformer state; ``gate=fixed`` learns one constant weight per prior.
+Trend weights are non-negative; topic weights are signed, so a user who looks about to move on
+can be pushed *away* from the recent topics. The objective is the full softmax cross-entropy over all items at
 every supervised prefix (train.batches.CausalBatches with times), trained by train.trainer.
 
 Times: score() uses the history times (unix seconds, aligned with histories). The time of the
@@ -97,7 +99,6 @@ class ShiftAwareConfig:
     # --- topic profiles (event-decayed, as the shift detector)
     fast_half_life: float = 2.0
     slow_half_life: float = 20.0
-    topic_beta: float = 1.0  # pseudo-count per item in P(item | topic)
     gate_init: float = -1.0  # initial pre-softplus gate value (prior weights start at 0.31)
     gate_scale: float = 10.0  # pre-activation = gate_scale * (linear output): a faster-moving gate
     train: TrainConfig = field(default_factory=_default_train)
@@ -129,7 +130,9 @@ class ShiftAwareConfig:
         return self.n_trend + int(self.topic_prior) + int(self.flow_prior)
 
 
-N_FEATURES = 6  # jsd, slow entropy, fast entropy, history length, last gap, top fast share
+FEATURE_NAMES = ("jsd", "slow_entropy", "fast_entropy", "length", "last_gap", "fast_top_share",
+                 "model_on_slow", "model_on_fast", "model_topic_entropy")
+N_FEATURES = len(FEATURE_NAMES)
 
 
 # ----------------------------------------------------------------------------- data-side tables
@@ -180,19 +183,14 @@ def trend_tables(items: np.ndarray, times: np.ndarray, n_items: int, cfg: ShiftA
     return out, t0, bsec
 
 
-def topic_tables(train_items: np.ndarray, item_topic: np.ndarray, beta: float
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(topic per item with -1 mapped to an extra topic T, log P(item | its topic), T + 1)."""
+def topic_index(item_topic: np.ndarray) -> tuple[np.ndarray, int]:
+    """Topic per item with -1 (no topic) and padding mapped to an extra topic T; returns T + 1."""
     it = np.asarray(item_topic, np.int64).copy()
     T = int(it.max(initial=-1)) + 1
     it[it < 0] = T
-    it[0] = T
-    counts = np.bincount(np.asarray(train_items, np.int64), minlength=len(it)).astype(np.float64) + beta
-    counts[0] = 0.0
-    tot = np.bincount(it, weights=counts, minlength=T + 1)
-    logp = np.log(np.maximum(counts, 1e-12) / np.maximum(tot[it], 1e-12))
-    logp[0] = np.log(1e-12)
-    return it, logp.astype(np.float32), T + 1
+    if len(it):
+        it[0] = T
+    return it, T + 1
 
 
 def flow_table(train: Any, item_topic: np.ndarray, n_topics: int, alpha: float = 1.0) -> np.ndarray:
@@ -272,15 +270,18 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
                 self.time_bias = nn.Parameter(torch.zeros(cfg.heads, NB))
             K = cfg.n_priors
             if K:
+                # trend weights start at softplus(gate_init), signed topic weights at 0
+                init = torch.zeros(K)
+                init[:cfg.n_trend] = cfg.gate_init / cfg.gate_scale
                 if cfg.gate == GateMode.SHIFT:
                     self.gate = nn.Linear(N_FEATURES + H, K)
                     nn.init.zeros_(self.gate.weight)
-                    nn.init.constant_(self.gate.bias, cfg.gate_init / cfg.gate_scale)
+                    with torch.no_grad():
+                        self.gate.bias.copy_(init)
                 else:
-                    self.gate_const = nn.Parameter(torch.full((K,), cfg.gate_init / cfg.gate_scale))
+                    self.gate_const = nn.Parameter(init)
             # data-side tables (saved with the weights)
             self.register_buffer("item_topic", torch.zeros(n_items + 1, dtype=torch.long))
-            self.register_buffer("log_p_item_topic", torch.zeros(n_items + 1))
             self.register_buffer("trend_log", torch.zeros(cfg.n_trend, n_trend_rows, n_items + 1))
             self.register_buffer("trend_origin", torch.zeros(2, dtype=torch.long))  # t0, bucket s
             self.register_buffer("flow", torch.zeros(n_topics, n_topics))  # log P(next | topic)
@@ -343,7 +344,8 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
 
         def features(self, seq: torch.Tensor, times: torch.Tensor | None,
                      fast: torch.Tensor, slow: torch.Tensor) -> torch.Tensor:
-            """(B, W, N_FEATURES) detector features at every position."""
+            """(B, W, 6) history features at every position (the model-based ones are added at
+            the predicting positions by `model_features`)."""
             w = seq.shape[1]
             m = 0.5 * (fast + slow)
             jsd = 0.5 * ((fast * (fast / m).log2()).sum(-1) + (slow * (slow / m).log2()).sum(-1))
@@ -361,11 +363,27 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             top = fast.max(-1).values
             return torch.stack([jsd, ent_s, ent_f, n, gap, top], -1)
 
+        def model_features(self, logits: torch.Tensor, fast: torch.Tensor, slow: torch.Tensor
+                           ) -> torch.Tensor:
+            """(n, 3): how much of the transformer's own prediction stays in the user's topics
+            (expected slow / fast profile probability of the predicted topic) and the entropy of
+            its predicted topic mix. `logits` (n, n_items) over real items, used detached."""
+            p = torch.softmax(logits.detach().float(), -1)
+            mass = p.new_zeros((len(p), self.n_topics)).index_add_(1, self.item_topic[1:], p)
+            ent = -(mass * (mass + 1e-12).log()).sum(-1) / math.log(max(self.n_topics, 2))
+            return torch.stack([(mass * slow).sum(-1), (mass * fast).sum(-1), ent], -1)
+
         def gate_weights(self, h: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-            """Non-negative prior weights (..., K)."""
+            """Prior weights (..., K): trend weights >= 0 (softplus); topic weights are signed
+            (a user on the move is pushed *away* from the recent topics)."""
             if cfg.gate == GateMode.SHIFT:
-                return F.softplus(cfg.gate_scale * self.gate(torch.cat([feats, h], -1)))
-            return F.softplus(cfg.gate_scale * self.gate_const).expand(*h.shape[:-1], -1)
+                raw = cfg.gate_scale * self.gate(torch.cat([feats, h], -1))
+            else:
+                raw = (cfg.gate_scale * self.gate_const).expand(*h.shape[:-1], -1)
+            nt = cfg.n_trend
+            if nt == raw.shape[-1]:
+                return F.softplus(raw)
+            return torch.cat([F.softplus(raw[..., :nt]), raw[..., nt:]], -1)
 
         def trend_rows(self, times: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
             """Row index of the trend table for each time (0 = global: no time known)."""
@@ -377,15 +395,18 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             return k.clamp(0, self.trend_log.shape[1] - 1)
 
         def prior_logits(self, seq: torch.Tensor, times: torch.Tensor | None, h: torch.Tensor,
-                         sel: tuple[torch.Tensor, ...] | torch.Tensor, full: bool
-                         ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+                         sel: tuple[torch.Tensor, ...] | torch.Tensor, logits: torch.Tensor,
+                         full: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
             """Weighted sum of the prior log-probabilities at the selected positions.
 
             `sel` indexes (B, W) positions (a boolean mask or (rows, cols)); `h` is the hidden
-            state at those positions. Returns (n, n_items [+1 if full]) or None, weights, features.
+            state and `logits` (n, n_items) the transformer's item logits at those positions.
+            Returns (n, n_items [+1 if full]) or None, gate weights (n, K), features (n, F).
             """
-            fast, slow = self.profiles(seq)
-            feats = self.features(seq, times, fast, slow)[sel]
+            fast_all, slow_all = self.profiles(seq)
+            hist = self.features(seq, times, fast_all, slow_all)[sel]
+            fast, slow = fast_all[sel], slow_all[sel]
+            feats = torch.cat([hist, self.model_features(logits, fast, slow)], -1)
             if not cfg.n_priors:
                 return None, h.new_zeros((len(h), 0)), feats
             wts = self.gate_weights(h, feats)
@@ -400,14 +421,12 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
                     k += 1
             it = self.item_topic[cols]
             if cfg.topic_prior:
-                lp = fast[sel].log()[:, it] + self.log_p_item_topic[cols][None]
-                term = wts[:, k:k + 1] * lp
+                term = wts[:, k:k + 1] * fast.log()[:, it]
                 out = term if out is None else out + term
                 k += 1
             if cfg.flow_prior:
-                nxt = fast[sel] @ self.flow.exp()  # (n, T): P(next topic | recent profile)
-                lp = nxt.log()[:, it] + self.log_p_item_topic[cols][None]
-                term = wts[:, k:k + 1] * lp
+                nxt = fast @ self.flow.exp()  # (n, T): P(next topic | recent profile)
+                term = wts[:, k:k + 1] * nxt.log()[:, it]
                 out = term if out is None else out + term
             return out, wts, feats
 
@@ -419,7 +438,7 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             m = labels > 0
             hs = h[m]
             logits = hs @ self.item_emb.weight[1:].T
-            prior, _, _ = self.prior_logits(seq, times, hs, m, full=False)
+            prior, _, _ = self.prior_logits(seq, times, hs, m, logits, full=False)
             if prior is not None:
                 logits = logits + prior
             return F.cross_entropy(logits, labels[m] - 1)
@@ -457,7 +476,8 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             last = (lens - 1).clamp(min=0)
             hl = h[rows, last]
             scores = hl @ self.item_emb.weight.T
-            prior, wts, feats = self.prior_logits(aligned, t, hl, (rows, last), full=True)
+            prior, wts, feats = self.prior_logits(aligned, t, hl, (rows, last), scores[:, 1:],
+                                                  full=True)
             if prior is not None:
                 scores = scores + prior
             scores[:, 0] = float("-inf")
@@ -508,14 +528,14 @@ class ShiftAware:
         if len(topics) != n1:
             raise InputError(f"item_topic has {len(topics)} entries but the split has "
                              f"{split.n_items} items (+ padding = {n1})")
-        it, logp, T = topic_tables(split.train.items, topics, self.config.topic_beta)
+        it, T = topic_index(topics)
         if self.config.trend_prior:
             trend, t0, bsec = trend_tables(split.train.items, split.train.times, split.n_items,
                                            self.config)
         else:
             trend, t0, bsec = np.zeros((0, 1, n1), np.float32), 0, DAY
         flow = flow_table(split.train, it, T)
-        return {"item_topic": it, "log_p_item_topic": logp, "n_topics": np.int64(T), "flow": flow,
+        return {"item_topic": it, "n_topics": np.int64(T), "flow": flow,
                 "trend_log": trend, "trend_origin": np.array([t0, bsec], np.int64)}
 
     def fit(self, split: SeqSplit) -> ShiftAware:
@@ -528,7 +548,7 @@ class ShiftAware:
         tab = self._tables(split)
         net = self._build(split.n_items, int(tab["n_topics"]), tab["trend_log"].shape[1])
         with torch.no_grad():
-            for k in ("item_topic", "log_p_item_topic", "trend_log", "trend_origin", "flow"):
+            for k in ("item_topic", "trend_log", "trend_origin", "flow"):
                 getattr(net, k).copy_(torch.from_numpy(np.asarray(tab[k])))
         if self.init_from is not None:
             warm_start(net, self.init_from)
@@ -567,8 +587,7 @@ class ShiftAware:
             _, w, f = self.net.score_parts(seq, t)
         return {"weights": w.numpy(), "features": f.numpy(),
                 "prior_names": np.array(prior_names(self.config)),
-                "feature_names": np.array(["jsd", "slow_entropy", "fast_entropy", "length",
-                                           "last_gap", "fast_top_share"])}
+                "feature_names": np.array(FEATURE_NAMES)}
 
     def save(self, path: str | Path) -> None:
         if self.net is None:
