@@ -284,6 +284,8 @@ def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool =
     if test:
         tr = rank_targets(m, split.test, batch_size=512)
         row["test"] = {"all": all_metrics(tr, KS), **sliced(tr, masks, KS)}
+        if hasattr(m, "explain_gate") and m.config.n_priors:
+            row["gate_on_test"] = gate_summary(m, split.test, masks)
         np.savez_compressed(run_dir / "ranks.npz", test=tr, valid=vr)
     else:
         np.savez_compressed(run_dir / "ranks.npz", valid=vr)
@@ -301,6 +303,30 @@ def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool =
         msg += " | test " + ", ".join(f"{k} {v['ndcg@10']:.4f}" for k, v in row["test"].items())
     print(msg + f" ({row['wall_seconds']:.0f}s)", flush=True)
     return row
+
+
+def gate_summary(m: Any, es: Any, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean gate weight per prior on each slice, and how well each weight separates shifted
+    from stable users (AUC; 0.5 = the gate does not react to shifts)."""
+    from scipy.stats import rankdata
+
+    ws = []
+    for a in range(0, len(es), 512):
+        rows = range(a, min(len(es), a + 512))
+        g = m.explain_gate([es.history[i][-50:] for i in rows],
+                           [es.history.times_of(i)[-50:] for i in rows])
+        ws.append(g["weights"])
+    w = np.concatenate(ws)
+    out: dict[str, Any] = {}
+    sh, st = masks["shifted"], masks["stable"]
+    for k, name in enumerate(g["prior_names"].tolist()):
+        x = w[:, k]
+        r = rankdata(np.r_[x[sh], x[st]])
+        n1, n0 = int(sh.sum()), int(st.sum())
+        auc = (r[:n1].sum() - n1 * (n1 + 1) / 2) / max(n1 * n0, 1)
+        out[name] = {"mean_shifted": float(x[sh].mean()), "mean_stable": float(x[st].mean()),
+                     "auc_shifted_vs_stable": float(auc)}
+    return out
 
 
 def machine() -> dict[str, Any]:

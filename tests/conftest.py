@@ -31,8 +31,7 @@ def small_store():
 @pytest.fixture(scope="session")
 def small_split(small_store):
     from shiftrec.data.clean import clean
-    from shiftrec.data.readers._common import ReadResult
-    from shiftrec.data.readers._common import finish
+    from shiftrec.data.readers._common import ReadResult, finish
     from shiftrec.data.schema import conform_items
     from shiftrec.data.splits import leave_one_out
 
