@@ -72,6 +72,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all": {},  # time + trend + topic, shift gate
     "all+flow": {"flow_prior": True},
     "all-fixed-gate": {"gate": "fixed"},
+    # objective aimed at the shifted users: targets outside the prefix's dominant topics x3
+    "all+shift-loss": {"shift_weight": 3.0},
+    "shift-loss": OFF | {"shift_weight": 3.0},
 }
 DEFAULT_VARIANTS = {"amazon-toys/loo": ["none", "time", "trend", "topic", "all", "all+flow",
                                         "all-fixed-gate"],

@@ -301,3 +301,16 @@ def test_flow_prior_trains_and_round_trips(season, tmp_path):
     m.save(tmp_path / "f")
     assert np.array_equal(m.score(hist, times), ShiftAware.load(tmp_path / "f").score(hist, times))
     assert list(m.explain_gate(hist, times)["prior_names"]) == ["topic_flow"]
+
+
+def test_shift_weighted_objective_marks_out_of_profile_targets(season):
+    split, it = season
+    m = ShiftAware(item_topic=it, shift_weight=3.0, **TINY)
+    net = m.build_for(split)
+    seq = torch.tensor([[1, 2, 3, 19, 20, 0]])  # topic 0 x3, then the season (topic 3)
+    labels = torch.tensor([[2, 3, 19, 20, 7, 0]])
+    shifted = net.shifted_targets(seq, labels)[0, :5].tolist()
+    assert shifted == [False, False, True, False, True]  # 19 leaves topic 0; 7 is topic 1
+    batch = next(iter(CausalBatches(split.train, 12, with_times=True)(1, np.random.default_rng(0), 64)))
+    loss = net.training_loss({k: torch.from_numpy(v) for k, v in batch.items()})
+    assert torch.isfinite(loss)

@@ -99,6 +99,10 @@ class ShiftAwareConfig:
     # --- topic profiles (event-decayed, as the shift detector)
     fast_half_life: float = 2.0
     slow_half_life: float = 20.0
+    # --- objective: weight of training targets outside the prefix's dominant topics (1 = plain CE)
+    shift_weight: float = 1.0
+    dominant_coverage: float = 0.8  # dominant topics: fewest top topics of the slow profile
+    dominant_max: int = 3  # covering this share of its mass, at most this many
     gate_init: float = -1.0  # initial pre-softplus gate value (prior weights start at 0.31)
     gate_scale: float = 10.0  # pre-activation = gate_scale * (linear output): a faster-moving gate
     train: TrainConfig = field(default_factory=_default_train)
@@ -116,6 +120,8 @@ class ShiftAwareConfig:
         if any(h <= 0 for h in self.trend_half_lives_days) or self.fast_half_life <= 0 \
                 or self.slow_half_life <= 0:
             raise ConfigError("shiftaware: half-lives must be > 0")
+        if self.shift_weight <= 0:
+            raise ConfigError(f"shiftaware: shift_weight must be > 0, got {self.shift_weight}")
         if self.gate_scale <= 0:
             raise ConfigError(f"shiftaware: gate_scale must be > 0, got {self.gate_scale}")
         if self.trend_max_rows < 2:
@@ -441,7 +447,32 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             prior, _, _ = self.prior_logits(seq, times, hs, m, logits, full=False)
             if prior is not None:
                 logits = logits + prior
-            return F.cross_entropy(logits, labels[m] - 1)
+            if cfg.shift_weight == 1.0:
+                return F.cross_entropy(logits, labels[m] - 1)
+            ce = F.cross_entropy(logits, labels[m] - 1, reduction="none")
+            w = torch.where(self.shifted_targets(seq, labels)[m], cfg.shift_weight, 1.0)
+            return (w * ce).sum() / w.sum()
+
+        def shifted_targets(self, seq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            """(B, W) bool: the label's topic is outside the dominant topics of the prefix (the
+            evaluation's shifted slice, with the event-decayed slow profile)."""
+            with torch.no_grad():
+                w = seq.shape[1]
+                T = self.n_topics
+                onehot = F.one_hot(self.item_topic[seq], T).float() * (seq > 0)[..., None].float()
+                age = (torch.arange(w, device=seq.device)[:, None]
+                       - torch.arange(w, device=seq.device)[None, :]).float()
+                d = torch.where(age >= 0, torch.exp2(-age.clamp(min=0) / cfg.slow_half_life),
+                                torch.zeros_like(age))
+                mass = torch.einsum("pj,bjt->bpt", d, onehot)
+                share = mass / mass.sum(-1, keepdim=True).clamp(min=1e-12)
+                srt, order = share.sort(-1, descending=True)
+                need = ((srt.cumsum(-1) < cfg.dominant_coverage - 1e-9).sum(-1) + 1
+                        ).clamp(max=cfg.dominant_max)
+                rank = order.argsort(-1)
+                dom = (rank < need[..., None]) & (share > 0)
+                tt = self.item_topic[labels]
+                return ~dom.gather(-1, tt[..., None])[..., 0]
 
         def _left(self, seq: torch.Tensor, times: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -538,18 +569,24 @@ class ShiftAware:
         return {"item_topic": it, "n_topics": np.int64(T), "flow": flow,
                 "trend_log": trend, "trend_origin": np.array([t0, bsec], np.int64)}
 
-    def fit(self, split: SeqSplit) -> ShiftAware:
+    def build_for(self, split: SeqSplit) -> Any:
+        """A fresh (untrained) net with the data-side tables of `split`."""
         import torch
 
-        from shiftrec.train.batches import CausalBatches
-        from shiftrec.train.trainer import train
-
-        cfg = self.config
         tab = self._tables(split)
         net = self._build(split.n_items, int(tab["n_topics"]), tab["trend_log"].shape[1])
         with torch.no_grad():
             for k in ("item_topic", "trend_log", "trend_origin", "flow"):
                 getattr(net, k).copy_(torch.from_numpy(np.asarray(tab[k])))
+        return net
+
+    def fit(self, split: SeqSplit) -> ShiftAware:
+
+        from shiftrec.train.batches import CausalBatches
+        from shiftrec.train.trainer import train
+
+        cfg = self.config
+        net = self.build_for(split)
         if self.init_from is not None:
             warm_start(net, self.init_from)
         src = CausalBatches(split.train, cfg.max_len, cfg.stride, cfg.bucket, with_times=True)
