@@ -195,7 +195,9 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
                             "--zero-shot", "-o", str(tmp_path / "zs.json"), "--cache-dir", cache])
     assert r.exit_code == 0, r.output
-    assert "ndcg@10" in json.loads((tmp_path / "zs.json").read_text())
+    zs = json.loads((tmp_path / "zs.json").read_text())
+    assert "ndcg@10" in zs and zs["split"] == "test" and zs["per_user"]["file"] == "zs.ranks.npz"
+    assert (tmp_path / "zs.ranks.npz").exists()
     ft = tmp_path / "ft.yaml"
     ft.write_text("batch_size: 64\nthreads: 1\npatience: 0\n")
     r = run.invoke(_cli(), ["finetune", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
@@ -203,6 +205,10 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
                             "-o", str(tmp_path / "ft"), "--cache-dir", cache])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["n_users"] == 40
+    from shiftrec.evaluate.significance import compare_runs
+
+    res = compare_runs(tmp_path / "zs.json", tmp_path / "ft")  # same users, same data
+    assert res["n_users"] == 40 and 0.0 <= res["t_test_p"] <= 1.0
     r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "ft"),
                             "--cache-dir", cache])
     assert r.exit_code == 0, r.output

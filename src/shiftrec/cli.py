@@ -270,7 +270,8 @@ def _register_extensions() -> None:
     """Commands from other stages, each module adding its own (explicit list, no discovery)."""
     import importlib
 
-    for mod in ("shiftrec.cli_text", "shiftrec.cli_train", "shiftrec.cli_interest", "shiftrec.cli_transfer"):
+    for mod in ("shiftrec.cli_text", "shiftrec.cli_train", "shiftrec.cli_interest", "shiftrec.cli_transfer",
+                "shiftrec.cli_compare"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -9,10 +9,15 @@ from typing import Annotated, Any
 import typer
 
 # models trained by train.trainer: they accept checkpoint_dir / resume / progress
-TRAINER_MODELS = {"sasrec"}
+TRAINER_MODELS = {"sasrec", "transfer", "transfer-transductive"}
+# models whose `train:` options are flat (epochs, lr, batch_size, ...) instead of phases
+FLAT_TRAIN_MODELS = {"transfer", "transfer-transductive"}
+# models that need item text embeddings (`shiftrec encode DATASET --split SPLIT -o EMB`)
+TEXT_MODELS = {"transfer", "transfer-transductive"}
 
 
-def _model_options(config: Path | None, seed: int | None, epochs: int | None) -> dict[str, Any]:
+def _model_options(config: Path | None, seed: int | None, epochs: int | None,
+                   flat_train: bool = False) -> dict[str, Any]:
     import yaml
 
     from shiftrec.errors import ConfigError
@@ -31,7 +36,9 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None) ->
         train = dict(opts.get("train") or {})
         if seed is not None:
             train["seed"] = seed
-        if epochs is not None:
+        if epochs is not None and flat_train:
+            train["epochs"] = epochs
+        elif epochs is not None:
             phases = [dict(p) for p in train.get("phases") or [{}]]
             for p in phases:
                 p["epochs"] = epochs
@@ -42,28 +49,36 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None) ->
 
 def train_cmd(
     split_dir: Annotated[Path, typer.Argument(help="split folder written by `shiftrec prepare`")],
-    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, ...")] = "sasrec",
+    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive")] = "sasrec",
     out: Annotated[Path, typer.Option("--out", "-o", help="model folder to write")] = Path("out/model"),
-    config: Annotated[Path | None, typer.Option(help="YAML of model options (for sasrec also `train:` with phases)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML of model options (sasrec: `train:` with phases; transfer: `train:` with epochs, lr, batch_size, ...)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (trainer models)")] = None,
     epochs: Annotated[int | None, typer.Option(help="max epochs of every phase (trainer models)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
+    item_text: Annotated[Path | None, typer.Option(help="transfer models: item embeddings folder from `shiftrec encode DATASET --split SPLIT -o EMB`")] = None,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
-    its manifest, and write full-ranking test metrics to --out/metrics.json.
+    its manifest, and write full-ranking test metrics to --out/metrics.json (per-user ranks beside
+    it in metrics.ranks.npz, for `shiftrec compare`).
+
+    The transfer models (text-based) need the items' text embeddings aligned with the split.
 
     Examples:
 
       shiftrec train out/scientific-split --model sasrec -o out/sasrec
 
       shiftrec train out/scientific-split --model itemknn -o out/knn
+
+      shiftrec encode out/scientific --split out/scientific-split -o out/scientific-emb
+
+      shiftrec train out/scientific-split --model transfer --item-text out/scientific-emb -o out/tr
     """
     from rich.console import Console
 
     from shiftrec.config import to_dict
     from shiftrec.data.splits import SeqSplit
     from shiftrec.errors import ConfigError
-    from shiftrec.evaluate.ranking import evaluate, write_metrics
+    from shiftrec.evaluate.ranking import UserRanks, evaluate, write_metrics
     from shiftrec.manifest import read_json
     from shiftrec.models.registry import MODELS, build_model
 
@@ -72,7 +87,19 @@ def train_cmd(
         from shiftrec.errors import unknown_name
 
         raise unknown_name("model", model, MODELS)
-    opts = _model_options(config, seed, epochs)
+    opts = _model_options(config, seed, epochs, flat_train=model in FLAT_TRAIN_MODELS)
+    if model in TEXT_MODELS:
+        if item_text is not None:
+            opts["item_text"] = item_text
+        elif opts.get("item_text") is None:
+            raise ConfigError(f"model '{model}' needs item text embeddings aligned with the split: "
+                              f"run `shiftrec encode DATASET --split {split_dir} -o EMB` and pass "
+                              "--item-text EMB (or `shiftrec finetune`, which encodes the items itself)")
+        elif not isinstance(opts["item_text"], str | Path):
+            raise ConfigError("item_text must be the path of an item embeddings folder", path=config)
+    elif item_text is not None or "item_text" in opts:
+        raise ConfigError(f"item text embeddings apply to the text models ({', '.join(sorted(TEXT_MODELS))}), "
+                          f"not '{model}'")
     if model in TRAINER_MODELS:
         def show(ev: Any) -> None:
             if ev.kind == "epoch":
@@ -90,14 +117,15 @@ def train_cmd(
     rec = build_model(model, **opts)
     rec.fit(split)
     rec.save(out)
-    metrics, _ = evaluate(rec, split, "test")
+    metrics, ranks = evaluate(rec, split, "test")
     data_man = read_json(split_dir / "split.json") if (split_dir / "split.json").exists() else None
     cfg = getattr(rec, "config", None)
     write_metrics(out / "metrics.json", metrics, read_json(out / "manifest.json"), data_man,
-                  split="test", model_config=to_dict(cfg) if cfg is not None else None)
+                  per_user=UserRanks.of(split, "test", ranks),
+                  model_config=to_dict(cfg) if cfg is not None else None)
     keys = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
     con.print("test " + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
-    con.print(f"wrote {out}/(manifest.json, metrics.json, model weights)")
+    con.print(f"wrote {out}/(manifest.json, metrics.json, metrics.ranks.npz, model weights)")
 
 
 def register(app: typer.Typer) -> None:

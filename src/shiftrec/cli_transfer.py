@@ -117,8 +117,8 @@ def finetune_cmd(
               f"({len(src.split.user_ids):,} users, {src.split.n_items:,} items)")
     net, fields = finetune(ck, src.split, src.text, enc, cfg, out, resume=resume,
                            progress=_printer(con), data_name=src.name)
-    metrics, _ = evaluate_net(net, src.split, "test")
-    _write_metrics(out / "metrics.json", metrics, out, src)
+    metrics, ranks = evaluate_net(net, src.split, "test")
+    _write_metrics(out / "metrics.json", metrics, out, src, ranks, "test")
     con.print(_fmt(metrics))
 
 
@@ -127,7 +127,7 @@ def evaluate_cmd(
     checkpoint: Annotated[str | None, typer.Option(help="checkpoint folder or shipped name (default: the shipped one)")] = None,
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="score the target's items from text only (unseen domain)")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write metrics.json here")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
     encoder: Annotated[str | None, typer.Option(help="text encoder (default: the checkpoint's)")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="text embedding cache folder")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
@@ -149,16 +149,16 @@ def evaluate_cmd(
     ds = load_dataset(target, data_root)
     src = make_source(ds, enc, max_len=int(man["dims"]["max_len"]), cache_dir=cache_dir)
     if zero_shot:
-        metrics, _ = run_zero_shot(ck, src.split, src.text, enc, which)
+        metrics, ranks = run_zero_shot(ck, src.split, src.text, enc, which)
     else:
         if man.get("mode") == Mode.TRANSDUCTIVE and man.get("item_keys_hash") not in (
                 None, item_keys_hash(src.split)):
             raise ArtifactError(f"checkpoint's item IDs belong to another item set than '{target}'; "
                                 "use --zero-shot to score from text only", path=ck)
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
-        metrics, _ = evaluate_net(net, src.split, which)
+        metrics, ranks = evaluate_net(net, src.split, which)
     if out is not None:
-        _write_metrics(out, metrics, ck, src)
+        _write_metrics(out, metrics, ck, src, ranks, which)
     con.print(f"{'zero-shot ' if zero_shot else ''}{which} on {src.name}: {_fmt(metrics)}")
 
 
@@ -166,13 +166,15 @@ def _fmt(m: dict[str, float]) -> str:
     return "  ".join(f"{k}={m[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50"))
 
 
-def _write_metrics(path: Path, metrics: dict[str, float], ck: Path, src: Any) -> None:
-    from shiftrec.evaluate.ranking import write_metrics
+def _write_metrics(path: Path, metrics: dict[str, float], ck: Path, src: Any, ranks: Any,
+                   which: str) -> None:
+    from shiftrec.evaluate.ranking import UserRanks, write_metrics
 
     man = json.loads((Path(ck) / "manifest.json").read_text()) if (Path(ck) / "manifest.json").exists() else None
     if man is not None:
         man.pop("provenance", None)
-    write_metrics(path, metrics, man, {"name": src.name, **src.split.meta})
+    write_metrics(path, metrics, man, {"name": src.name, **src.split.meta},
+                  per_user=UserRanks.of(src.split, which, ranks))
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ from shiftrec.models.transfer import (
     read_manifest,
     save_checkpoint,
 )
+from shiftrec.train.trainer import Device
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
 DEFAULT_PRETRAINED = "amazon-minilm"
@@ -90,6 +91,7 @@ class FinetuneConfig:
     stride: int = 10
     seed: int = 0
     threads: int = 2
+    device: Device = Device.AUTO  # auto = CUDA when present
     valid_max_users: int = 0
     # non-shape model settings applied on top of the checkpoint's (None = keep)
     dropout: float | None = None
@@ -336,7 +338,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     phase = Phase(name="finetune", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch, freeze=freeze_prefixes(cfg.freeze))
-    tcfg = TrainConfig(phases=(phase,), seed=cfg.seed, device="auto", max_len=net.cfg.max_len,
+    tcfg = TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device, max_len=net.cfg.max_len,
                        threads=cfg.threads, valid_max_users=cfg.valid_max_users)
     t0 = time.perf_counter()
     ckpt = Path(out_dir) / "trainer" if out_dir is not None else None
@@ -355,8 +357,11 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     return net, fields
 
 
-def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None) -> tuple[Any, list]:
-    """Train an existing net on a split with full CE (used by TransferRec.fit)."""
+def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None, *,
+                   checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   progress: Callable[[Any], None] | None = None) -> tuple[Any, list]:
+    """Train an existing net on a split with full CE (used by TransferRec.fit); checkpoint_dir,
+    resume and progress are handed to the trainer."""
     from shiftrec.train.trainer import Phase, TrainConfig, train
 
     cfg = cfg or FinetuneConfig()
@@ -365,9 +370,11 @@ def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None)
     phase = Phase(name="fit", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch)
-    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, max_len=net.cfg.max_len,
-                                 threads=cfg.threads, valid_max_users=cfg.valid_max_users),
-                _causal(split.train, net.cfg.max_len, cfg.stride), split.valid)
+    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device,
+                                 max_len=net.cfg.max_len, threads=cfg.threads,
+                                 valid_max_users=cfg.valid_max_users),
+                _causal(split.train, net.cfg.max_len, cfg.stride), split.valid,
+                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     return net, res.history
 
 

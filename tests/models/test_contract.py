@@ -1,10 +1,15 @@
 """One contract test for every registered model (iterates models.registry.MODELS).
 
 A new registry entry is covered automatically. If its defaults are slow on this tiny fixture,
-add small settings to TINY (keyword overrides, or a callable split -> unfitted model), and
-state what it must get right in KNOWN_ANSWER ("next": the cycle's next item is ranked in the
-top 3 for most users; "popular": the most frequent training item is ranked first; None: shape
-and round-trip checks only).
+add small settings to TINY (keyword overrides, or a callable split -> unfitted model built
+through the registry), and state what it must get right in KNOWN_ANSWER ("next": the cycle's
+next item is ranked in the top 3 for most users; "popular": the most frequent training item is
+ranked first; None: shape and round-trip checks only). test_every_entry_has_a_known_answer
+makes sure no entry is left with shape checks only by accident.
+
+The transfer models need item text embeddings: the fixture gives each item a seeded random
+16-d vector (a stand-in for encoded titles, nothing is downloaded or encoded). Distinct random
+vectors are linearly independent, so the text adaptor can learn the cycle from them.
 """
 
 from __future__ import annotations
@@ -27,11 +32,37 @@ _FAST_TRAIN = {"seed": 0, "device": "cpu", "threads": 1,
                "phases": [{"name": "train", "epochs": 40, "lr": 0.01, "batch_size": 256,
                            "patience": 8}]}
 
+
+
+def seeded_item_text(split: Any, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """(n_items + 1, dim) float32 'text embeddings': one seeded random vector per item, row 0 zeros."""
+    text = np.random.default_rng(seed).normal(size=(split.n_items + 1, dim)).astype(np.float32)
+    text[0] = 0.0
+    return text
+
+
+_TINY_TRANSFER = {"hidden": 32, "n_layers": 1, "n_heads": 2, "inner": 64, "n_experts": 2,
+                  "max_len": 20, "dropout": 0.1, "attn_dropout": 0.1, "adaptor_dropout": 0.0,
+                  "gate_noise": False,
+                  "train": {"epochs": 40, "lr": 0.01, "batch_size": 256, "patience": 8, "seed": 0,
+                            "threads": 1, "device": "cpu"}}
+
+
+def _tiny_transfer(name: str) -> Callable[[Any], Any]:
+    def make(split: Any) -> Any:
+        return build_model(name, item_text=seeded_item_text(split), encoder="seeded-random",
+                           **_TINY_TRANSFER)
+    return make
+
+
 TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
     "sasrec": {"hidden": 32, "inner": 64, "dropout": 0.1, "attn_dropout": 0.1, "train": _FAST_TRAIN},
+    "transfer": _tiny_transfer("transfer"),
+    "transfer-transductive": _tiny_transfer("transfer-transductive"),
 }
 
-KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next"}
+KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next",
+                                       "transfer": "next", "transfer-transductive": "next"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +83,10 @@ def fitted(request, split):
         model.score([np.array([1, 2])])  # scoring before fit is a clear error
     assert model.fit(split) is model
     return request.param, model
+
+
+def test_every_entry_has_a_known_answer():
+    assert set(KNOWN_ANSWER) == set(MODELS)
 
 
 def _hist(split):
@@ -91,3 +126,7 @@ def test_save_load_round_trip(fitted, split, tmp_path):
     assert np.array_equal(a, b)
     again2 = type(model).load(tmp_path / name)
     assert np.array_equal(a, again2.score(hist[:20], times[:20]))
+    files = sorted(f.name for f in (tmp_path / name).iterdir() if f.is_file())
+    assert "manifest.json" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".joblib"))], files
+

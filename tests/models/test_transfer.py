@@ -165,10 +165,79 @@ def test_protocol_save_load(tmp_path, tiny_domain):
     rec = TransferRec(text, "fake", TINY)
     assert isinstance(rec, Recommender)
     hist = [np.array([1, 2]), np.array([3])]
+    with pytest.raises(ArtifactError, match="not fitted"):
+        rec.score(hist)
+    with pytest.raises(ArtifactError, match="nothing to save"):
+        rec.save(tmp_path / "m")
+    rec = TransferRec(text, "fake", TINY, net=build_net(TINY, text))  # e.g. a net loaded elsewhere
     a = rec.score(hist)
     rec.save(tmp_path / "m")
     b = TransferRec.load(tmp_path / "m").score(hist)
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_strict_load_rejects_tampered_folders(tmp_path, tiny_domain):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    _, text, _ = tiny_domain
+    for mode in Mode:
+        cfg = TransferConfig(**{**TINY.__dict__, "mode": mode})
+        TransferRec(text, "fake", cfg, net=build_net(cfg, text)).save(tmp_path / mode)
+    # an inductive folder whose weights carry an extra item-ID table, and a transductive one
+    # without its ID table: the lenient checkpoint loader accepts both, the Protocol load does not
+    sd = load_file(str(tmp_path / "transductive" / "model.safetensors"))
+    save_file({k: v for k, v in sd.items() if k != "item_id.weight"},
+              str(tmp_path / "transductive" / "model.safetensors"))
+    with pytest.raises(ArtifactError, match="missing"):
+        TransferRec.load(tmp_path / "transductive")
+    load_checkpoint(tmp_path / "transductive")  # pretrained checkpoints may lack the ID table
+    save_file(sd, str(tmp_path / "inductive" / "model.safetensors"))
+    with pytest.raises(ArtifactError, match="unexpected"):
+        TransferRec.load(tmp_path / "inductive")
+    man_path = tmp_path / "transductive" / "manifest.json"
+    man = json.loads(man_path.read_text())
+    man["n_items"] += 1
+    man_path.write_text(json.dumps(man))
+    with pytest.raises(ArtifactError, match="items"):
+        TransferRec.load(tmp_path / "transductive")
+
+
+def test_registry_entries_both_modes(tmp_path, tiny_domain):
+    from shiftrec.models.registry import build_model, load_model
+    from shiftrec.text.features import ItemEmbeddings
+
+    split, text, _ = tiny_domain
+    for name, mode in (("transfer", Mode.INDUCTIVE), ("transfer-transductive", Mode.TRANSDUCTIVE)):
+        rec = build_model(name, hidden=16, n_heads=2)
+        assert rec.name == name and rec.config.mode == mode and rec.config.hidden == 16
+    with pytest.raises(ConfigError, match="mode is chosen by the model name"):
+        build_model("transfer", mode="transductive")
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_model("transfer", hiden=16)
+    with pytest.raises(ConfigError, match="top level"):
+        build_model("transfer", train={"dropout": 0.1})
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_model("transfer", train={"epoch": 1})
+    with pytest.raises(ConfigError, match="needs item text embeddings"):
+        build_model("transfer").fit(split)
+    # item_text may be an ItemEmbeddings folder (as `shiftrec encode` writes): rows are aligned
+    # by item key, here from a shuffled order
+    perm = np.r_[0, 1 + np.random.default_rng(0).permutation(split.n_items)]
+    ItemEmbeddings(split.item_map.keys[perm], text[perm], "fake", "fp").save(tmp_path / "emb")
+    tiny = {k: v for k, v in TINY.__dict__.items() if k != "mode"}
+    rec = build_model("transfer-transductive", item_text=tmp_path / "emb", **tiny,
+                      train={"epochs": 1, "threads": 1, "batch_size": 64, "device": "cpu"}).fit(split)
+    np.testing.assert_array_equal(rec.item_text, text)
+    assert rec.encoder == "fake"
+    rec.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.name == "transfer-transductive" and again.encoder == "fake"
+    hist = [split.test.history[i] for i in range(5)]
+    np.testing.assert_array_equal(rec.score(hist), again.score(hist))
+    with pytest.raises(ArtifactError, match="encoder 'fake'"):
+        build_model("transfer", item_text=tmp_path / "emb", encoder="minilm").fit(split)
 
 
 def test_bad_text_tables(tiny_domain):

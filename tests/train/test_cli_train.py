@@ -42,3 +42,50 @@ def test_unknown_model(tmp_path):
     split_dir = cyclic_split(n_users=10, n_items=8).save(tmp_path / "split")
     r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "nope"])
     assert r.exit_code != 0 and "valid models" in str(r.exception)
+
+
+def test_train_transfer_models_need_item_text_then_train(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from shiftrec.errors import ConfigError
+    from shiftrec.models.registry import load_model
+    from shiftrec.text.features import ItemEmbeddings
+
+    split = cyclic_split(n_users=30, n_items=8)
+    split_dir = split.save(tmp_path / "split")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "transfer", "-o", str(tmp_path / "t")])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError)
+    assert "needs item text embeddings" in str(r.exception) and "shiftrec encode" in str(r.exception)
+    # through the real entry point: one line, exit 2, no traceback
+    p = subprocess.run([sys.executable, "-m", "shiftrec.cli", "train", str(split_dir), "--model",
+                        "transfer-transductive", "-o", str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert p.stderr.strip().startswith("error: model 'transfer-transductive' needs item text")
+    # item embeddings as `shiftrec encode --split` writes them (seeded stand-in vectors)
+    vec = np.random.default_rng(0).normal(size=(split.n_items + 1, 12)).astype(np.float32)
+    vec[0] = 0
+    ItemEmbeddings(split.item_map.keys, vec, "seeded-random", "fp").save(tmp_path / "emb")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "itemknn", "--item-text",
+                                    str(tmp_path / "emb"), "-o", str(tmp_path / "k")])
+    assert isinstance(r.exception, ConfigError) and "text models" in str(r.exception)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("hidden: 16\nn_layers: 1\ninner: 32\nn_experts: 2\n"
+                   "train: {threads: 1, batch_size: 64, lr: 0.01, device: cpu}\n")
+    for name in ("transfer", "transfer-transductive"):
+        out = tmp_path / name
+        r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", name, "--item-text",
+                                        str(tmp_path / "emb"), "--config", str(cfg), "--epochs", "2",
+                                        "--seed", "3", "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        assert "epoch 2" in r.output and "epoch 3" not in r.output
+        man = json.loads((out / "manifest.json").read_text())
+        assert man["model"] == "transfer" and man["encoder"] == "seeded-random"
+        assert man["mode"] == ("inductive" if name == "transfer" else "transductive")
+        assert man["finetune_config"]["seed"] == 3 and man["finetune_config"]["epochs"] == 2
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["per_user"]["n_users"] == 30 and (out / "metrics.ranks.npz").exists()
+        assert load_model(out).name == name

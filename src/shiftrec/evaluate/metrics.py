@@ -32,6 +32,29 @@ def per_user_ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
+METRIC_FORMS = ("recall@K", "hr@K", "ndcg@K", "mrr@K", "mrr")
+
+
+def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's value of `metric` (recall@K = hr@K, ndcg@K, mrr@K or mrr) from 1-based ranks;
+    their mean is the metric all_metrics reports."""
+    from shiftrec.errors import ConfigError
+
+    ranks = np.asarray(ranks)
+    name, _, k_text = metric.strip().lower().partition("@")
+    if name == "mrr" and not k_text:
+        return 1.0 / ranks
+    if not k_text.isdigit() or int(k_text) < 1 or name not in ("recall", "hr", "ndcg", "mrr"):
+        raise ConfigError(f"unknown metric '{metric}'; valid metrics: {', '.join(METRIC_FORMS)} "
+                          "(K a positive integer)")
+    k = int(k_text)
+    if name in ("recall", "hr"):
+        return (ranks <= k).astype(np.float64)
+    if name == "ndcg":
+        return per_user_ndcg(ranks, k)
+    return np.where(ranks <= k, 1.0 / ranks, 0.0)
+
+
 def all_metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in ks:

@@ -1,16 +1,22 @@
-"""Full-ranking evaluation over all items (never sampled), with slices and a metrics.json writer."""
+"""Full-ranking evaluation over all items (never sampled), with slices, and the metrics.json
+writer (with the per-user ranks beside it, for paired tests between runs)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shiftrec.data.splits import EvalSet, SeqSplit
-from shiftrec.errors import InputError
+from shiftrec.errors import ArtifactError, InputError
 from shiftrec.evaluate.metrics import KS, all_metrics, ranks_from_scores
-from shiftrec.manifest import make_manifest, write_json
+from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
 
 
 def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 512, max_len: int = 50,
@@ -45,7 +51,117 @@ def sliced(ranks: np.ndarray, masks: dict[str, np.ndarray], ks: tuple[int, ...] 
     return {name: all_metrics(ranks[m], ks) for name, m in masks.items()}
 
 
+# ------------------------------------------------------------------------- per-user ranks
+
+RANKS_SUFFIX = ".ranks.npz"
+RANKS_KIND = "per-user-ranks"
+
+
+@dataclass
+class UserRanks:
+    """One evaluation's per-user result: the 1-based rank of each evaluated user's target.
+
+    Arrays are aligned (evaluation order): `user_id` (the split's user ids, str), `user_index`
+    (row in SeqSplit.user_ids), `target` (item index of the held-out item), `rank`. `which` is
+    the evaluated set (test/valid); `split_kind` and `fingerprint` identify the split and data.
+    """
+
+    user_id: np.ndarray
+    user_index: np.ndarray
+    target: np.ndarray
+    rank: np.ndarray
+    which: str
+    split_kind: str | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, split: SeqSplit, which: str, ranks: np.ndarray) -> UserRanks:
+        """The per-user ranks `evaluate(model, split, which)` returned, with who they belong to."""
+        es = split.test if which == "test" else split.valid
+        if len(ranks) != len(es):
+            raise InputError(f"{len(ranks)} ranks for the {len(es)} {which} users of split "
+                             f"'{split.name}'")
+        users = np.asarray(es.users, dtype=np.int64)
+        return cls(np.asarray(split.user_ids[users]).astype(str), users,
+                   np.asarray(es.target, dtype=np.int64), np.asarray(ranks, dtype=np.int64), which,
+                   split.kind, split.meta.get("fingerprint"))
+
+    def digest(self, field_name: str) -> str:
+        a = getattr(self, field_name)
+        data = "\n".join(a.tolist()).encode() if a.dtype.kind == "U" else a.astype("<i8").tobytes()
+        return hashlib.sha1(data).hexdigest()[:16]
+
+    def manifest(self, file: str) -> dict[str, Any]:
+        return {"kind": RANKS_KIND, "file": file, "split": self.which, "split_kind": self.split_kind,
+                "data_fingerprint": self.fingerprint, "n_users": int(len(self.rank)),
+                "users_sha1": self.digest("user_id"), "targets_sha1": self.digest("target"),
+                "ranks_sha1": self.digest("rank")}
+
+
+def ranks_path(metrics_path: str | Path) -> Path:
+    """Where the per-user ranks of a metrics file live: metrics.json -> metrics.ranks.npz."""
+    p = Path(metrics_path)
+    return p.with_name(p.stem + RANKS_SUFFIX)
+
+
 def write_metrics(path: str | Path, metrics: dict[str, Any], model_manifest: dict[str, Any] | None,
-                  data_manifest: dict[str, Any] | None, **extra: Any) -> None:
+                  data_manifest: dict[str, Any] | None, *, split: str | None = None,
+                  per_user: UserRanks | None = None, **extra: Any) -> None:
+    """metrics.json (metrics at the top level, the model's and the data's manifests) and, with
+    `per_user`, the per-user ranks beside it (metrics.ranks.npz), recorded under "per_user"."""
+    if per_user is not None:
+        if split is not None and split != per_user.which:
+            raise InputError(f"metrics of the {split} split but per-user ranks of the "
+                             f"{per_user.which} split")
+        split = per_user.which
+        rp = ranks_path(path)
+        buf = io.BytesIO()
+        np.savez(buf, user_id=per_user.user_id.astype(str), user_index=per_user.user_index,
+                 target=per_user.target, rank=per_user.rank)
+        atomic_write_bytes(rp, buf.getvalue())
+        extra["per_user"] = per_user.manifest(rp.name)
+    if split is not None:
+        extra = {"split": split, **extra}
     write_json(path, make_manifest("metrics", metrics=metrics, model=model_manifest,
                                    data=data_manifest, **extra) | dict(metrics))
+
+
+def read_user_ranks(metrics_path: str | Path) -> tuple[UserRanks, dict[str, Any]]:
+    """(per-user ranks, metrics.json) of a run; `metrics_path` is metrics.json or its folder.
+
+    Strict: the ranks file must be the one metrics.json records (same users, targets, ranks)."""
+    p = Path(metrics_path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    if not p.exists():
+        raise InputError("metrics file not found (expected a run folder with metrics.json, or the "
+                         "metrics JSON file itself)", path=p)
+    try:
+        man = read_json(p)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"not a metrics file: {e}", path=p) from None
+    if not isinstance(man, dict) or man.get("kind") != "metrics":
+        raise ArtifactError("not a metrics file (kind is not 'metrics')", path=p)
+    rec = man.get("per_user")
+    if not isinstance(rec, dict) or rec.get("kind") != RANKS_KIND:
+        raise ArtifactError("no per-user ranks recorded (written before they were kept?); "
+                            "re-run the evaluation", path=p)
+    rp = p.with_name(str(rec.get("file")))
+    if not rp.exists():
+        raise ArtifactError(f"per-user ranks file {rp.name} recorded in {p.name} is missing", path=rp)
+    try:
+        with np.load(rp, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("user_id", "user_index", "target", "rank")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ArtifactError(f"cannot read per-user ranks: {e}", path=rp) from None
+    ur = UserRanks(arrays["user_id"].astype(str), arrays["user_index"].astype(np.int64),
+                   arrays["target"].astype(np.int64), arrays["rank"].astype(np.int64),
+                   str(rec.get("split")), rec.get("split_kind"), rec.get("data_fingerprint"))
+    n = len(ur.rank)
+    if any(len(a) != n for a in (ur.user_id, ur.user_index, ur.target)) or n != rec.get("n_users"):
+        raise ArtifactError(f"per-user ranks hold {n} users but {p.name} records "
+                            f"{rec.get('n_users')}", path=rp)
+    for key, fld in (("users_sha1", "user_id"), ("targets_sha1", "target"), ("ranks_sha1", "rank")):
+        if rec.get(key) != ur.digest(fld):
+            raise ArtifactError(f"per-user ranks do not match {p.name} ({fld} differs)", path=rp)
+    return ur, man

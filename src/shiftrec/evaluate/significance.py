@@ -2,30 +2,86 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-from shiftrec.evaluate.metrics import per_user_ndcg
+from shiftrec.errors import ArtifactError
+from shiftrec.evaluate.metrics import per_user_metric
 
 
 def paired_test(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, n_boot: int = 2000,
-                seed: int = 0) -> dict[str, float]:
-    """Compare per-user NDCG@k of run A and run B (same users, same order).
+                seed: int = 0, metric: str | None = None) -> dict[str, Any]:
+    """Compare a per-user metric of run A and run B (same users, same order); the metric is
+    `metric` (e.g. "recall@10", "mrr") or NDCG@k when None.
 
-    Returns the mean difference (B - A), a paired t-test p-value, a Wilcoxon signed-rank p-value
-    and a paired-bootstrap 95% interval of the difference.
+    Returns the two means, the mean difference (B - A), a paired t-test p-value, a Wilcoxon
+    signed-rank p-value (NaN when 10 or fewer users differ) and a paired-bootstrap 95% interval
+    of the difference. When no user differs the t-test p-value is 1.
     """
     from scipy import stats
 
     if len(ranks_a) != len(ranks_b):
         raise ValueError("paired test needs the same users in both runs")
-    a, b = per_user_ndcg(ranks_a, k), per_user_ndcg(ranks_b, k)
+    metric = (metric or f"ndcg@{k}").strip().lower()
+    a, b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
     d = b - a
     t_p = float(stats.ttest_rel(b, a).pvalue) if np.any(d) else 1.0
     w_p = float(stats.wilcoxon(d[d != 0]).pvalue) if np.count_nonzero(d) > 10 else float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-    boots = d[idx].mean(axis=1)
-    return {"metric": f"ndcg@{k}", "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+    boots = np.empty(n_boot)
+    step = max(1, 4_000_000 // max(len(d), 1))  # bounded memory; same draws as one big block
+    for s in range(0, n_boot, step):
+        boots[s:s + step] = d[rng.integers(0, len(d), size=(min(step, n_boot - s), len(d)))].mean(axis=1)
+    return {"metric": metric, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
             "diff": float(d.mean()), "t_test_p": t_p, "wilcoxon_p": w_p,
             "ci95_low": float(np.quantile(boots, 0.025)), "ci95_high": float(np.quantile(boots, 0.975)),
-            "n_users": int(len(d))}
+            "n_users": int(len(d)), "n_differ": int(np.count_nonzero(d))}
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", n_boot: int = 2000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Paired test of two saved evaluations (run folders with metrics.json, or the metrics files).
+
+    Both must hold per-user ranks of the same evaluated set (test/valid), split kind and data
+    fingerprint, for the same users with the same targets (users are matched by id); otherwise
+    ArtifactError names both files. Returns paired_test's result (B - A) plus what was compared.
+    """
+    from shiftrec.evaluate.ranking import read_user_ranks
+
+    per_user_metric(np.ones(1), metric)  # an unknown metric fails before any file is read
+    (ua, ma), (ub, mb) = read_user_ranks(run_a), read_user_ranks(run_b)
+    fa, fb = _metrics_file(run_a), _metrics_file(run_b)
+
+    def differ(what: str, va: Any, vb: Any) -> ArtifactError:
+        return ArtifactError(f"runs are not comparable: {what} differ ({fa}: {va}; {fb}: {vb})")
+
+    for what, va, vb in (("evaluated sets", ua.which, ub.which),
+                         ("split kinds", ua.split_kind, ub.split_kind),
+                         ("data fingerprints", ua.fingerprint, ub.fingerprint)):
+        if va != vb:
+            raise differ(what, va, vb)
+    if len(set(ua.user_id.tolist())) != len(ua.user_id) or \
+            len(set(ub.user_id.tolist())) != len(ub.user_id):
+        raise ArtifactError(f"runs are not comparable: a user is evaluated twice ({fa}, {fb})")
+    order = np.arange(len(ub.user_id))
+    if not np.array_equal(ua.user_id, ub.user_id):
+        pos = {u: i for i, u in enumerate(ub.user_id.tolist())}
+        common = sum(u in pos for u in ua.user_id.tolist())
+        if common != len(ua.user_id) or len(ua.user_id) != len(ub.user_id):
+            raise differ("evaluated users", f"{len(ua.user_id)} users",
+                         f"{len(ub.user_id)} users, {common} in common")
+        order = np.array([pos[u] for u in ua.user_id.tolist()], dtype=np.int64)
+    if not np.array_equal(ua.target, ub.target[order]):
+        n = int((ua.target != ub.target[order]).sum())
+        raise differ("target items", "same users", f"{n} users with another target")
+    res = paired_test(ua.rank, ub.rank[order], n_boot=n_boot, seed=seed, metric=metric)
+    return {**res, "run_a": str(fa), "run_b": str(fb), "split": ua.which,
+            "split_kind": ua.split_kind, "data_fingerprint": ua.fingerprint,
+            "reported_a": ma.get(res["metric"]), "reported_b": mb.get(res["metric"])}
+
+
+def _metrics_file(run: str | Path) -> Path:
+    p = Path(run)
+    return p / "metrics.json" if p.is_dir() else p

@@ -4,6 +4,12 @@ Every factory returns an object implementing models.base.Recommender; `load_mode
 saved folder to the right class through the manifest's "model" field. To add a model, add one
 entry to MODELS (and to LOADERS if its class differs from the factory): the contract test in
 tests/models/test_contract.py iterates MODELS, so a new entry is covered automatically.
+
+The transferable text model has one entry per mode: "transfer" (inductive, text only) and
+"transfer-transductive" (text + item ID). Both need item text embeddings (`item_text`: an
+(n_items + 1, d) table aligned with the split, or an ItemEmbeddings folder from `shiftrec
+encode`). Their checkpoints record model "transfer" and the mode, and load through
+TransferRec.load (which gives back the mode's name).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from shiftrec.models.base import Recommender
 from shiftrec.models.itemknn import ItemKNN
 from shiftrec.models.popularity import Popularity
 from shiftrec.models.sasrec import SASRec
+from shiftrec.models.transfer import Mode, TransferRec
 
 
 def _popularity(**kwargs: Any) -> Popularity:
@@ -28,18 +35,28 @@ def _popularity(**kwargs: Any) -> Popularity:
     return Popularity()
 
 
+def _transfer(**kwargs: Any) -> TransferRec:
+    return TransferRec.from_options(Mode.INDUCTIVE, **kwargs)
+
+
+def _transfer_transductive(**kwargs: Any) -> TransferRec:
+    return TransferRec.from_options(Mode.TRANSDUCTIVE, **kwargs)
+
+
 MODELS: dict[str, Callable[..., Recommender]] = {
     "popularity": _popularity,
     "itemknn": ItemKNN,
     "sasrec": SASRec,
-    # The transferable text model (models/transfer.py) registers here, e.g.
-    # "unisrec": TransferRec  -- add its entry (and LOADERS entry) when that module lands.
+    "transfer": _transfer,
+    "transfer-transductive": _transfer_transductive,
 }
 
 LOADERS: dict[str, Callable[[str | Path], Recommender]] = {
     "popularity": Popularity.load,
     "itemknn": ItemKNN.load,
     "sasrec": SASRec.load,
+    "transfer": TransferRec.load,  # both modes save model "transfer" (the mode is in the manifest)
+    "transfer-transductive": TransferRec.load,
 }
 
 

@@ -417,11 +417,14 @@ def check_compatible(man: dict[str, Any], encoder: str | None, text_dim: int | N
 
 
 def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder: str | None = None,
-                    overrides: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+                    overrides: dict[str, Any] | None = None, strict: bool = False
+                    ) -> tuple[Any, dict[str, Any]]:
     """Load a TransferNet. `text` (with its `encoder` name) replaces the stored item table.
 
     Architecture fields come from the checkpoint; `overrides` may change non-shape settings such
     as dropout, temperature, objective or mode (switching to transductive adds a fresh ID table).
+    `strict` (a saved Recommender, reloaded as it was): every stored tensor must be used and
+    every model tensor stored, and the stored item table must have the manifest's item count.
     """
     from safetensors.torch import load_file
 
@@ -452,10 +455,17 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
             stored_ids.shape[0] != net.text.shape[0]:
         raise ArtifactError(f"checkpoint's item-ID table has {stored_ids.shape[0] - 1} items but the "
                             f"item table has {net.text.shape[0] - 1}", path=p)
-    if stored_ids is not None and cfg.mode == Mode.INDUCTIVE:
+    if strict and man.get("n_items") is not None and int(man["n_items"]) != net.n_items:
+        raise ArtifactError(f"manifest says {man['n_items']} items but {ITEM_TEXT} holds "
+                            f"{net.n_items}", path=p)
+    if stored_ids is not None and cfg.mode == Mode.INDUCTIVE and not strict:
         sd.pop("item_id.weight")
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    allowed_missing = {"item_id.weight"} if cfg.mode == Mode.TRANSDUCTIVE else set()
+    try:
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatch between the manifest's config and the weights
+        raise ArtifactError(f"checkpoint weights do not match its manifest: "
+                            f"{' '.join(str(e).split())[:300]}", path=p) from None
+    allowed_missing = {"item_id.weight"} if cfg.mode == Mode.TRANSDUCTIVE and not strict else set()
     if set(missing) - allowed_missing or unexpected:
         raise ArtifactError(f"checkpoint weights do not match the model: missing "
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
@@ -467,52 +477,136 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
 # Recommender Protocol wrapper
 # ---------------------------------------------------------------------------------------------
 
+#: registry name of each mode (models.registry has one entry per mode)
+MODEL_NAMES: dict[Mode, str] = {Mode.INDUCTIVE: "transfer", Mode.TRANSDUCTIVE: "transfer-transductive"}
+
+#: FinetuneConfig fields that TransferRec.fit does not use (model settings go at the top level)
+_UNUSED_TRAIN_KEYS = ("mode", "freeze", "model", "dropout", "attn_dropout", "adaptor_dropout",
+                      "temperature")
+
+NEEDS_TEXT = ("the transfer model needs item text embeddings aligned with the split: encode the "
+              "items with `shiftrec encode DATASET --split SPLIT -o EMB` and pass that folder as "
+              "item_text (`shiftrec train --item-text EMB`), or use `shiftrec finetune`")
+
+
 class TransferRec:
     """The Protocol face of TransferNet for one item index (a SeqSplit.item_map).
 
     `item_text` is the frozen text feature table of that index ((n_items + 1, d), row 0 padding),
-    produced by shiftrec.text for `encoder`. fit() trains with the shared trainer (full CE).
+    produced by shiftrec.text for `encoder`; or the folder of saved ItemEmbeddings
+    (`shiftrec encode`), aligned with the split's item index by fit(). fit() trains with the
+    shared trainer (full CE over all items); when a net is already present (loaded from a
+    checkpoint) fit() continues training it, otherwise it builds a fresh one (seeded).
+
+    `name` is the registry name of the mode: "transfer" (inductive) or "transfer-transductive".
     """
 
-    name = "transfer"
+    name = MODEL_NAMES[Mode.INDUCTIVE]
 
-    def __init__(self, item_text: np.ndarray, encoder: str, cfg: TransferConfig | None = None,
-                 train_cfg: Any = None, net: Any = None, manifest: dict[str, Any] | None = None) -> None:
-        self.encoder = encoder
+    def __init__(self, item_text: np.ndarray | str | Path | None = None, encoder: str | None = None,
+                 cfg: TransferConfig | None = None, train_cfg: Any = None, net: Any = None,
+                 manifest: dict[str, Any] | None = None, *, checkpoint_dir: str | Path | None = None,
+                 resume: bool = False, progress: Any = None) -> None:
         self.cfg = cfg or TransferConfig()
+        self.name = MODEL_NAMES[Mode(self.cfg.mode)]
         self.train_cfg = train_cfg
-        self.item_text = _check_text_table(item_text)
+        self.text_source: Path | None = None
+        self.item_text: np.ndarray | None = None
+        if isinstance(item_text, str | Path):
+            self.text_source = Path(item_text)
+        elif item_text is not None:
+            self.item_text = _check_text_table(item_text)
+        self.encoder = encoder
         self.net = net
         self.manifest = manifest or {}
         self.history: list[dict[str, Any]] = []
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+        self.progress = progress
 
-    def _ensure_net(self) -> Any:
-        if self.net is None:
-            self.net = build_net(self.cfg, self.item_text)
-        return self.net
+    @property
+    def config(self) -> TransferConfig:
+        return self.cfg
+
+    @classmethod
+    def from_options(cls, mode: Mode | str, /, *, item_text: np.ndarray | str | Path | None = None,
+                     encoder: str | None = None, train: Any = None, **options: Any) -> TransferRec:
+        """The registry factory: `options` override TransferConfig fields (validated), `train`
+        (a FinetuneConfig or a mapping of its epochs/lr/batch_size/patience/seed/threads/...
+        fields) sets the training run. checkpoint_dir, resume and progress go to the trainer."""
+        from shiftrec.models.torch_base import apply_overrides
+
+        mode = Mode(mode)
+        where = MODEL_NAMES[mode]
+        if "mode" in options:
+            raise ConfigError(f"{where}: the mode is chosen by the model name "
+                              f"({', '.join(f'{n} = {m}' for m, n in MODEL_NAMES.items())}), "
+                              "not by a 'mode' option")
+        runtime = {k: options.pop(k) for k in ("checkpoint_dir", "resume", "progress") if k in options}
+        cfg = apply_overrides(TransferConfig(mode=mode), options, where)
+        return cls(item_text, encoder, cfg, _train_config(train, where), **runtime)
+
+    def _text_for(self, split: SeqSplit) -> np.ndarray:
+        if self.text_source is not None:
+            from shiftrec.text.features import ItemEmbeddings
+
+            emb = ItemEmbeddings.load(self.text_source)
+            if self.encoder is not None and self.encoder != emb.encoder:
+                raise ArtifactError(f"item embeddings come from encoder '{emb.encoder}' but encoder "
+                                    f"'{self.encoder}' was requested", path=self.text_source)
+            self.encoder = emb.encoder
+            try:
+                return _check_text_table(emb.aligned(split.item_map))
+            except ArtifactError as e:
+                raise ArtifactError(f"item embeddings do not cover split '{split.name}': {e.message}",
+                                    path=self.text_source) from None
+        if self.item_text is None:
+            raise ConfigError(NEEDS_TEXT)
+        return self.item_text
 
     def fit(self, split: SeqSplit) -> TransferRec:
-        from shiftrec.transfer import train_on_split
+        from shiftrec.transfer import FinetuneConfig, item_keys_hash, train_on_split
 
-        if split.n_items + 1 != self.item_text.shape[0]:
-            raise InputError(f"item text table has {self.item_text.shape[0] - 1} items but the split "
+        text = self._text_for(split)
+        if split.n_items + 1 != text.shape[0]:
+            raise InputError(f"item text table has {text.shape[0] - 1} items but the split "
                              f"has {split.n_items}")
-        self.net, self.history = train_on_split(self._ensure_net(), split, self.train_cfg)
+        self.item_text = text
+        train_cfg = self.train_cfg or FinetuneConfig()
+        if self.net is None:
+            from shiftrec.train.trainer import seed_everything
+
+            seed_everything(train_cfg.seed)
+            self.net = build_net(self.cfg, text)
+        else:  # continue training a loaded net, on this split's item table
+            self.net.set_item_text(text, reset_ids=False)
+        self.net, self.history = train_on_split(self.net, split, train_cfg,
+                                                checkpoint_dir=self.checkpoint_dir,
+                                                resume=self.resume, progress=self.progress)
+        self.manifest = {**self.manifest, "stage": "fit", "finetune_config": to_dict(train_cfg),
+                         "data_fingerprints": {split.name: split.meta.get("fingerprint")},
+                         "item_keys_hash": item_keys_hash(split)}
         return self
+
+    def _fitted(self, what: str) -> Any:
+        if self.net is None:
+            raise ArtifactError(f"{self.name} model is not fitted{what}")
+        return self.net
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
         import torch
 
         from shiftrec.models.base import pad_left
 
-        net = self._ensure_net()
+        net = self._fitted("")
         net.eval()
         seq = torch.from_numpy(pad_left(histories, self.cfg.max_len))
         with torch.no_grad():
             return net.score_all(seq.to(net.text.device)).float().cpu().numpy()
 
     def save(self, path: str | Path) -> None:
-        save_checkpoint(self._ensure_net(), path, encoder=self.encoder, include_items=True,
+        net = self._fitted(": nothing to save")
+        save_checkpoint(net, path, encoder=self.encoder or "unnamed", include_items=True,
                         **{k: v for k, v in self.manifest.items()
                            if k not in ("kind", "created", "versions", "model", "encoder", "text_dim",
                                         "dims", "mode", "n_id_items", "n_items", "config",
@@ -520,5 +614,23 @@ class TransferRec:
 
     @classmethod
     def load(cls, path: str | Path) -> TransferRec:
-        net, man = load_checkpoint(path)
+        """Strict load of a saved model folder (weights, item table and manifest must agree)."""
+        net, man = load_checkpoint(path, strict=True)
+        net.eval()
         return cls(net.text.cpu().numpy(), man["encoder"], net.cfg, net=net, manifest=man)
+
+
+def _train_config(train: Any, where: str) -> Any:
+    """A FinetuneConfig from None, a FinetuneConfig or a mapping of its fields."""
+    from shiftrec.config import overlay
+    from shiftrec.transfer import FinetuneConfig
+
+    if train is None or isinstance(train, FinetuneConfig):
+        return train
+    if not isinstance(train, dict):
+        raise ConfigError(f"{where}.train: expected a mapping of training options")
+    unused = sorted(set(train) & set(_UNUSED_TRAIN_KEYS))
+    if unused:
+        raise ConfigError(f"{where}.train: {unused} are not training options here; set model "
+                          "options at the top level")
+    return overlay(FinetuneConfig(), train, where=f"{where}.train")
