@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from shiftrec.data.readers._common import ReadResult, empty_quarantine
@@ -50,35 +51,80 @@ def first_distinct(ev: pl.DataFrame, cols: list[str]) -> pl.Series:
     """
     key = [c for c in ("user_id", "item_id", "timestamp") if c in cols] or cols
     h = ev.select(pl.struct(key).hash(seed=3).alias("h"))["h"]
-    cand = h.is_duplicated()
-    keep = pl.Series("k", [True] * ev.height)
+    return _exact_among(ev, cols, h.is_duplicated())
+
+
+def first_distinct_sorted(ev: pl.DataFrame, cols: list[str]) -> pl.Series:
+    """`first_distinct` for events sorted (stably) by user then time, with user_id and timestamp
+    among `cols`: exact duplicates share (user, timestamp), so they sit in one run of equal
+    (user, timestamp); only rows in runs longer than one are compared exactly."""
+    same = ev.select(((pl.col("user_id") == pl.col("user_id").shift(1))
+                      & (pl.col("timestamp") == pl.col("timestamp").shift(1))).fill_null(False).alias("s"))["s"]
+    return _exact_among(ev, cols, same | same.shift(-1, fill_value=False))
+
+
+def _exact_among(ev: pl.DataFrame, cols: list[str], cand: pl.Series) -> pl.Series:
+    keep = pl.repeat(True, ev.height, eager=True, dtype=pl.Boolean)
     if cand.any():
         idx = cand.arg_true()
-        sub = ev[idx].select(cols)
-        first = sub.select(pl.struct(cols).is_first_distinct().alias("f"))["f"]
+        first = ev[idx].select(pl.struct(cols).is_first_distinct().alias("f"))["f"]
         keep = keep.scatter(idx, first)
     return keep
 
 
 def kcore(events: pl.DataFrame, k_user: int, k_item: int) -> tuple[pl.DataFrame, int]:
     """Iterative k-core: repeat until every user has >= k_user and every item >= k_item events."""
+    u, i = _codes(events)
+    alive, iters = kcore_mask(u, i, k_user, k_item)
+    return events.filter(pl.Series(alive)), iters
+
+
+def _dense(phys: np.ndarray) -> np.ndarray:
+    """Non-negative integer codes -> dense codes 0..k-1 (O(n + max))."""
+    if phys.size == 0:
+        return phys.astype(np.int64)
+    present = np.zeros(int(phys.max()) + 1, dtype=np.int64)
+    present[phys] = 1
+    return (np.cumsum(present) - 1)[phys]
+
+
+def _codes(ev: pl.DataFrame, users: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """Dense integer codes for users (None unless asked) and for (domain, item) keys."""
+    cols = ("user_id", "domain", "item_id") if users else ("domain", "item_id")
+    cat = ev.select(*(pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().alias(c)
+                      for c in cols))
+    u = _dense(cat["user_id"].to_numpy()) if users else None
+    i = _dense(cat["item_id"].to_numpy())
+    if cat["domain"].n_unique() > 1:
+        d = _dense(cat["domain"].to_numpy())
+        i = _dense(d * (int(i.max()) + 1) + i)
+    return u, i
+
+
+def kcore_mask(u: np.ndarray, i: np.ndarray, k_user: int, k_item: int) -> tuple[np.ndarray, int]:
+    """Alive mask of the iterative k-core over integer user and item codes; and the pass count."""
+    alive = np.ones(len(u), dtype=bool)
     iters = 0
     while True:
-        n = events.height
+        n = int(alive.sum())
         if k_user > 0:
-            events = events.filter(pl.len().over("user_id") >= k_user)
+            alive &= np.bincount(u[alive], minlength=int(u.max(initial=0)) + 1)[u] >= k_user
         if k_item > 0:
-            events = events.filter(pl.len().over("domain", "item_id") >= k_item)
+            alive &= np.bincount(i[alive], minlength=int(i.max(initial=0)) + 1)[i] >= k_item
         iters += 1
-        if events.height == n:
-            return events, iters
+        if int(alive.sum()) == n:
+            return alive, iters
 
 
 def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset"
           ) -> tuple[Dataset, dict[str, Any], pl.DataFrame]:
-    """Apply the cleaning rules in order. Returns (dataset, report, filtered_rows)."""
+    """Apply the cleaning rules in order. Returns (dataset, report, filtered_rows).
+
+    Events are sorted once by (user, time), stably, so ties keep their input order; every rule
+    then only filters, which keeps that order.
+    """
     cfg = cfg or CleanConfig()
-    ev = read.events
+    ev = read.events.sort("user_id", "timestamp", maintain_order=True)
     filtered = dict(read.filtered)
     removed: list[pl.DataFrame] = []
     if read.filtered_rows is not None and cfg.keep_filtered_rows:
@@ -102,16 +148,16 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     hi = _ts(cfg.max_time) if cfg.max_time else datetime.now(UTC) + timedelta(days=1)
     apply("timestamp_out_of_range", pl.col("timestamp").is_between(lo, hi))
     if cfg.dedup == DedupMode.EXACT:
-        apply("duplicate", first_distinct(ev, ["user_id", "item_id", "timestamp", "event_type", "value",
-                                               "domain"]))
-    elif cfg.dedup == DedupMode.USER_ITEM:
+        apply("duplicate", first_distinct_sorted(
+            ev, ["user_id", "item_id", "timestamp", "event_type", "value", "domain"]))
+    elif cfg.dedup == DedupMode.USER_ITEM:  # the earliest event of each (user, item, domain)
         apply("duplicate", first_distinct(ev, ["user_id", "item_id", "domain"]))
     if cfg.drop_unknown_items and read.items.height:
         cat_domains = read.items["domain"].unique()
         if cat_domains.len() == 1 and ev["domain"].n_unique() == 1:
             keep = ev["item_id"].is_in(read.items["item_id"].implode())
             if ev["domain"][0] != cat_domains[0]:
-                keep = pl.Series([True] * ev.height)
+                keep = pl.repeat(True, ev.height, eager=True, dtype=pl.Boolean)
         else:
             known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
             flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
@@ -121,22 +167,31 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     if cfg.bot_max_events_per_minute:
         # a user is bot-like if any sliding 60 s window holds more than N events
         n = cfg.bot_max_events_per_minute
-        srt = ev.select("user_id", "timestamp").sort("user_id", "timestamp")
-        bots = srt.filter((pl.col("timestamp").shift(-n).over("user_id") - pl.col("timestamp"))
-                          < timedelta(seconds=60))["user_id"].unique()
+        bots = ev.select("user_id", "timestamp").filter(
+            (pl.col("timestamp").shift(-n).over("user_id") - pl.col("timestamp"))
+            < timedelta(seconds=60))["user_id"].unique()
         apply("bot_burst", ~pl.col("user_id").is_in(bots.implode()))
     iters = 0
+    # users are contiguous after the sort: a user's code counts the user changes before it
+    u = np.cumsum(ev.select((pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True)
+                            .alias("c"))["c"].to_numpy()) - 1
+    _, i = _codes(ev, users=False)
     if cfg.kcore_user or cfg.kcore_item:
-        before = ev.with_row_index("__i")
-        kept, iters = kcore(before, cfg.kcore_user, cfg.kcore_item)
-        mask = pl.Series(values=[False] * before.height, dtype=pl.Boolean).scatter(kept["__i"], True) \
-            if kept.height else pl.Series([False] * before.height)
-        apply("kcore", mask)
+        alive, iters = kcore_mask(u, i, cfg.kcore_user, cfg.kcore_item)
+        apply("kcore", pl.Series(alive))
+        u, i = u[alive], i[alive]
 
-    ev = ev.sort("user_id", "timestamp", maintain_order=True)
-    used = ev.select("domain", "item_id").unique()
+    # catalogue rows of the items that remain: one event row per distinct item finds them
+    first_rows = pl.Series(i).is_first_distinct().arg_true()
+    used = ev[first_rows].select("domain", "item_id")
     items = read.items.join(used, on=["domain", "item_id"], how="semi", maintain_order="left")
-    ds = Dataset(events=ev, items=items, name=name, meta=read.meta)
+    ds = Dataset(events=ev, items=items, name=name, meta=read.meta, item_codes=i)
+    summary = {"users": int(np.count_nonzero(np.bincount(u))) if u.size else 0,
+               "items": used.height, "events": ev.height,
+               "domains": sorted(used["domain"].unique().drop_nulls().to_list()),
+               "time_span": ([str(ev["timestamp"].min()), str(ev["timestamp"].max())]
+                             if ev.height else None),
+               "catalogue_items": items.height}
     q = read.quarantine
     report = {
         "name": name,
@@ -152,7 +207,7 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
                       "items_quarantined": 0 if read.items_quarantine is None else read.items_quarantine.height},
         "quarantine_reasons": (q.group_by("reason").len().sort("len", descending=True)
                                .rows() if q.height else []),
-        "summary": ds.summary(),
+        "summary": summary,
         "config": {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in cfg.__dict__.items()},
     }
     fr = pl.concat(removed, how="diagonal_relaxed") if removed else pl.DataFrame()

@@ -86,6 +86,9 @@ class Dataset:
     items: pl.DataFrame
     name: str = "dataset"
     meta: dict[str, Any] = field(default_factory=dict)
+    # dense (domain, item) codes aligned with `events`, kept by clean() so splits need not
+    # recompute them; never saved, and ignored when they do not match the events' length
+    item_codes: Any = field(default=None, repr=False, compare=False)
 
     @property
     def domains(self) -> list[str]:

@@ -143,12 +143,25 @@ class SeqSplit:
 
 
 def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:
+    """user_id, t (unix s) and idx (dense item index) per event, in event order."""
     ev = ds.events
     if item_map is None:
-        # index every item seen in events (first appearance order), plus catalogue-only items
-        seen = ev.select("domain", "item_id").unique(maintain_order=True)
+        # index every item seen in events (first appearance order), plus catalogue-only items;
+        # integer codes of (domain, item) find first appearances without a join over the events
+        from shiftrec.data.clean import _codes
+
+        code = ds.item_codes
+        if code is None or len(code) != ev.height:
+            _, code = _codes(ev, users=False)
+        first = pl.Series(code).is_first_distinct().arg_true()
+        seen = ev[first].select("domain", "item_id")
         cat = ds.items.select("domain", "item_id").join(seen, on=["domain", "item_id"], how="anti")
         item_map = IdMap.from_frame(pl.concat([seen, cat]))
+        order = np.empty(len(first), dtype=np.int64)  # code -> dense index (1-based, in order)
+        order[code[first.to_numpy()]] = np.arange(1, len(first) + 1)
+        out = ev.select("user_id", pl.col("timestamp").dt.epoch("s").alias("t")).with_columns(
+            pl.Series("idx", order[code]))
+        return out, item_map
     idx = item_map.frame()
     out = (ev.select("user_id", "domain", "item_id",
                      pl.col("timestamp").dt.epoch("s").alias("t"))
@@ -167,13 +180,30 @@ def _group(df: pl.DataFrame) -> tuple[np.ndarray, Seqs]:
     return users, Seqs(indptr, df["idx"].to_numpy().astype(np.int64), df["t"].to_numpy().astype(np.int64))
 
 
+def _ranges(n: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Boolean mask of the union of [starts, ends) (sorted, non-overlapping ranges)."""
+    if len(starts) == 0:
+        return np.zeros(n, dtype=bool)
+    gaps = starts - np.concatenate([[0], ends[:-1]])
+    runs = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    runs[0:-1:2], runs[1::2], runs[-1] = gaps, ends - starts, n - ends[-1]
+    flags = np.zeros(len(runs), dtype=bool)
+    flags[1::2] = True
+    return np.repeat(flags, runs)
+
+
+def _take_ranges(seqs: Seqs, starts: np.ndarray, ends: np.ndarray) -> Seqs:
+    """Concatenate items[starts[k]:ends[k]] for sorted, non-overlapping ranges."""
+    lens = ends - starts
+    keep = lens > 0
+    mask = _ranges(len(seqs.items), starts[keep], ends[keep])
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    return Seqs(indptr, seqs.items[mask], seqs.times[mask])
+
+
 def _cut_last(seqs: Seqs, rows: np.ndarray, ends: np.ndarray, max_len: int) -> Seqs:
     """History = items [max(start, end-max_len), end) of each selected row."""
-    starts = np.maximum(seqs.indptr[rows], ends - max_len)
-    lens = ends - starts
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    take = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])
-    return Seqs(indptr, seqs.items[take], seqs.times[take])
+    return _take_ranges(seqs, np.maximum(seqs.indptr[rows], ends - max_len), ends)
 
 
 def leave_one_out(ds: Dataset, max_len: int = MAX_LEN, item_map: IdMap | None = None) -> SeqSplit:
@@ -188,9 +218,7 @@ def leave_one_out(ds: Dataset, max_len: int = MAX_LEN, item_map: IdMap | None = 
     lens = full.lengths()
     ok = np.flatnonzero(lens >= 3)
     train_lens = np.where(lens >= 3, lens - 2, lens)
-    train_indptr = np.concatenate([[0], np.cumsum(train_lens)]).astype(np.int64)
-    take = np.repeat(full.indptr[:-1] - train_indptr[:-1], train_lens) + np.arange(train_indptr[-1])
-    train = Seqs(train_indptr, full.items[take], full.times[take])
+    train = _take_ranges(full, full.indptr[:-1], full.indptr[:-1] + train_lens)
     ends_v = full.indptr[ok + 1] - 2
     ends_t = full.indptr[ok + 1] - 1
     valid = EvalSet(ok, _cut_last(full, ok, ends_v, max_len), full.items[ends_v], full.times[ends_v])
@@ -233,9 +261,7 @@ def temporal(ds: Dataset, test_start: int | float | None = None, valid_start: in
     cut_v = first_at_or_after(vs)
     cut_t = first_at_or_after(ts)
     train_lens = cut_v - full.indptr[:-1]
-    train_indptr = np.concatenate([[0], np.cumsum(train_lens)]).astype(np.int64)
-    take = np.repeat(full.indptr[:-1] - train_indptr[:-1], train_lens) + np.arange(train_indptr[-1])
-    train = Seqs(train_indptr, full.items[take], full.times[take])
+    train = _take_ranges(full, full.indptr[:-1], full.indptr[:-1] + train_lens)
     has_v = (cut_v > full.indptr[:-1]) & (cut_v < full.indptr[1:]) & (full.times[np.minimum(cut_v, len(full.times) - 1)] < ts)
     has_t = (cut_t > full.indptr[:-1]) & (cut_t < full.indptr[1:])
     uv, ut = np.flatnonzero(has_v), np.flatnonzero(has_t)

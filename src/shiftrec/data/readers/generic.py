@@ -160,15 +160,17 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
     ts = _ts_expr(df, cmap.timestamp, cmap.timestamp_unit)
     exprs = [pl.col("__row"), as_str(cmap.user_id).alias("user_id"),
              as_str(cmap.item_id).alias("item_id"), ts.alias("timestamp")]
-    # (flag expression, source column, reason) for malformed fields, in priority order
-    checks: list[tuple[pl.Expr, str, str]] = [
-        (pl.col(cmap.timestamp).is_not_null() & ts.is_null(), cmap.timestamp, "unparseable timestamp")]
+    # (source column, parsed output column, reason) for malformed fields, in priority order:
+    # a field is malformed when the source has a value and parsing it gave null
+    checks: list[tuple[str, str, str]] = [(cmap.timestamp, "timestamp", "unparseable timestamp")]
     if cmap.event_type:
-        raw_vals = df[cmap.event_type].cast(pl.String).unique().drop_nulls().to_list()
+        raw = pl.col(cmap.event_type)
+        if df.schema[cmap.event_type] != pl.String:
+            raw = raw.cast(pl.String)
+        raw_vals = df.select(raw.unique().drop_nulls())[cmap.event_type].to_list()
         lut = {v: EVENT_SYNONYMS.get(v.strip().lower()) for v in raw_vals}
-        et = pl.col(cmap.event_type).cast(pl.String).replace_strict(lut, default=None)
-        exprs.append(et.alias("event_type"))
-        checks.append((pl.col(cmap.event_type).is_not_null() & et.is_null(), cmap.event_type,
+        exprs.append(raw.replace_strict(lut, default=None, return_dtype=pl.String).alias("event_type"))
+        checks.append((cmap.event_type, "event_type",
                        f"unknown event type (valid: {', '.join(EVENT_TYPES)})"))
     else:
         exprs.append(pl.lit(cmap.default_event_type).alias("event_type"))
@@ -177,21 +179,23 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
         v = v.cast(pl.Float64) if df.schema[cmap.value].is_numeric() else \
             v.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
         exprs.append(v.alias("value"))
-        checks.append((pl.col(cmap.value).is_not_null() & v.is_null(), cmap.value,
-                       "value is not a number"))
+        checks.append((cmap.value, "value", "value is not a number"))
     exprs.append((as_str(cmap.domain).fill_null(cmap.default_domain) if cmap.domain
                   else pl.lit(cmap.default_domain)).alias("domain"))
     if cmap.session_id:
         exprs.append(as_str(cmap.session_id).alias("session_id"))
+    out = df.lazy().select(*exprs).collect()
+    # parsing maps null to null, so a field's extra nulls are exactly its malformed values
+    if all(out[dst].null_count() == df[src].null_count() for src, dst, _ in checks):
+        return out.drop("__row"), []
     flag_names = [f"__bad{i}" for i in range(len(checks))]
-    out = df.lazy().select(*exprs, *[m.alias(n) for (m, _, _), n in zip(checks, flag_names, strict=True)]
-                           ).collect()
+    flags = df.select(*[(pl.col(src).is_not_null() & out[dst].is_null()).alias(f)
+                        for (src, dst, _), f in zip(checks, flag_names, strict=True)])
+    out = pl.concat([out, flags], how="horizontal")
     any_bad = out.select(pl.any_horizontal(flag_names).alias("b"))["b"]
     n_bad = int(any_bad.sum())
-    if n_bad == 0:
-        return out.drop("__row", *flag_names), []
-    quarantine, seen = [], pl.Series([False] * df.height)
-    for (_, col, reason), name in zip(checks, flag_names, strict=True):
+    quarantine, seen = [], pl.repeat(False, df.height, eager=True, dtype=pl.Boolean)
+    for (col, _, reason), name in zip(checks, flag_names, strict=True):
         m = out[name] & ~seen
         quarantine.append(quarantine_rows(df.with_columns(m.alias("__m")), pl.col("__m"), source,
                                           col, reason))
