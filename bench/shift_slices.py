@@ -74,6 +74,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all-fixed-gate": {"gate": "fixed"},
     # objective aimed at the shifted users: targets outside the prefix's dominant topics x3
     "all+shift-loss": {"shift_weight": 3.0},
+    "all+shift-loss-1.25": {"shift_weight": 1.25},
+    "all+shift-loss-1.5": {"shift_weight": 1.5},
+    "all+shift-loss-2": {"shift_weight": 2.0},
     "shift-loss": OFF | {"shift_weight": 3.0},
 }
 DEFAULT_VARIANTS = {"amazon-toys/loo": ["none", "time", "trend", "topic", "all", "all+flow",
@@ -81,6 +84,19 @@ DEFAULT_VARIANTS = {"amazon-toys/loo": ["none", "time", "trend", "topic", "all",
                     "online-retail/loo": ["none", "time", "trend", "topic", "all"],
                     "online-retail-customers/temporal": ["none", "time", "trend", "topic", "all"],
                     "amazon-toys/temporal": ["none", "time", "trend", "topic", "all"]}
+OURS_TEXT = (
+    "Ours = shiftrec.models.shiftaware.ShiftAware: SASRec's transformer (same layout, hidden 64) "
+    "warm-started from the SASRec row of the same seed and fine-tuned with shift signals: `time` = "
+    "bucketised log time-interval embeddings + a per-head attention bias on the elapsed time "
+    "between events; `trend` = log P(item | platform popularity in the days before the user's "
+    "last event, half-lives 3 and 90 days); `topic` = log P(topic(item) | recent topic profile) "
+    "with a signed weight; `flow` = log P(topic(item) | topic migration matrix); the prior weights "
+    "come from an interest gate fed by the shift-detector features (JSD of fast vs slow topic "
+    "profiles, entropies, length, last gap, how much of the transformer's prediction stays in "
+    "the user's topics) and the transformer state (`fixed-gate`: constant weights); "
+    "`shift-loss` = training targets outside the prefix's dominant topics weigh x1.5/2/3 in the "
+    "cross-entropy. `none` = the same warm start and fine-tuning with every signal off (control "
+    "for the extra epochs). Variants are compared on validation only.")
 # the signals used by "shiftaware" per dataset, filled from the ablation (see ablation.json)
 CHOSEN_DEFAULT = "all"
 
@@ -205,6 +221,16 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
                        progress=_progress(f"{data} {name}"), train=cfg, **VARIANTS[variant])
         return m, {"variant": variant, "overrides": VARIANTS[variant],
                    "warm_start": str(warm.relative_to(ROOT)), "epochs_cap": FT_EPOCHS[data]}
+    if name.startswith("shiftfusion:"):
+        from shiftrec.models.fusion import ShiftFusion
+        from shiftrec.models.registry import load_model
+
+        base = name.split(":", 1)[1]
+        src = WORK / dkey(data) / "runs" / f"{base.replace(':', '=')}-s{seed}" / "model"
+        if not (src / "manifest.json").exists():
+            raise SystemExit(f"run {base} (seed {seed}) on {data} first: the fusion starts from it")
+        return ShiftFusion(load_model(src), item_topic=it, base_fitted=True), {
+            "base": base, "base_model": str(src.relative_to(ROOT))}
     raise SystemExit(f"unknown model {name}")
 
 
@@ -225,10 +251,10 @@ def select_topic_profile(split: Any, it: np.ndarray, names: list[str]) -> tuple[
                   "chosen": {"half_life": best.cfg.half_life, "decay_unit": best.cfg.decay_unit.value}}
 
 
-def chosen_variant(data: str) -> str:
+def chosen_variant(data: str, key: str = "chosen") -> str:
     p = ddir(data) / "ablation.json"
     if p.exists():
-        return json.loads(p.read_text())["chosen"]
+        return json.loads(p.read_text())[key]
     p = WORK / "chosen.json"  # a variant chosen on another dataset's validation
     if p.exists():
         return json.loads(p.read_text()).get(data, json.loads(p.read_text()).get("*", CHOSEN_DEFAULT))
@@ -244,8 +270,12 @@ def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool =
 
     if model == "shiftaware":
         model = f"shiftaware:{chosen_variant(data)}"
+    elif model == "shiftaware-shift-first":
+        model = f"shiftaware:{chosen_variant(data, 'chosen_shift_first')}"
     elif model == "shiftaware-none":
         model = "shiftaware:none"
+    elif model == "shiftfusion:shiftaware":
+        model = f"shiftfusion:shiftaware:{chosen_variant(data)}"
     run_dir = ddir(data) / "runs" / f"{model.replace(':', '=')}-s{seed}"
     row_path = run_dir / "row.json"
     old = json.loads(row_path.read_text()) if row_path.exists() else None
@@ -257,10 +287,8 @@ def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool =
     if old is not None and (run_dir / "model" / "manifest.json").exists():
         # validated earlier (ablation): evaluate the saved model on test, keep its fit time
         from shiftrec.models.registry import load_model
-        from shiftrec.models.shiftaware import ShiftAware
 
-        m = ShiftAware.load(run_dir / "model") if model.startswith("shiftaware") \
-            else load_model(run_dir / "model")
+        m = load_model(run_dir / "model")
         settings = old["settings"]
         fit_s = float(old["fit_seconds"])
     else:
@@ -269,8 +297,12 @@ def run(data: str, model: str, seed: int, args: argparse.Namespace, test: bool =
             m.fit(split)
         fit_s = time.perf_counter() - t0
     run_dir.mkdir(parents=True, exist_ok=True)
-    if hasattr(m, "net") and not (run_dir / "model" / "manifest.json").exists():
+    if (hasattr(m, "net") or model.startswith("shiftfusion")) \
+            and not (run_dir / "model" / "manifest.json").exists():
         m.save(run_dir / "model")
+    if model.startswith("shiftfusion"):
+        settings = {**settings, "smoothing": m.smoothing, "bin_edges": m.edges.tolist(),
+                    "bin_weights": m.bin_weights.tolist(), "selection": m.selection}
     t1 = time.perf_counter()
     vr = rank_targets(m, split.valid, batch_size=512)
     row: dict[str, Any] = {"data": data, "model": model, "seed": seed, "settings": settings,
@@ -381,9 +413,12 @@ def select(data: str, seed: int) -> dict[str, Any]:
         chosen = max(ok, key=lambda v: rows[v]["valid"]["shifted"]["ndcg@10"])
     else:
         chosen = max(rows, key=lambda v: rows[v]["valid"]["all"]["ndcg@10"])
+    shift_first = max(rows, key=lambda v: rows[v]["valid"]["shifted"]["ndcg@10"])
     out = {"data": data, "seed": seed, "selection": SELECTION, "sasrec_valid": base,
            "valid_slices": {k: int(m.sum()) for k, m in vm.items()},
-           "variants": rows, "overrides": {v: VARIANTS[v] for v in rows}, "chosen": chosen}
+           "variants": rows, "overrides": {v: VARIANTS[v] for v in rows}, "chosen": chosen,
+           "chosen_shift_first": shift_first,
+           "shift_first_selection": "on validation: best shifted-slice NDCG@10, stable ignored"}
     write_json(ddir(data) / "ablation.json", out)
     print(f"{data}: chosen variant '{chosen}'", flush=True)
     return out
@@ -395,7 +430,7 @@ def select(data: str, seed: int) -> dict[str, Any]:
 def report(args: argparse.Namespace) -> None:
     from shiftrec.evaluate.significance import paired_test
 
-    datasets, rows, tests, ablations = {}, [], {}, {}
+    datasets, rows, tests, ablations, gates = {}, [], {}, {}, {}
     for data in DATA:
         d = ddir(data)
         if not (d / "prep.json").exists():
@@ -417,6 +452,8 @@ def report(args: argparse.Namespace) -> None:
             if "test" not in r:
                 continue
             by[(r["model"], r["seed"])] = (r, p.parent)
+            if r.get("gate_on_test"):
+                gates[f"{data}|{r['model']}|s{r['seed']}"] = r["gate_on_test"]
             for sl in ("all", "shifted", "stable"):
                 t = r["test"][sl]
                 rows.append({"data": data, "model": r["model"], "variant": r["settings"].get("variant"),
@@ -429,7 +466,7 @@ def report(args: argparse.Namespace) -> None:
         for (mname, seed), (_r, p) in by.items():
             if mname == "sasrec" or ("sasrec", seed) not in by:
                 continue
-            if not mname.startswith("shiftaware"):
+            if not mname.startswith(("shiftaware", "shiftfusion")):
                 continue
             a = np.load(by[("sasrec", seed)][1] / "ranks.npz", allow_pickle=False)["test"]
             b = np.load(p / "ranks.npz", allow_pickle=False)["test"]
@@ -446,7 +483,9 @@ def report(args: argparse.Namespace) -> None:
                           "from minilm title embeddings (k-means, k by silhouette). Full ranking "
                           "over all items; leave-one-out histories = last 50 events."),
            "target": "ours >= +15% NDCG@10 over SASRec on the shifted slice, no loss on stable",
+           "ours": OURS_TEXT, "variants": VARIANTS,
            "datasets": datasets, "rows": rows, "paired_tests": tests, "ablations": ablations,
+           "gates_on_test": gates,
            "budget": {"epochs_cap": EPOCHS, "finetune_epochs_cap": FT_EPOCHS,
                       "lr": args.lr, "patience": args.patience, "ft_patience": args.ft_patience,
                       "valid_users_for_early_stopping": args.valid_users, "hidden": 64,
@@ -460,7 +499,7 @@ def report(args: argparse.Namespace) -> None:
 
 def markdown(out: dict[str, Any]) -> str:
     lines = ["# Shifted / stable slices", "", out["definition"], "",
-             f"Target: {out['target']}.", ""]
+             f"Target: {out['target']}.", "", out["ours"], ""]
     for data, info in out["datasets"].items():
         lines.append(f"## {data}")
         if info.get("not_applicable"):
@@ -474,13 +513,25 @@ def markdown(out: dict[str, Any]) -> str:
                   "| NDCG@10 all | R@10 all | epochs (best) | wall s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         rs = [r for r in out["rows"] if r["data"] == data]
-        order = ["popularity", "topic_profile", "sasrec", "shiftaware:none"]
+        ab = out["ablations"].get(data, {})
+        order = ["popularity", "topic_profile", "sasrec", "shiftaware:none",
+                 f"shiftaware:{ab.get('chosen')}"]
         keys = sorted({(r["model"], r["seed"]) for r in rs},
                       key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
         for mname, seed in keys:
             got = {r["slice"]: r for r in rs if r["model"] == mname and r["seed"] == seed}
             any_r = next(iter(got.values()))
-            label = mname if not any_r.get("variant") else f"{mname} ({any_r['variant']})"
+            label = mname
+            if mname.startswith("shiftaware:"):
+                v = mname.split(":", 1)[1]
+                tags = [t for t, ok in (("chosen", v == ab.get("chosen")),
+                                        ("shifted-first", v == ab.get("chosen_shift_first")),
+                                        ("control: no signal", v == "none")) if ok]
+                label = f"ours [{v}]" + (f" ({', '.join(tags)})" if tags else "")
+            elif mname.startswith("shiftfusion:"):
+                b = mname.split(":", 1)[1]
+                fc = ab.get("fusion_chosen")
+                label = f"ours + item flows, gated [base {b}]" + (" (chosen)" if mname == fc else "")
             ep = "" if any_r["epochs"] is None else f"{any_r['epochs']} ({any_r['best_epoch']})"
             lines.append(
                 f"| {label} | {seed} | {got['shifted']['ndcg@10']:.4f} | {got['shifted']['recall@10']:.4f} "
@@ -497,11 +548,16 @@ def markdown(out: dict[str, Any]) -> str:
                                  f"{x['mean_b']:.4f} ({rel}), paired t p={x['t_test_p']:.3g}, "
                                  f"Wilcoxon p={x['wilcoxon_p']:.3g}, 95% CI of diff "
                                  f"[{x['ci95_low']:.4f}, {x['ci95_high']:.4f}], n={x['n_users']}")
-        ab = out["ablations"].get(data)
+        for key, g in out.get("gates_on_test", {}).items():
+            if key.startswith(data + "|"):
+                lines += ["", f"Gate of {key.split('|')[1]} on test users (mean weight shifted / "
+                          "stable; AUC of the weight for telling shifted from stable): " + "; ".join(
+                              f"{k} {v['mean_shifted']:+.3f} / {v['mean_stable']:+.3f}, AUC "
+                              f"{v['auc_shifted_vs_stable']:.3f}" for k, v in g.items())]
         if ab:
             sv = ab["sasrec_valid"]
-            lines += ["", f"Ablation on validation ({ab['valid_slices']}); selection {ab['selection']}. "
-                      f"Chosen: **{ab['chosen']}**.", "",
+            lines += ["", f"Ablation on validation ({ab.get('valid_slices')}); selection {ab['selection']}. "
+                      f"Chosen: **{ab['chosen']}**; shifted-first: **{ab.get('chosen_shift_first')}**.", "",
                       "| variant | NDCG@10 shifted | NDCG@10 stable | NDCG@10 all | R@10 all "
                       "| epochs (best) | wall s |", "|---|---|---|---|---|---|---|",
                       f"| sasrec (warm start) | {sv['shifted']['ndcg@10']:.4f} | "

@@ -59,10 +59,13 @@ TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
     "sasrec": {"hidden": 32, "inner": 64, "dropout": 0.1, "attn_dropout": 0.1, "train": _FAST_TRAIN},
     "transfer": _tiny_transfer("transfer"),
     "transfer-transductive": _tiny_transfer("transfer-transductive"),
+    "shiftfusion": {"base": "sasrec", "base_options": {"hidden": 32, "inner": 64, "dropout": 0.1,
+                                                       "attn_dropout": 0.1, "train": _FAST_TRAIN}},
 }
 
 KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next",
-                                       "transfer": "next", "transfer-transductive": "next"}
+                                       "transfer": "next", "transfer-transductive": "next",
+                                       "shiftfusion": "next"}
 
 
 @pytest.fixture(scope="module")

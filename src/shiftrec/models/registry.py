@@ -21,9 +21,11 @@ from typing import Any
 from shiftrec.errors import ArtifactError, unknown_name
 from shiftrec.manifest import read_json
 from shiftrec.models.base import Recommender
+from shiftrec.models.fusion import ShiftFusion
 from shiftrec.models.itemknn import ItemKNN
 from shiftrec.models.popularity import Popularity
 from shiftrec.models.sasrec import SASRec
+from shiftrec.models.shiftaware import ShiftAware
 from shiftrec.models.transfer import Mode, TransferRec
 
 
@@ -43,12 +45,23 @@ def _transfer_transductive(**kwargs: Any) -> TransferRec:
     return TransferRec.from_options(Mode.TRANSDUCTIVE, **kwargs)
 
 
+def _shiftfusion(base: str = "sasrec", base_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> ShiftFusion:
+    """A registry model (`base`, built with `base_options`) fused with the item-level flows."""
+    if base == "shiftfusion":
+        from shiftrec.errors import ConfigError
+
+        raise ConfigError("shiftfusion: the base model cannot itself be a shiftfusion")
+    return ShiftFusion(build_model(base, **(base_options or {})), **kwargs)
+
+
 MODELS: dict[str, Callable[..., Recommender]] = {
     "popularity": _popularity,
     "itemknn": ItemKNN,
     "sasrec": SASRec,
     "transfer": _transfer,
     "transfer-transductive": _transfer_transductive,
+    "shiftfusion": _shiftfusion,
 }
 
 LOADERS: dict[str, Callable[[str | Path], Recommender]] = {
@@ -57,6 +70,9 @@ LOADERS: dict[str, Callable[[str | Path], Recommender]] = {
     "sasrec": SASRec.load,
     "transfer": TransferRec.load,  # both modes save model "transfer" (the mode is in the manifest)
     "transfer-transductive": TransferRec.load,
+    "shiftfusion": ShiftFusion.load,
+    # saved-only: built with item topics and a SASRec warm start (bench/shift_slices.py)
+    "shiftaware": ShiftAware.load,
 }
 
 

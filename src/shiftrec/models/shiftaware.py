@@ -25,8 +25,12 @@ divergence between the fast- and slow-decay topic profiles, their entropies, his
 last time interval), from how much of the transformer's own prediction stays inside the user's
 topics, and from the transformer state; ``gate=fixed`` learns one constant weight per prior.
 Trend weights are non-negative; topic weights are signed, so a user who looks about to move on
-can be pushed *away* from the recent topics. The objective is the full softmax cross-entropy over all items at
-every supervised prefix (train.batches.CausalBatches with times), trained by train.trainer.
+can be pushed *away* from the recent topics.
+
+The objective is the full softmax cross-entropy over all items at every supervised prefix
+(train.batches.CausalBatches with times), trained by train.trainer; with ``shift_weight`` > 1 the
+targets outside the prefix's dominant topics (the evaluation's 'shifted' definition, on the
+event-decayed profile) weigh more, trading accuracy on stable users for shifted ones.
 
 Times: score() uses the history times (unix seconds, aligned with histories). The time of the
 item being predicted is never used (evaluation does not know it). Without times (times=None)
@@ -609,8 +613,8 @@ class ShiftAware:
 
     def explain_gate(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None
                      ) -> dict[str, np.ndarray]:
-        """Per history: the gate's prior weights (B, K) and detector features (B, 6); `names`
-        lists the priors and features in column order."""
+        """Per history: the gate's prior weights (B, K) and features (B, len(FEATURE_NAMES));
+        `prior_names` / `feature_names` name the columns."""
         import torch
 
         from shiftrec.models.base import pad_left
