@@ -123,3 +123,28 @@ def test_dataset_roundtrip_and_fingerprint(tmp_path) -> None:
     back = Dataset.load(tmp_path / "ds")
     assert back.fingerprint() == ds.fingerprint()
     assert back.events.equals(ds.events)
+
+
+def test_split_index_matches_reference_after_kcore() -> None:
+    """The fast item index (integer codes kept by clean) equals a plain first-appearance index,
+    also when the k-core removed items and when the codes come from a filtered dataset."""
+    rng = np.random.default_rng(3)
+    rows = [(f"u{rng.integers(40)}", f"i{rng.integers(30)}", 1e9 + k) for k in range(600)]
+    ds, rep, _ = clean(read_of(rows), CleanConfig(dedup=DedupMode.NONE, kcore_user=8, kcore_item=8))
+    assert rep["filtered_by_rule"]["kcore"] > 0
+    split = leave_one_out(ds)
+    seen = ds.events.select("domain", "item_id").unique(maintain_order=True)
+    want = ["<pad>"] + [f"{d}/{i}" for d, i in seen.iter_rows()]
+    assert split.item_map.keys.tolist() == want
+    idx = {k: n for n, k in enumerate(want)}
+    flat = [idx[f"d/{i}"] for i in ds.events["item_id"].to_list()]
+    got = np.concatenate([split.train.items, split.test.target])
+    assert set(got.tolist()) <= set(flat)
+    first_user = split.user_ids[0]
+    hist = ds.events.filter(pl.col("user_id") == first_user)["item_id"].to_list()
+    assert split.test.target[0] == idx[f"d/{hist[-1]}"]
+    # codes that belong to another events frame (a filtered copy) are recomputed, not trusted
+    assert ds.codes() is not None
+    sub = Dataset(events=ds.events.head(100), items=ds.items, item_codes=ds.item_codes)
+    assert sub.codes() is None
+    assert leave_one_out(sub).n_items == sub.events.select("item_id").n_unique()

@@ -179,13 +179,13 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     if cfg.kcore_user or cfg.kcore_item:
         alive, iters = kcore_mask(u, i, cfg.kcore_user, cfg.kcore_item)
         apply("kcore", pl.Series(alive))
-        u, i = u[alive], i[alive]
+        u, i = u[alive], _dense(i[alive])
 
     # catalogue rows of the items that remain: one event row per distinct item finds them
     first_rows = pl.Series(i).is_first_distinct().arg_true()
     used = ev[first_rows].select("domain", "item_id")
     items = read.items.join(used, on=["domain", "item_id"], how="semi", maintain_order="left")
-    ds = Dataset(events=ev, items=items, name=name, meta=read.meta, item_codes=i)
+    ds = Dataset(events=ev, items=items, name=name, meta=read.meta, item_codes=(ev, i))
     summary = {"users": int(np.count_nonzero(np.bincount(u))) if u.size else 0,
                "items": used.height, "events": ev.height,
                "domains": sorted(used["domain"].unique().drop_nulls().to_list()),

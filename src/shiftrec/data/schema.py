@@ -86,9 +86,14 @@ class Dataset:
     items: pl.DataFrame
     name: str = "dataset"
     meta: dict[str, Any] = field(default_factory=dict)
-    # dense (domain, item) codes aligned with `events`, kept by clean() so splits need not
-    # recompute them; never saved, and ignored when they do not match the events' length
+    # (events frame, dense (domain, item) code per event), kept by clean() so that splits need
+    # not recompute them; never saved, and used only while `events` is that very frame
     item_codes: Any = field(default=None, repr=False, compare=False)
+
+    def codes(self) -> Any:
+        """The cached item codes if they belong to the current events frame, else None."""
+        ic = self.item_codes
+        return ic[1] if isinstance(ic, tuple) and ic[0] is self.events else None
 
     @property
     def domains(self) -> list[str]:

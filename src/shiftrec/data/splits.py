@@ -150,14 +150,15 @@ def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:
         # integer codes of (domain, item) find first appearances without a join over the events
         from shiftrec.data.clean import _codes
 
-        code = ds.item_codes
-        if code is None or len(code) != ev.height:
+        code = ds.codes()
+        if code is None:
             _, code = _codes(ev, users=False)
         first = pl.Series(code).is_first_distinct().arg_true()
         seen = ev[first].select("domain", "item_id")
         cat = ds.items.select("domain", "item_id").join(seen, on=["domain", "item_id"], how="anti")
         item_map = IdMap.from_frame(pl.concat([seen, cat]))
-        order = np.empty(len(first), dtype=np.int64)  # code -> dense index (1-based, in order)
+        # code -> item index (1-based, in first-appearance order); codes need not be dense
+        order = np.zeros(int(code.max(initial=0)) + 1, dtype=np.int64)
         order[code[first.to_numpy()]] = np.arange(1, len(first) + 1)
         out = ev.select("user_id", pl.col("timestamp").dt.epoch("s").alias("t")).with_columns(
             pl.Series("idx", order[code]))

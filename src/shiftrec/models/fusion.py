@@ -281,7 +281,7 @@ class ShiftFusion:
         base = load_model(p / "base")
         flow = ItemKNN.load(p / "flow")
         for part, n in (("base", getattr(base, "n_items", n_items)), ("flow", flow.n_items)):
-            if n != n_items:
+            if n is not None and n != n_items:
                 raise ArtifactError(f"{part} model has {n} items, the fusion has {n_items}", path=p)
         m = cls(base, cfg, item_topic=topics if man.get("has_item_topic") else None,
                 base_fitted=True, flow=flow)
