@@ -96,7 +96,13 @@ OURS_TEXT = (
     "the user's topics) and the transformer state (`fixed-gate`: constant weights); "
     "`shift-loss` = training targets outside the prefix's dominant topics weigh x1.5/2/3 in the "
     "cross-entropy. `none` = the same warm start and fine-tuning with every signal off (control "
-    "for the extra epochs). Variants are compared on validation only.")
+    "for the extra epochs). Variants are compared on validation only. "
+    "`ours + item flows, gated` = shiftrec.models.fusion.ShiftFusion over a saved model of this "
+    "table (SASRec, or ours with the chosen signals): score = log softmax(model) + w[bin] * log "
+    "p_flow, with p_flow = where users who had the history's recent items went next (item-to-item "
+    "transitions counted on the training sequences, recency-weighted: the item-level migration "
+    "flows) and the interest gate = 3 bins of the shift statistic (JSD of the fast- vs slow-decay "
+    "topic profile), one weight per bin, all chosen on validation.")
 # the signals used by "shiftaware" per dataset, filled from the ablation (see ablation.json)
 CHOSEN_DEFAULT = "all"
 
@@ -424,6 +430,33 @@ def select(data: str, seed: int) -> dict[str, Any]:
     return out
 
 
+def select_fusion(data: str, seed: int) -> dict[str, Any] | None:
+    """Choose among the finished shiftfusion runs by SELECTION, on validation ranks only."""
+    from shiftrec.evaluate.metrics import all_metrics
+    from shiftrec.interest.slices import shift_slices
+
+    runs = ddir(data) / "runs"
+    cands = [p for p in sorted(runs.glob(f"shiftfusion=*-s{seed}")) if (p / "ranks.npz").exists()]
+    if not cands or not (runs / f"sasrec-s{seed}" / "ranks.npz").exists():
+        return None
+    split, it, _, _ = load_data(data)
+    vm = shift_slices(split.valid, it)
+
+    def vs(p: Path) -> dict[str, Any]:
+        r = np.load(p / "ranks.npz", allow_pickle=False)["valid"]
+        return {"all": all_metrics(r, KS)} | {k: all_metrics(r[m], KS) for k, m in vm.items()}
+
+    base = vs(runs / f"sasrec-s{seed}")
+    rows = {json.loads((p / "row.json").read_text())["model"]: vs(p) for p in cands}
+    ok = [m for m in rows if rows[m]["stable"]["ndcg@10"] >= base["stable"]["ndcg@10"]]
+    chosen = (max(ok, key=lambda m: rows[m]["shifted"]["ndcg@10"]) if ok
+              else max(rows, key=lambda m: rows[m]["all"]["ndcg@10"]))
+    out = {"data": data, "seed": seed, "selection": SELECTION, "sasrec_valid": base,
+           "candidates": rows, "chosen": chosen}
+    write_json(ddir(data) / "fusion_selection.json", out)
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -445,6 +478,12 @@ def report(args: argparse.Namespace) -> None:
         info["slices"] = slice_summary(masks)
         if (d / "ablation.json").exists():
             ablations[data] = json.loads((d / "ablation.json").read_text())
+        fsel = select_fusion(data, 0)
+        if fsel is not None:
+            ablations.setdefault(data, {})["fusion_chosen"] = fsel["chosen"]
+            ablations[data]["fusion_valid"] = {
+                m: {sl: x[sl]["ndcg@10"] for sl in ("shifted", "stable", "all")}
+                for m, x in fsel["candidates"].items()}
         runs = sorted((d / "runs").glob("*/row.json")) if (d / "runs").exists() else []
         by: dict[tuple[str, int], tuple[dict[str, Any], Path]] = {}
         for p in runs:
@@ -554,7 +593,12 @@ def markdown(out: dict[str, Any]) -> str:
                           "stable; AUC of the weight for telling shifted from stable): " + "; ".join(
                               f"{k} {v['mean_shifted']:+.3f} / {v['mean_stable']:+.3f}, AUC "
                               f"{v['auc_shifted_vs_stable']:.3f}" for k, v in g.items())]
-        if ab:
+        if ab.get("fusion_valid"):
+            lines += ["", "Fusion candidates on validation (NDCG@10 shifted / stable / all): " + "; ".join(
+                f"{m} {v['shifted']:.4f} / {v['stable']:.4f} / {v['all']:.4f}"
+                for m, v in ab["fusion_valid"].items()) + f"; chosen: **{ab['fusion_chosen']}** "
+                "(same rule as the variants)."]
+        if ab.get("variants"):
             sv = ab["sasrec_valid"]
             lines += ["", f"Ablation on validation ({ab.get('valid_slices')}); selection {ab['selection']}. "
                       f"Chosen: **{ab['chosen']}**; shifted-first: **{ab.get('chosen_shift_first')}**.", "",

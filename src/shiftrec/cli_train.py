@@ -49,13 +49,15 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None,
 
 def train_cmd(
     split_dir: Annotated[Path, typer.Argument(help="split folder written by `shiftrec prepare`")],
-    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive")] = "sasrec",
+    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive, shiftfusion")] = "sasrec",
     out: Annotated[Path, typer.Option("--out", "-o", help="model folder to write")] = Path("out/model"),
     config: Annotated[Path | None, typer.Option(help="YAML of model options (sasrec: `train:` with phases; transfer: `train:` with epochs, lr, batch_size, ...)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (trainer models)")] = None,
     epochs: Annotated[int | None, typer.Option(help="max epochs of every phase (trainer models)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
     item_text: Annotated[Path | None, typer.Option(help="transfer models: item embeddings folder from `shiftrec encode DATASET --split SPLIT -o EMB`")] = None,
+    base_model: Annotated[Path | None, typer.Option(help="shiftfusion: a saved model folder to fuse with the item flows (default: train the `base:` of --config, sasrec)")] = None,
+    topics: Annotated[Path | None, typer.Option(help="shiftfusion: topics folder from `shiftrec topics`, for the shift gate (default: one gate bin)")] = None,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
     its manifest, and write full-ranking test metrics to --out/metrics.json (per-user ranks beside
@@ -72,6 +74,8 @@ def train_cmd(
       shiftrec encode out/scientific --split out/scientific-split -o out/scientific-emb
 
       shiftrec train out/scientific-split --model transfer --item-text out/scientific-emb -o out/tr
+
+      shiftrec train out/split --model shiftfusion --base-model out/sasrec --topics out/topics -o out/fused
     """
     from rich.console import Console
 
@@ -97,6 +101,8 @@ def train_cmd(
                               "--item-text EMB (or `shiftrec finetune`, which encodes the items itself)")
         elif not isinstance(opts["item_text"], str | Path):
             raise ConfigError("item_text must be the path of an item embeddings folder", path=config)
+    elif (base_model is not None or topics is not None) and model != "shiftfusion":
+        raise ConfigError(f"--base-model/--topics apply to shiftfusion, not '{model}'")
     elif item_text is not None or "item_text" in opts:
         raise ConfigError(f"item text embeddings apply to the text models ({', '.join(sorted(TEXT_MODELS))}), "
                           f"not '{model}'")
@@ -114,7 +120,10 @@ def train_cmd(
         raise ConfigError(f"--resume/--seed/--epochs apply to trainer models ({', '.join(sorted(TRAINER_MODELS))}), not '{model}'")
     split = SeqSplit.load(split_dir)
     con.print(f"training {model} on {split.name}: {len(split.user_ids):,} users, {split.n_items:,} items")
-    rec = build_model(model, **opts)
+    if model == "shiftfusion" and (base_model is not None or topics is not None):
+        rec = _fusion(split, opts, base_model, topics)
+    else:
+        rec = build_model(model, **opts)
     rec.fit(split)
     rec.save(out)
     metrics, ranks = evaluate(rec, split, "test")
@@ -126,6 +135,22 @@ def train_cmd(
     keys = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
     con.print("test " + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
     con.print(f"wrote {out}/(manifest.json, metrics.json, metrics.ranks.npz, model weights)")
+
+
+def _fusion(split: Any, opts: dict[str, Any], base_model: Path | None, topics: Path | None) -> Any:
+    """A ShiftFusion over a saved base model and/or with the topics' interest gate."""
+    from shiftrec.errors import ConfigError
+    from shiftrec.interest.topics import Topics
+    from shiftrec.models.fusion import ShiftFusion
+    from shiftrec.models.registry import build_model, load_model
+
+    item_topic = Topics.load(topics).aligned(split.item_map) if topics is not None else None
+    if base_model is None:
+        return build_model("shiftfusion", item_topic=item_topic, **opts)
+    if "base" in opts or "base_options" in opts:
+        raise ConfigError("give the base either as --base-model or as `base:` in --config, not both")
+    base = load_model(base_model)
+    return ShiftFusion(base, base_fitted=True, item_topic=item_topic, **opts)
 
 
 def register(app: typer.Typer) -> None:

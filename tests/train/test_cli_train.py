@@ -89,3 +89,37 @@ def test_train_transfer_models_need_item_text_then_train(tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["per_user"]["n_users"] == 30 and (out / "metrics.ranks.npz").exists()
         assert load_model(out).name == name
+
+
+def test_train_shiftfusion_over_a_saved_model_with_topics(tmp_path):
+    """`--model shiftfusion --base-model M --topics T`: the flows rescue a base that cannot rank
+    the cycle (popularity); the gate uses the topics; a wrong base size is a clear error."""
+    import numpy as np
+
+    from shiftrec.errors import ConfigError, InputError
+    from shiftrec.interest.topics import Topics
+
+    split = cyclic_split(n_users=40, n_items=8)
+    split_dir = split.save(tmp_path / "split")
+    keys = split.item_map.keys[1:]
+    Topics(keys, np.arange(len(keys)) % 2, ["even", "odd"], [[], []], "test").save(tmp_path / "topics")
+    app = _app()
+    r = CliRunner().invoke(app, ["train", str(split_dir), "--model", "popularity", "-o", str(tmp_path / "pop")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["train", str(split_dir), "--model", "shiftfusion", "--base-model",
+                                 str(tmp_path / "pop"), "--topics", str(tmp_path / "topics"),
+                                 "-o", str(tmp_path / "fused")])
+    assert r.exit_code == 0, r.output
+    pop = json.loads((tmp_path / "pop" / "metrics.json").read_text())
+    fused = json.loads((tmp_path / "fused" / "metrics.json").read_text())
+    assert fused["ndcg@10"] > pop["ndcg@10"] + 0.05
+    man = json.loads((tmp_path / "fused" / "manifest.json").read_text())
+    assert man["model"] == "shiftfusion" and man["has_item_topic"] and man["base_model"] == "popularity"
+    other = cyclic_split(n_users=20, n_items=5).save(tmp_path / "other")
+    r = CliRunner().invoke(app, ["train", str(other), "--model", "shiftfusion", "--base-model",
+                                 str(tmp_path / "pop"), "-o", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and isinstance(r.exception, InputError)
+    assert "scores 8 items but the split has 5" in str(r.exception)
+    r = CliRunner().invoke(app, ["train", str(split_dir), "--model", "itemknn", "--topics",
+                                 str(tmp_path / "topics"), "-o", str(tmp_path / "bad2")])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError)

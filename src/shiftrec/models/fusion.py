@@ -163,6 +163,11 @@ class ShiftFusion:
         cfg = self.config
         if not self.base_fitted:
             self.base.fit(split)
+        width = np.asarray(self.base.score([split.train[0][:1]] if len(split.train) else
+                                           [np.zeros(0, np.int64)])).shape[1]
+        if width != split.n_items + 1:
+            raise InputError(f"the base model scores {width - 1} items but the split has "
+                             f"{split.n_items}: was it trained on another dataset?")
         self.flow.fit(split)
         self.n_items = split.n_items
         self.data_fingerprint = split.meta.get("fingerprint")
