@@ -211,6 +211,10 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
 
     if name == "popularity":
         return Popularity(), {}
+    if name == "itemknn":  # the item-level flows alone (what the fusion adds to a model)
+        from shiftrec.models.itemknn import ItemKNN
+
+        return ItemKNN(), {}
     if name == "topic_profile":
         return select_topic_profile(split, it, names)
     if name == "sasrec":
@@ -553,7 +557,7 @@ def markdown(out: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         rs = [r for r in out["rows"] if r["data"] == data]
         ab = out["ablations"].get(data, {})
-        order = ["popularity", "topic_profile", "sasrec", "shiftaware:none",
+        order = ["popularity", "topic_profile", "itemknn", "sasrec", "shiftaware:none",
                  f"shiftaware:{ab.get('chosen')}"]
         keys = sorted({(r["model"], r["seed"]) for r in rs},
                       key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))

@@ -90,9 +90,15 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
     ]
     from shiftrec.evaluate.ranking import sliced
 
+    from shiftrec.models.fusion import ShiftFusion
+
+    fitted: dict[str, Any] = {}
+    # last: SASRec fused with the item-level migration flows, gated by the shift statistic
+    models.append(("sasrec+flows", lambda: ShiftFusion(fitted["sasrec"], item_topic=item_topic,
+                                                       base_fitted=True)))
     for name, make in models:
         stage(f"model: {name}")
-        model = make().fit(split)
+        model = fitted[name] = make().fit(split)
         metrics, ranks = evaluate(model, split, "test")
         results[name] = metrics
         slices[name] = {k: {m: v[m] for m in ("ndcg@10", "recall@10", "n_users")}

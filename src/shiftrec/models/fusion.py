@@ -40,7 +40,7 @@ from shiftrec.models.itemknn import ItemKNN
 @dataclass(frozen=True)
 class FusionConfig:
     n_bins: int = 3  # bins of the shift statistic, each with its own flow weight
-    weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+    weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0)
     smoothing: tuple[float, ...] = (0.02, 0.2)  # uniform share in p_flow, chosen on validation
     fast_half_life: float = 2.0  # events
     slow_half_life: float = 20.0
