@@ -89,7 +89,6 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
             Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),)))),
     ]
     from shiftrec.evaluate.ranking import sliced
-
     from shiftrec.models.fusion import ShiftFusion
 
     fitted: dict[str, Any] = {}
