@@ -18,7 +18,7 @@ import numpy as np
 
 from shiftrec.config import from_dict, to_dict
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import make_manifest, read_json, write_json
+from shiftrec.manifest import make_manifest, write_json
 
 DAY = 86400.0
 
@@ -241,12 +241,9 @@ class TopicProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> TopicProfile:
-        p = Path(path)
-        if not (p / "manifest.json").is_file():
-            raise ArtifactError("not a model folder (manifest.json missing)", path=p)
-        man = read_json(p / "manifest.json")
-        if man.get("model") != cls.name:
-            raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{cls.name}'", path=p)
+        from shiftrec.models.base import read_model_manifest
+
+        p, man = read_model_manifest(path, cls.name)
         z = np.load(p / "model.npz", allow_pickle=False)
         m = cls(z["item_topic"], man["topic_names"], from_dict(ProfileConfig, man.get("config", {})))
         m.p_item_topic, m.prior = z["p_item_topic"], z["prior"]

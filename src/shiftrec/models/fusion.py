@@ -33,7 +33,8 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
+from shiftrec.models.base import read_model_manifest
 from shiftrec.models.itemknn import ItemKNN
 
 
@@ -265,12 +266,7 @@ class ShiftFusion:
     def load(cls, path: str | Path) -> ShiftFusion:
         from shiftrec.models.registry import load_model
 
-        p = Path(path)
-        if not (p / "manifest.json").exists():
-            raise ArtifactError("not a model folder (manifest.json missing)", path=p)
-        man = read_json(p / "manifest.json")
-        if man.get("model") != cls.name:
-            raise ArtifactError(f"manifest model is '{man.get('model')}', expected '{cls.name}'", path=p)
+        p, man = read_model_manifest(path, cls.name)
         try:
             cfg = from_dict(FusionConfig, man["config"], where=f"{p}: config")
             n_items, edges, weights = int(man["n_items"]), man["edges"], man["bin_weights"]

@@ -18,7 +18,8 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
+from shiftrec.models.base import read_model_manifest
 from shiftrec.models.torch_base import apply_overrides
 
 
@@ -150,12 +151,7 @@ class ItemKNN:
     def load(cls, path: str | Path) -> ItemKNN:
         import scipy.sparse as sp
 
-        p = Path(path)
-        if not (p / "manifest.json").exists():
-            raise ArtifactError("not a model folder (manifest.json missing)", path=p)
-        man = read_json(p / "manifest.json")
-        if man.get("model") != cls.name:
-            raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{cls.name}'", path=p)
+        p, man = read_model_manifest(path, cls.name)
         z = np.load(p / "model.npz", allow_pickle=False)
         n = int(man["n_items"]) + 1
         if len(z["indptr"]) != n + 1:

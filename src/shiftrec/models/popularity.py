@@ -8,7 +8,8 @@ import numpy as np
 
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError
-from shiftrec.manifest import make_manifest, read_json, write_json
+from shiftrec.manifest import make_manifest, write_json
+from shiftrec.models.base import read_model_manifest
 
 
 class Popularity:
@@ -35,8 +36,5 @@ class Popularity:
 
     @classmethod
     def load(cls, path: str | Path) -> Popularity:
-        p = Path(path)
-        man = read_json(p / "manifest.json")
-        if man.get("model") != cls.name:
-            raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{cls.name}'", path=p)
+        p, _ = read_model_manifest(path, cls.name)
         return cls(np.load(p / "model.npz", allow_pickle=False)["counts"])

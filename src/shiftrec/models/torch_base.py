@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shiftrec.errors import ArtifactError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -103,12 +103,9 @@ def read_torch_artifact(path: str | Path, model_name: str) -> tuple[dict[str, An
     """(manifest, tensors) of a saved torch model; the manifest must name `model_name`."""
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if not (p / MANIFEST).exists():
-        raise ArtifactError("not a model folder (manifest.json missing)", path=p)
-    man = read_json(p / MANIFEST)
-    if man.get("model") != model_name:
-        raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{model_name}'", path=p)
+    from shiftrec.models.base import read_model_manifest
+
+    p, man = read_model_manifest(path, model_name)
     if not (p / WEIGHTS).exists():
         raise ArtifactError(f"{WEIGHTS} missing", path=p)
     try:
