@@ -10,6 +10,11 @@ The transferable text model has one entry per mode: "transfer" (inductive, text 
 (n_items + 1, d) table aligned with the split, or an ItemEmbeddings folder from `shiftrec
 encode`). Their checkpoints record model "transfer" and the mode, and load through
 TransferRec.load (which gives back the mode's name).
+
+"shiftfusion" wraps another registry model (`base`, default sasrec, built with `base_options`)
+and adds the item-level migration flows, weighted per bin of the shift statistic (models.fusion).
+"shiftaware" is load-only here: it is built with item topics and a SASRec warm start
+(bench/shift_slices.py), so it has no registry factory.
 """
 
 from __future__ import annotations
