@@ -196,7 +196,7 @@ def perf(args: argparse.Namespace) -> None:
     print(f"{len(ev):,} users, {ev.n_events:,} events, {tp.n_topics} topics; generate {t_gen:.1f}s, "
           f"frame -> arrays {t_prep:.1f}s", flush=True)
     phases = {}
-    for ph, rep in (("profiles", 3), ("detect", 3), ("microbatch", 1), ("stream", 1), ("flows", 3)):
+    for ph, rep in (("profiles", 3), ("detect", 3), ("microbatch", 3), ("stream", 3), ("flows", 3)):
         r = subprocess.run([sys.executable, __file__, "_phase", ph, str(tmp), str(rep)],
                            capture_output=True, text=True, check=True)
         phases[ph] = json.loads(r.stdout.strip().splitlines()[-1])

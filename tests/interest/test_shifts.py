@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,21 @@ def test_streaming_batch_and_microbatch_agree(small_store):
         mb = ShiftEvents.concat(parts, tp.n_topics)
         assert sorted(zip(mb.user.tolist(), mb.event_index.tolist(), strict=True)) == \
             sorted((g[0], g[1]) for g in got)
+        # the same micro-batches with every batch's users split across 3 threads
+        det.min_thread_users = 0
+        det3 = ShiftDetector(tp.n_topics, replace(cfg, stream_threads=3))
+        det3.min_thread_users = 0
+        t1, t3 = det.init_table(len(ev)), det3.init_table(len(ev))
+        for o in np.array_split(order, 7):
+            a = det.update_many(t1, users[o], ev.topic[o], ev.time[o])
+            b = det3.update_many(t3, users[o], ev.topic[o], ev.time[o])
+            ka = np.lexsort((a.event_index, a.user))
+            kb = np.lexsort((b.event_index, b.user))
+            for f in ("user", "event_index", "time", "topic_entered", "entered", "left", "magnitude",
+                      "confidence", "statistic"):
+                assert np.array_equal(getattr(a, f)[ka], getattr(b, f)[kb]), f
+        assert np.array_equal(t1.state, t3.state) and np.array_equal(t1.n, t3.n)
+        assert np.array_equal(t1.ring_topic, t3.ring_topic) and np.array_equal(t1.cooldown, t3.cooldown)
 
 
 def test_detection_on_planted_truth_is_good(small_store):

@@ -61,6 +61,8 @@ class ShiftConfig:
     reset_keep: float = 0.5  # after a shift the long-term profile keeps this share of its mix
     share_min: float = 0.15  # a topic counts as left / entered when its share moves this much
     chunk_users: int = 65536  # batch path: users per lockstep block (cache-sized)
+    stream_threads: int = 2  # update_many: users are independent, so a micro-batch's users are
+    # split across this many threads (numpy releases the GIL); results do not depend on it
 
     def __post_init__(self) -> None:
         if not 0.0 < self.rho < 1.0:
@@ -75,6 +77,8 @@ class ShiftConfig:
             raise ConfigError(f"shifts: dominant_keep must be in (0, 1], got {self.dominant_keep}")
         if not 0.0 <= self.reset_keep <= 1.0:
             raise ConfigError(f"shifts: reset_keep must be in [0, 1], got {self.reset_keep}")
+        if self.stream_threads < 1:
+            raise ConfigError(f"shifts: stream_threads must be >= 1, got {self.stream_threads}")
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ def _jsd(p: list[float], q: list[float]) -> float:
 
 class ShiftDetector:
     """Detects interest shifts in topic sequences (see the module docstring)."""
+
+    min_thread_users = 16384  # update_many splits a micro-batch across threads from this size
 
     def __init__(self, n_topics: int, cfg: ShiftConfig = ShiftConfig()) -> None:
         if n_topics < 2:
@@ -478,7 +484,28 @@ class ShiftDetector:
         uo = np.argsort(-counts, kind="stable")
         starts, counts = starts[uo], counts[uo]
         u = sr[starts]
-        g = table.work(len(u))  # (m, 3, T): long-term, recent, CUSUM (reused buffer)
+        buf = table.work(len(u))  # (m, 3, T): long-term, recent, CUSUM (reused buffer)
+        k = self.cfg.stream_threads if len(u) >= self.min_thread_users else 1
+        if k == 1:
+            parts = self._advance(table, u, starts, counts, by_user, topics, times, buf)
+        else:
+            # interleaved shares keep each share sorted by event count (a prefix stays active);
+            # each share gets its own slice of the buffer and its own table rows
+            from concurrent.futures import ThreadPoolExecutor
+
+            sizes = [len(range(j, len(u), k)) for j in range(k)]
+            offs = np.concatenate([[0], np.cumsum(sizes)])
+            with ThreadPoolExecutor(k) as ex:
+                futs = [ex.submit(self._advance, table, u[j::k], starts[j::k], counts[j::k], by_user,
+                                  topics, times, buf[offs[j]:offs[j + 1]]) for j in range(k)]
+                parts = [x for f in futs for x in f.result()]
+        return ShiftEvents.concat(parts, self.T)
+
+    def _advance(self, table: StateTable, u: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+                 by_user: np.ndarray, topics: np.ndarray, times: np.ndarray, g: np.ndarray
+                 ) -> list[ShiftEvents]:
+        """Run the batch events of users `u` (sorted by event count, descending) through their
+        states; `g` is an (len(u), 3, T) work buffer. Returns the shift events."""
         np.take(table.state, u, axis=0, out=g)
         cd, n0, last = table.cooldown[u], table.n[u].copy(), table.last_t[u]
         L = self.cfg.lag
@@ -515,7 +542,7 @@ class ShiftDetector:
         if L:
             table.ring_topic[u] = ring_k
             table.ring_time[u] = ring_t
-        return ShiftEvents.concat(parts, self.T)
+        return parts
 
     # ------------------------------------------------------------ batch: whole datasets
     def detect(self, ev: InterestEvents, progress: Progress | None = None) -> ShiftEvents:
