@@ -394,35 +394,43 @@ SELECTION = ("on validation: the variant with the best shifted-slice NDCG@10 amo
              "qualifies, the best overall validation NDCG@10")
 
 
-def select(data: str, seed: int) -> dict[str, Any]:
-    """Choose our variant from the validation ranks of every finished variant run."""
+def _valid_slices(run_dir: Path, vm: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Validation metrics of a finished run (its ranks.npz), overall and per slice mask."""
     from shiftrec.evaluate.metrics import all_metrics
+
+    r = np.load(run_dir / "ranks.npz", allow_pickle=False)["valid"]
+    return {"all": all_metrics(r, KS)} | {k: all_metrics(r[m], KS) for k, m in vm.items()}
+
+
+def _choose(cands: dict[str, dict[str, Any]], base: dict[str, Any]) -> str:
+    """SELECTION over validation slice metrics of the candidates, against SASRec's (`base`)."""
+    ok = [c for c in cands if cands[c]["stable"]["ndcg@10"] >= base["stable"]["ndcg@10"]]
+    if ok:
+        return max(ok, key=lambda c: cands[c]["shifted"]["ndcg@10"])
+    return max(cands, key=lambda c: cands[c]["all"]["ndcg@10"])
+
+
+def _valid_masks(data: str) -> dict[str, np.ndarray]:
     from shiftrec.interest.slices import shift_slices
 
     split, it, _, _ = load_data(data)
-    vm = shift_slices(split.valid, it)
+    return shift_slices(split.valid, it)
 
-    def valid_slices(run_dir: Path) -> dict[str, Any]:
-        r = np.load(run_dir / "ranks.npz", allow_pickle=False)["valid"]
-        out = {"all": all_metrics(r, KS)}
-        out |= {k: all_metrics(r[m], KS) for k, m in vm.items()}
-        return out
 
+def select(data: str, seed: int) -> dict[str, Any]:
+    """Choose our variant from the validation ranks of every finished variant run."""
+    vm = _valid_masks(data)
     runs = ddir(data) / "runs"
-    base = valid_slices(runs / f"sasrec-s{seed}")
+    base = _valid_slices(runs / f"sasrec-s{seed}", vm)
     rows: dict[str, Any] = {}
     for p in sorted(runs.glob(f"shiftaware=*-s{seed}")):
         if not (p / "row.json").exists():
             continue
         r = json.loads((p / "row.json").read_text())
         v = r["model"].split(":", 1)[1]
-        rows[v] = {"valid": valid_slices(p), "training": r.get("training"),
+        rows[v] = {"valid": _valid_slices(p, vm), "training": r.get("training"),
                    "wall_seconds": r["wall_seconds"]}
-    ok = [v for v in rows if rows[v]["valid"]["stable"]["ndcg@10"] >= base["stable"]["ndcg@10"]]
-    if ok:
-        chosen = max(ok, key=lambda v: rows[v]["valid"]["shifted"]["ndcg@10"])
-    else:
-        chosen = max(rows, key=lambda v: rows[v]["valid"]["all"]["ndcg@10"])
+    chosen = _choose({v: r["valid"] for v, r in rows.items()}, base)
     shift_first = max(rows, key=lambda v: rows[v]["valid"]["shifted"]["ndcg@10"])
     out = {"data": data, "seed": seed, "selection": SELECTION, "sasrec_valid": base,
            "valid_slices": {k: int(m.sum()) for k, m in vm.items()},
@@ -436,27 +444,15 @@ def select(data: str, seed: int) -> dict[str, Any]:
 
 def select_fusion(data: str, seed: int) -> dict[str, Any] | None:
     """Choose among the finished shiftfusion runs by SELECTION, on validation ranks only."""
-    from shiftrec.evaluate.metrics import all_metrics
-    from shiftrec.interest.slices import shift_slices
-
     runs = ddir(data) / "runs"
     cands = [p for p in sorted(runs.glob(f"shiftfusion=*-s{seed}")) if (p / "ranks.npz").exists()]
     if not cands or not (runs / f"sasrec-s{seed}" / "ranks.npz").exists():
         return None
-    split, it, _, _ = load_data(data)
-    vm = shift_slices(split.valid, it)
-
-    def vs(p: Path) -> dict[str, Any]:
-        r = np.load(p / "ranks.npz", allow_pickle=False)["valid"]
-        return {"all": all_metrics(r, KS)} | {k: all_metrics(r[m], KS) for k, m in vm.items()}
-
-    base = vs(runs / f"sasrec-s{seed}")
-    rows = {json.loads((p / "row.json").read_text())["model"]: vs(p) for p in cands}
-    ok = [m for m in rows if rows[m]["stable"]["ndcg@10"] >= base["stable"]["ndcg@10"]]
-    chosen = (max(ok, key=lambda m: rows[m]["shifted"]["ndcg@10"]) if ok
-              else max(rows, key=lambda m: rows[m]["all"]["ndcg@10"]))
+    vm = _valid_masks(data)
+    base = _valid_slices(runs / f"sasrec-s{seed}", vm)
+    rows = {json.loads((p / "row.json").read_text())["model"]: _valid_slices(p, vm) for p in cands}
     out = {"data": data, "seed": seed, "selection": SELECTION, "sasrec_valid": base,
-           "candidates": rows, "chosen": chosen}
+           "candidates": rows, "chosen": _choose(rows, base)}
     write_json(ddir(data) / "fusion_selection.json", out)
     return out
 
@@ -560,7 +556,7 @@ def markdown(out: dict[str, Any]) -> str:
         order = ["popularity", "topic_profile", "itemknn", "sasrec", "shiftaware:none",
                  f"shiftaware:{ab.get('chosen')}"]
         keys = sorted({(r["model"], r["seed"]) for r in rs},
-                      key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1]))
+                      key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[0], k[1]))
         for mname, seed in keys:
             got = {r["slice"]: r for r in rs if r["model"] == mname and r["seed"] == seed}
             any_r = next(iter(got.values()))
