@@ -64,26 +64,23 @@ def shift_statistic(histories: list[np.ndarray], item_topic: np.ndarray, fast_ha
                     slow_half_life: float, max_len: int = 50) -> np.ndarray:
     """JSD (bits) between the fast- and slow-decay topic profiles of each history (0 when the
     history is empty or every item shares one topic)."""
+    from shiftrec.interest.profiles import DecayUnit, ProfileConfig, _flatten, topic_mass
     from shiftrec.interest.shifts import jsd_rows
 
     it = np.asarray(item_topic, np.int64)
     T = max(int(it.max(initial=0)) + 2, 2)  # topic -1 (none) -> its own column T - 1
-    out = np.zeros(len(histories))
-    lens = np.array([min(len(h), max_len) for h in histories], np.int64)
-    if lens.sum() == 0:
-        return out
-    rows = np.repeat(np.arange(len(histories)), lens)
-    items = np.concatenate([np.asarray(h, np.int64)[-max_len:] for h in histories])
+    indptr, items, _ = _flatten([np.asarray(h, np.int64)[-max_len:] for h in histories], None)
+    if len(items) == 0:
+        return np.zeros(len(histories))
     topics = np.where(it[items] < 0, T - 1, it[items])
-    age = np.concatenate([np.arange(n - 1, -1, -1) for n in lens]).astype(np.float64)
     prof = []
     for hl in (fast_half_life, slow_half_life):
-        m = np.zeros((len(histories), T))
-        np.add.at(m, (rows, topics), np.exp2(-age / hl))
+        m, _ = topic_mass(indptr, topics, None, T, ProfileConfig(half_life=hl,
+                                                                 decay_unit=DecayUnit.EVENTS))
         m += 1.0 / T
         prof.append(m / m.sum(1, keepdims=True))
     out = jsd_rows(prof[0], prof[1])
-    out[lens == 0] = 0.0
+    out[np.diff(indptr) == 0] = 0.0
     return out
 
 
