@@ -126,13 +126,17 @@ def write_metrics(path: str | Path, metrics: dict[str, Any], model_manifest: dic
                                    data=data_manifest, **extra) | dict(metrics))
 
 
+def metrics_file(run: str | Path) -> Path:
+    """The metrics JSON of a run: the path itself, or metrics.json inside a run folder."""
+    p = Path(run)
+    return p / "metrics.json" if p.is_dir() else p
+
+
 def read_user_ranks(metrics_path: str | Path) -> tuple[UserRanks, dict[str, Any]]:
     """(per-user ranks, metrics.json) of a run; `metrics_path` is metrics.json or its folder.
 
     Strict: the ranks file must be the one metrics.json records (same users, targets, ranks)."""
-    p = Path(metrics_path)
-    if p.is_dir():
-        p = p / "metrics.json"
+    p = metrics_file(metrics_path)
     if not p.exists():
         raise InputError("metrics file not found (expected a run folder with metrics.json, or the "
                          "metrics JSON file itself)", path=p)

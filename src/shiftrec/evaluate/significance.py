@@ -48,11 +48,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     fingerprint, for the same users with the same targets (users are matched by id); otherwise
     ArtifactError names both files. Returns paired_test's result (B - A) plus what was compared.
     """
-    from shiftrec.evaluate.ranking import read_user_ranks
+    from shiftrec.evaluate.ranking import metrics_file, read_user_ranks
 
     per_user_metric(np.ones(1), metric)  # an unknown metric fails before any file is read
     (ua, ma), (ub, mb) = read_user_ranks(run_a), read_user_ranks(run_b)
-    fa, fb = _metrics_file(run_a), _metrics_file(run_b)
+    fa, fb = metrics_file(run_a), metrics_file(run_b)
 
     def differ(what: str, va: Any, vb: Any) -> ArtifactError:
         return ArtifactError(f"runs are not comparable: {what} differ ({fa}: {va}; {fb}: {vb})")
@@ -80,8 +80,3 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     return {**res, "run_a": str(fa), "run_b": str(fb), "split": ua.which,
             "split_kind": ua.split_kind, "data_fingerprint": ua.fingerprint,
             "reported_a": ma.get(res["metric"]), "reported_b": mb.get(res["metric"])}
-
-
-def _metrics_file(run: str | Path) -> Path:
-    p = Path(run)
-    return p / "metrics.json" if p.is_dir() else p
