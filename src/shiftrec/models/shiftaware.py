@@ -337,20 +337,25 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             return out
 
         # ------------------------------------------------------------------ shift features
-        def profiles(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """Fast- and slow-decay topic distributions at every position (B, W, T), causal."""
+        def topic_mass(self, seq: torch.Tensor, half_lives: tuple[float, ...]) -> list[torch.Tensor]:
+            """Event-decayed topic mass at every position (B, W, T), causal, per half-life."""
             w = seq.shape[1]
             dev = seq.device
-            T = self.n_topics
-            onehot = F.one_hot(self.item_topic[seq], T).float() * (seq > 0)[..., None].float()
+            onehot = F.one_hot(self.item_topic[seq], self.n_topics).float() * (seq > 0)[..., None].float()
             age = (torch.arange(w, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]).float()
             causal = age >= 0
             out = []
-            for hl in (cfg.fast_half_life, cfg.slow_half_life):
+            for hl in half_lives:
                 d = torch.where(causal, torch.exp2(-age.clamp(min=0) / hl), torch.zeros_like(age))
-                mass = torch.einsum("pj,bjt->bpt", d, onehot)
-                out.append((mass + 1.0 / T) / (mass.sum(-1, keepdim=True) + 1.0))
-            return out[0], out[1]
+                out.append(torch.einsum("pj,bjt->bpt", d, onehot))
+            return out
+
+        def profiles(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Fast- and slow-decay topic distributions at every position (B, W, T), causal."""
+            T = self.n_topics
+            fast, slow = [(mass + 1.0 / T) / (mass.sum(-1, keepdim=True) + 1.0) for mass in
+                          self.topic_mass(seq, (cfg.fast_half_life, cfg.slow_half_life))]
+            return fast, slow
 
         def features(self, seq: torch.Tensor, times: torch.Tensor | None,
                      fast: torch.Tensor, slow: torch.Tensor) -> torch.Tensor:
@@ -461,14 +466,7 @@ def build_net(n_items: int, n_topics: int, n_trend_rows: int, cfg: ShiftAwareCon
             """(B, W) bool: the label's topic is outside the dominant topics of the prefix (the
             evaluation's shifted slice, with the event-decayed slow profile)."""
             with torch.no_grad():
-                w = seq.shape[1]
-                T = self.n_topics
-                onehot = F.one_hot(self.item_topic[seq], T).float() * (seq > 0)[..., None].float()
-                age = (torch.arange(w, device=seq.device)[:, None]
-                       - torch.arange(w, device=seq.device)[None, :]).float()
-                d = torch.where(age >= 0, torch.exp2(-age.clamp(min=0) / cfg.slow_half_life),
-                                torch.zeros_like(age))
-                mass = torch.einsum("pj,bjt->bpt", d, onehot)
+                (mass,) = self.topic_mass(seq, (cfg.slow_half_life,))
                 share = mass / mass.sum(-1, keepdim=True).clamp(min=1e-12)
                 srt, order = share.sort(-1, descending=True)
                 need = ((srt.cumsum(-1) < cfg.dominant_coverage - 1e-9).sum(-1) + 1
