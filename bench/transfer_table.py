@@ -112,7 +112,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def prepare(ds_name: str, cache_dir: Path) -> Any:
-    from shiftrec.transfer import load_dataset, make_source
+    from shiftrec.pipelines.transfer import load_dataset, make_source
 
     ds = load_dataset(ds_name)
     return make_source(ds, "minilm", cache_dir=cache_dir)
@@ -136,13 +136,13 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
 
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.models.transfer import Freeze, Mode, TransferConfig
-    from shiftrec.transfer import (
+    from shiftrec.models.transfer_fit import pretrained_path
+    from shiftrec.pipelines.transfer import (
         FinetuneConfig,
         PretrainConfig,
         evaluate_net,
         finetune,
         pretrain,
-        pretrained_path,
         zero_shot,
     )
 
@@ -202,12 +202,12 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         out |= hist_of(fields)
         out["test"] = _test_metrics(evaluate_net(net, split)[0])
     elif row == "pretrain":
-        from shiftrec.transfer import load_dataset, make_source
+        from shiftrec.pipelines.transfer import load_dataset, make_source
 
         if ds_name not in PRETRAIN_SOURCE:
             raise SystemExit(f"{ds_name} uses the shipped checkpoint; nothing to pretrain")
         srcname = PRETRAIN_SOURCE[ds_name]
-        from shiftrec.transfer import events_before
+        from shiftrec.pipelines.transfer import events_before
 
         # strictly before the target's first event: Online Retail II's last days (2010-12-01..09)
         # are also in Online Retail I, and those invoices must not leak into pretraining

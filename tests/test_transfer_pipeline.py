@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 from shiftrec.data.splits import leave_one_out  # noqa: E402
 from shiftrec.errors import ArtifactError, InputError  # noqa: E402
 from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig  # noqa: E402
-from shiftrec.transfer import (  # noqa: E402
+from shiftrec.pipelines.transfer import (  # noqa: E402
     FinetuneConfig,
     PretrainConfig,
     Source,
@@ -126,7 +126,7 @@ def test_wrong_encoder_and_empty_target(world, pretrained):
 def _cli():
     import typer
 
-    from shiftrec.cli_transfer import register
+    from shiftrec.cli.transfer import register
 
     app = typer.Typer()
     register(app)
@@ -217,7 +217,7 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
 def test_shipped_checkpoint_is_small_documented_and_scores_a_new_domain():
     """The packaged pretrained model works for a user with no source data (fake 384-d text)."""
     from shiftrec.models.transfer import load_checkpoint
-    from shiftrec.transfer import PRETRAINED_DIR, pretrained_path
+    from shiftrec.models.transfer_fit import PRETRAINED_DIR, pretrained_path
 
     if not (PRETRAINED_DIR / "amazon-minilm" / "manifest.json").exists():
         pytest.skip("no pretrained checkpoint shipped in this checkout")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftrec import SCHEMA_VERSION, __version__
+from shiftrec.errors import ArtifactError
 
 
 def versions() -> dict[str, str]:
@@ -77,3 +78,14 @@ def fingerprint_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()[:32]
+
+
+def read_model_manifest(path: str | Path, model_name: str) -> tuple[Path, dict[str, Any]]:
+    """(folder, manifest) of a saved model; the manifest must exist and name `model_name`."""
+    p = Path(path)
+    if not (p / "manifest.json").is_file():
+        raise ArtifactError("not a model folder (manifest.json missing)", path=p)
+    man = read_json(p / "manifest.json")
+    if man.get("model") != model_name:
+        raise ArtifactError(f"checkpoint is a '{man.get('model')}' model, not '{model_name}'", path=p)
+    return p, man

@@ -20,7 +20,8 @@ from tests.models.cyclic import cyclic_split
 
 
 def _app() -> typer.Typer:
-    from shiftrec import cli_compare, cli_train
+    from shiftrec.cli import compare as cli_compare
+    from shiftrec.cli import train as cli_train
 
     app = typer.Typer()
     cli_train.register(app)

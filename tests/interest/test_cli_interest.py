@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shiftrec.cli_interest import register
+from shiftrec.cli.interest import register
 from shiftrec.data.synthetic import StoreConfig, generate
 
 

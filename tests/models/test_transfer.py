@@ -113,7 +113,7 @@ def test_freeze_prefixes_cover_named_parts(tiny_domain):
 def test_inductive_learns_and_scores_a_new_item_set(tiny_domain):
     """Trained on one shop, the text-only model ranks same-topic items first in a brand-new shop
     whose items it never saw (only the text table is swapped)."""
-    from shiftrec.transfer import FinetuneConfig
+    from shiftrec.models.transfer_fit import FinetuneConfig
 
     split, text, topics = tiny_domain
     rec = TransferRec(text, "fake", TINY, FinetuneConfig(epochs=15, lr=5e-3, batch_size=128,

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shiftrec.cli_text import register
+from shiftrec.cli.text import register
 from shiftrec.text import ItemEmbeddings
 
 

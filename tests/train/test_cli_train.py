@@ -5,7 +5,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from shiftrec.cli_train import register
+from shiftrec.cli.train import register
 from tests.models.cyclic import cyclic_split
 
 

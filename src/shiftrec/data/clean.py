@@ -74,7 +74,7 @@ def _exact_among(ev: pl.DataFrame, cols: list[str], cand: pl.Series) -> pl.Serie
 
 def kcore(events: pl.DataFrame, k_user: int, k_item: int) -> tuple[pl.DataFrame, int]:
     """Iterative k-core: repeat until every user has >= k_user and every item >= k_item events."""
-    u, i = _codes(events)
+    u, i = item_user_codes(events)
     alive, iters = kcore_mask(u, i, k_user, k_item)
     return events.filter(pl.Series(alive)), iters
 
@@ -88,7 +88,7 @@ def _dense(phys: np.ndarray) -> np.ndarray:
     return (np.cumsum(present) - 1)[phys]
 
 
-def _codes(ev: pl.DataFrame, users: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+def item_user_codes(ev: pl.DataFrame, users: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Dense integer codes for users (None unless asked) and for (domain, item) keys."""
     cols = ("user_id", "domain", "item_id") if users else ("domain", "item_id")
     cat = ev.select(*(pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().alias(c)
@@ -175,7 +175,7 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     # users are contiguous after the sort: a user's code counts the user changes before it
     u = np.cumsum(ev.select((pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True)
                             .alias("c"))["c"].to_numpy()) - 1
-    _, i = _codes(ev, users=False)
+    _, i = item_user_codes(ev, users=False)
     if cfg.kcore_user or cfg.kcore_item:
         alive, iters = kcore_mask(u, i, cfg.kcore_user, cfg.kcore_item)
         apply("kcore", pl.Series(alive))

@@ -148,11 +148,11 @@ def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:
     if item_map is None:
         # index every item seen in events (first appearance order), plus catalogue-only items;
         # integer codes of (domain, item) find first appearances without a join over the events
-        from shiftrec.data.clean import _codes
+        from shiftrec.data.clean import item_user_codes
 
         code = ds.codes()
         if code is None:
-            _, code = _codes(ev, users=False)
+            _, code = item_user_codes(ev, users=False)
         first = pl.Series(code).is_first_distinct().arg_true()
         seen = ev[first].select("domain", "item_id")
         cat = ds.items.select("domain", "item_id").join(seen, on=["domain", "item_id"], how="anti")

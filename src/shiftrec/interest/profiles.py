@@ -97,7 +97,7 @@ def topic_distribution(mass: np.ndarray, prior: np.ndarray, alpha: float) -> np.
     return out
 
 
-def _flatten(histories: list[np.ndarray], times: list[np.ndarray] | None
+def flatten_histories(histories: list[np.ndarray], times: list[np.ndarray] | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     lens = np.array([len(h) for h in histories], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
@@ -167,7 +167,7 @@ class TopicProfile:
     def n_items(self) -> int:
         return len(self.item_topic) - 1
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if self.p_item_topic is None or self.prior is None:
             raise ArtifactError("topic profile model is not fitted")
 
@@ -206,9 +206,9 @@ class TopicProfile:
 
     def topic_probs(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
         """P(t | history) for each history, (batch, n_topics)."""
-        self._check_fitted()
+        self.check_fitted()
         assert self.prior is not None
-        indptr, items, t = _flatten(histories, times)
+        indptr, items, t = flatten_histories(histories, times)
         # without times, decay_weights falls back to event order with the same half-life
         if len(items) and (items.max() >= len(self.item_topic) or items.min() < 0):
             raise InputError(f"history item index out of range 0..{self.n_items}")
@@ -216,7 +216,7 @@ class TopicProfile:
         return topic_distribution(mass, self.prior, self.cfg.alpha)
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
-        self._check_fitted()
+        self.check_fitted()
         assert self.p_item_topic is not None
         s = (self.topic_probs(histories, times) @ self.p_item_topic).astype(np.float32)
         s[:, 0] = -np.inf
@@ -224,13 +224,13 @@ class TopicProfile:
 
     def contributions(self, history: np.ndarray, times: np.ndarray | None, item: int) -> np.ndarray:
         """Per-topic terms P(item | t) P(t | user) of one item's score, (n_topics,)."""
-        self._check_fitted()
+        self.check_fitted()
         assert self.p_item_topic is not None
         p = self.topic_probs([np.asarray(history)], None if times is None else [np.asarray(times)])[0]
         return p * self.p_item_topic[:, int(item)]
 
     def save(self, path: str | Path) -> None:
-        self._check_fitted()
+        self.check_fitted()
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(p / "model.npz", item_topic=self.item_topic,
@@ -241,7 +241,7 @@ class TopicProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> TopicProfile:
-        from shiftrec.models.base import read_model_manifest
+        from shiftrec.manifest import read_model_manifest
 
         p, man = read_model_manifest(path, cls.name)
         z = np.load(p / "model.npz", allow_pickle=False)
@@ -274,7 +274,7 @@ def next_topic_metrics(pred: np.ndarray, true: np.ndarray, n_topics: int) -> dic
 def evaluate_next_topic(model: TopicProfile, evalset: Any, batch_size: int = 4096) -> dict[str, Any]:
     """Predict the topic of each eval user's target as argmax P(t | history); baselines: the
     topic of the last history item, and the globally most common topic."""
-    model._check_fitted()
+    model.check_fitted()
     assert model.prior is not None
     true = model.item_topic[evalset.target]
     keep = np.flatnonzero(true >= 0)

@@ -24,6 +24,7 @@ item_topic.npz, base/ and flow/ (the components' own artifacts).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,7 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
-from shiftrec.models.base import read_model_manifest
+from shiftrec.manifest import atomic_write_bytes, make_manifest, read_model_manifest, write_json
 from shiftrec.models.itemknn import ItemKNN
 
 
@@ -64,12 +64,12 @@ def shift_statistic(histories: list[np.ndarray], item_topic: np.ndarray, fast_ha
                     slow_half_life: float, max_len: int = 50) -> np.ndarray:
     """JSD (bits) between the fast- and slow-decay topic profiles of each history (0 when the
     history is empty or every item shares one topic)."""
-    from shiftrec.interest.profiles import DecayUnit, ProfileConfig, _flatten, topic_mass
+    from shiftrec.interest.profiles import DecayUnit, ProfileConfig, flatten_histories, topic_mass
     from shiftrec.interest.shifts import jsd_rows
 
     it = np.asarray(item_topic, np.int64)
     T = max(int(it.max(initial=0)) + 2, 2)  # topic -1 (none) -> its own column T - 1
-    indptr, items, _ = _flatten([np.asarray(h, np.int64)[-max_len:] for h in histories], None)
+    indptr, items, _ = flatten_histories([np.asarray(h, np.int64)[-max_len:] for h in histories], None)
     if len(items) == 0:
         return np.zeros(len(histories))
     topics = np.where(it[items] < 0, T - 1, it[items])
@@ -260,9 +260,10 @@ class ShiftFusion:
             data_fingerprint=self.data_fingerprint))
 
     @classmethod
-    def load(cls, path: str | Path) -> ShiftFusion:
-        from shiftrec.models.registry import load_model
-
+    def load(cls, path: str | Path, load_base: Callable[[Path], Any] | None = None) -> ShiftFusion:
+        """Strict load. `load_base` loads the saved base model; by default the sequence
+        models a fusion can sit on (this module never imports the registry that lists it)."""
+        load_base = load_base or _load_base
         p, man = read_model_manifest(path, cls.name)
         try:
             cfg = from_dict(FusionConfig, man["config"], where=f"{p}: config")
@@ -276,7 +277,7 @@ class ShiftFusion:
         topics = z["item_topic"]
         if len(topics) != n_items + 1:
             raise ArtifactError(f"item_topic.npz has {len(topics)} rows, expected {n_items + 1}", path=p)
-        base = load_model(p / "base")
+        base = load_base(p / "base")
         flow = ItemKNN.load(p / "flow")
         for part, n in (("base", getattr(base, "n_items", n_items)), ("flow", flow.n_items)):
             if n is not None and n != n_items:
@@ -287,3 +288,22 @@ class ShiftFusion:
         m.bin_weights, m.smoothing = np.asarray(weights, np.float64), smoothing
         m.selection, m.data_fingerprint = man.get("selection", {}), man.get("data_fingerprint")
         return m
+
+
+def _load_base(path: Path) -> Any:
+    """Load a saved base model of one of the kinds a fusion is built on."""
+    from shiftrec.manifest import read_json
+    from shiftrec.models.popularity import Popularity
+    from shiftrec.models.sasrec import SASRec
+    from shiftrec.models.shiftaware import ShiftAware
+    from shiftrec.models.transfer import TransferRec
+
+    kinds = {"popularity": Popularity, "itemknn": ItemKNN, "sasrec": SASRec,
+             "transfer": TransferRec, "shiftaware": ShiftAware}
+    if not (path / "manifest.json").is_file():
+        raise ArtifactError("not a model folder (manifest.json missing)", path=path)
+    name = read_json(path / "manifest.json").get("model")
+    if name not in kinds:
+        raise ArtifactError(f"base model '{name}' cannot be fused; valid: {', '.join(kinds)}",
+                            path=path)
+    return kinds[name].load(path)

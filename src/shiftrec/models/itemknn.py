@@ -18,8 +18,7 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
-from shiftrec.models.base import read_model_manifest
+from shiftrec.manifest import atomic_write_bytes, make_manifest, read_model_manifest, write_json
 from shiftrec.models.torch_base import apply_overrides
 
 

@@ -8,8 +8,7 @@ import numpy as np
 
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError
-from shiftrec.manifest import make_manifest, write_json
-from shiftrec.models.base import read_model_manifest
+from shiftrec.manifest import make_manifest, read_model_manifest, write_json
 
 
 class Popularity:

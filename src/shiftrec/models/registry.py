@@ -75,7 +75,7 @@ LOADERS: dict[str, Callable[[str | Path], Recommender]] = {
     "sasrec": SASRec.load,
     "transfer": TransferRec.load,  # both modes save model "transfer" (the mode is in the manifest)
     "transfer-transductive": TransferRec.load,
-    "shiftfusion": ShiftFusion.load,
+    "shiftfusion": lambda p: ShiftFusion.load(p, load_base=load_model),
     # saved-only: built with item topics and a SASRec warm start (bench/shift_slices.py)
     "shiftaware": ShiftAware.load,
 }

@@ -28,9 +28,8 @@ from shiftrec.models.torch_base import (
     load_state_strict,
     read_torch_artifact,
     save_torch_artifact,
-    score_module,
 )
-from shiftrec.train.trainer import Phase, TrainConfig, TrainResult
+from shiftrec.train.trainer import Phase, TrainConfig, TrainResult, score_module
 
 
 def _default_train() -> TrainConfig:

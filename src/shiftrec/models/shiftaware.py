@@ -56,9 +56,8 @@ from shiftrec.models.torch_base import (
     load_state_strict,
     read_torch_artifact,
     save_torch_artifact,
-    score_module,
 )
-from shiftrec.train.trainer import Phase, TrainConfig, TrainResult
+from shiftrec.train.trainer import Phase, TrainConfig, TrainResult, score_module
 
 DAY = 86400
 
@@ -615,7 +614,7 @@ class ShiftAware:
         `prior_names` / `feature_names` name the columns."""
         import torch
 
-        from shiftrec.models.base import pad_left
+        from shiftrec.train.batches import pad_left
 
         self._check()
         L = self.config.max_len

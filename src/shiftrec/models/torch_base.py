@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from shiftrec.errors import ArtifactError
 from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
 
@@ -43,51 +41,6 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any], where: str) -> Any:
     return cfg
 
 
-def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
-                 max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
-    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad.
-
-    Histories are scored in order of length, `batch_size` at a time (and put back in the given
-    order), so a module that trims all-padding columns (as SASRec does) does little padding work.
-    Every call still passes seq of width max_len, right-aligned and left-padded with 0.
-    """
-    import contextlib
-
-    import torch
-
-    from shiftrec.models.base import pad_left
-
-    try:
-        device = next(module.parameters()).device
-    except StopIteration:  # pragma: no cover
-        device = torch.device("cpu")
-    n = len(histories)
-    lens = np.array([min(len(h), max_len) for h in histories], dtype=np.int64)
-    order = np.argsort(lens, kind="stable")
-    out: np.ndarray | None = None
-    cast = contextlib.nullcontext()
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        cast = torch.autocast("cuda", dtype=dtype)
-    was = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), cast:
-            for a in range(0, n, batch_size):
-                rows = order[a:a + batch_size]
-                seq = torch.from_numpy(pad_left([histories[i] for i in rows], max_len)).to(device)
-                t = None
-                if times is not None:
-                    t = torch.from_numpy(pad_left([times[i] for i in rows], max_len)).to(device)
-                s = module.score_all(seq, t).float().cpu().numpy()
-                if out is None:
-                    out = np.empty((n, s.shape[1]), dtype=np.float32)
-                out[rows] = s
-    finally:
-        module.train(was)
-    return out if out is not None else np.zeros((0, 0), np.float32)
-
-
 def save_torch_artifact(path: str | Path, module: Any, model_name: str, **fields: Any) -> None:
     """model.safetensors (the module's state) + manifest.json (model name and `fields`)."""
     from safetensors.torch import save
@@ -103,7 +56,7 @@ def read_torch_artifact(path: str | Path, model_name: str) -> tuple[dict[str, An
     """(manifest, tensors) of a saved torch model; the manifest must name `model_name`."""
     from safetensors.torch import load_file
 
-    from shiftrec.models.base import read_model_manifest
+    from shiftrec.manifest import read_model_manifest
 
     p, man = read_model_manifest(path, model_name)
     if not (p / WEIGHTS).exists():

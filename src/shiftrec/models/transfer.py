@@ -565,7 +565,7 @@ class TransferRec:
         return self.item_text
 
     def fit(self, split: SeqSplit) -> TransferRec:
-        from shiftrec.transfer import FinetuneConfig, item_keys_hash, train_on_split
+        from shiftrec.models.transfer_fit import FinetuneConfig, item_keys_hash, train_on_split
 
         text = self._text_for(split)
         if split.n_items + 1 != text.shape[0]:
@@ -596,7 +596,7 @@ class TransferRec:
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
         import torch
 
-        from shiftrec.models.base import pad_left
+        from shiftrec.train.batches import pad_left
 
         net = self._fitted("")
         net.eval()
@@ -623,7 +623,7 @@ class TransferRec:
 def _train_config(train: Any, where: str) -> Any:
     """A FinetuneConfig from None, a FinetuneConfig or a mapping of its fields."""
     from shiftrec.config import overlay
-    from shiftrec.transfer import FinetuneConfig
+    from shiftrec.models.transfer_fit import FinetuneConfig
 
     if train is None or isinstance(train, FinetuneConfig):
         return train

@@ -138,3 +138,13 @@ class CausalBatches:
                  ) -> Iterator[dict[str, np.ndarray]]:
         for idx in self.order(rng, batch_size):
             yield self.make(idx)
+
+
+def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
+    """Right-aligned padded matrix (batch, max_len) keeping the last max_len items; pad = 0."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for i, h in enumerate(histories):
+        h = h[-max_len:]
+        if len(h):
+            out[i, max_len - len(h):] = h
+    return out

@@ -5,7 +5,7 @@ A trainable module implements two methods:
     training_loss(batch: dict[str, Tensor]) -> Tensor        # scalar loss of one batch
     score_all(seq: LongTensor (B, L), times: LongTensor | None) -> Tensor (B, n_items + 1)
 
-`seq` given to score_all is right-aligned and left-padded with 0 (as models.base.pad_left makes).
+`seq` given to score_all is right-aligned and left-padded with 0 (as train.batches.pad_left makes).
 
 Data comes from batch sources: callables `(epoch, rng, batch_size) -> iterable of dict[str,
 np.ndarray]`, every array with the batch on axis 0 (see train.batches.CausalBatches). Validation
@@ -225,8 +225,6 @@ class ModuleScorer:
         self.module, self.max_len, self.amp = module, max_len, amp
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
-        from shiftrec.models.torch_base import score_module
-
         return score_module(self.module, histories, times, self.max_len, amp=self.amp)
 
 
@@ -609,3 +607,47 @@ def train(module: Any, config: TrainConfig,
         dist.destroy_process_group()
     return out
 
+
+def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
+                 max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
+    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad.
+
+    Histories are scored in order of length, `batch_size` at a time (and put back in the given
+    order), so a module that trims all-padding columns (as SASRec does) does little padding work.
+    Every call still passes seq of width max_len, right-aligned and left-padded with 0.
+    """
+    import contextlib
+
+    import torch
+
+    from shiftrec.train.batches import pad_left
+
+    try:
+        device = next(module.parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    n = len(histories)
+    lens = np.array([min(len(h), max_len) for h in histories], dtype=np.int64)
+    order = np.argsort(lens, kind="stable")
+    out: np.ndarray | None = None
+    cast = contextlib.nullcontext()
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        cast = torch.autocast("cuda", dtype=dtype)
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), cast:
+            for a in range(0, n, batch_size):
+                rows = order[a:a + batch_size]
+                seq = torch.from_numpy(pad_left([histories[i] for i in rows], max_len)).to(device)
+                t = None
+                if times is not None:
+                    t = torch.from_numpy(pad_left([times[i] for i in rows], max_len)).to(device)
+                s = module.score_all(seq, t).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((n, s.shape[1]), dtype=np.float32)
+                out[rows] = s
+    finally:
+        module.train(was)
+    return out if out is not None else np.zeros((0, 0), np.float32)

@@ -134,7 +134,7 @@ def _read_jsonl(p: Path) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     return df, [q]
 
 
-def _ts_expr(df: pl.DataFrame, col: str, unit: str) -> pl.Expr:
+def timestamp_expr(df: pl.DataFrame, col: str, unit: str) -> pl.Expr:
     dtype = df.schema[col]
     if isinstance(dtype, pl.Datetime):
         e = pl.col(col)
@@ -157,7 +157,7 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
         e = pl.col(c) if df.schema[c] == pl.String else pl.col(c).cast(pl.String)
         return e.str.strip_chars()
 
-    ts = _ts_expr(df, cmap.timestamp, cmap.timestamp_unit)
+    ts = timestamp_expr(df, cmap.timestamp, cmap.timestamp_unit)
     exprs = [pl.col("__row"), as_str(cmap.user_id).alias("user_id"),
              as_str(cmap.item_id).alias("item_id"), ts.alias("timestamp")]
     # (source column, parsed output column, reason) for malformed fields, in priority order:

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from shiftrec.data.readers._common import ReadResult, check_file, finish, quarantine_rows
-from shiftrec.data.readers.generic import _ts_expr, detect_format, read_frame
+from shiftrec.data.readers.generic import detect_format, read_frame, timestamp_expr
 from shiftrec.data.schema import conform_items
 from shiftrec.errors import InputError
 
@@ -103,7 +103,7 @@ def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None
     work = df.with_columns(
         inv.alias("__inv"), stock.alias("__stock"), qty.alias("__qty"), cust.alias("__cust"),
         desc.alias("__desc"), price.alias("__price"),
-        _ts_expr(df, c["date"], "auto").alias("__ts"),
+        timestamp_expr(df, c["date"], "auto").alias("__ts"),
     )
     # Malformed rows: quarantined with the reason.
     bad = [

@@ -37,23 +37,12 @@ from shiftrec.models.transfer import (
     read_manifest,
     save_checkpoint,
 )
-from shiftrec.train.trainer import Device
-
-PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
-DEFAULT_PRETRAINED = "amazon-minilm"
-
-
-def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
-    """Folder of a checkpoint shipped inside the package (assets/pretrained/<name>)."""
-    p = PRETRAINED_DIR / name
-    if not (p / "manifest.json").exists():
-        valid = sorted(d.name for d in PRETRAINED_DIR.glob("*") if (d / "manifest.json").exists()) \
-            if PRETRAINED_DIR.is_dir() else []
-        from shiftrec.errors import unknown_name
-
-        raise unknown_name("pretrained checkpoint", name, valid or ["<none shipped>"])
-    return p
-
+from shiftrec.models.transfer_fit import (
+    FinetuneConfig,
+    causal_batches,
+    check_split,
+    item_keys_hash,
+)
 
 # --------------------------------------------------------------------------------------- configs
 
@@ -76,32 +65,6 @@ class PretrainConfig:
     half_weights: bool = False  # store float16 weights (for a small shipped asset)
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tuning (or training from scratch) on one target split with full cross-entropy."""
-
-    mode: Mode = Mode.INDUCTIVE
-    freeze: Freeze = Freeze.NONE
-    epochs: int = 50
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 2048
-    patience: int = 5
-    steps_per_epoch: int = 0
-    stride: int = 10
-    seed: int = 0
-    threads: int = 2
-    device: Device = Device.AUTO  # auto = CUDA when present
-    valid_max_users: int = 0
-    # non-shape model settings applied on top of the checkpoint's (None = keep)
-    dropout: float | None = None
-    attn_dropout: float | None = None
-    adaptor_dropout: float | None = None
-    temperature: float | None = None
-    # architecture for training from scratch (ignored when a checkpoint is given)
-    model: TransferConfig = TransferConfig()
-
-
 # --------------------------------------------------------------------------------------- sources
 
 
@@ -118,18 +81,6 @@ class Source:
         if self.text.shape[0] != self.split.n_items + 1:
             raise InputError(f"source '{self.name}': text table has {self.text.shape[0] - 1} items "
                              f"but the split has {self.split.n_items}")
-
-
-def check_split(split: SeqSplit, what: str = "target") -> None:
-    """Fail clearly (never NaN metrics) on a split with nothing to train or evaluate."""
-    lens = split.train.lengths()
-    if split.n_items == 0 or len(lens) == 0:
-        raise InputError(f"{what} split '{split.name}' is empty: no users or items")
-    if int((lens >= 2).sum()) == 0:
-        raise InputError(f"{what} split '{split.name}' has no training sequence with 2 or more items")
-    if len(split.valid) == 0 or len(split.test) == 0:
-        raise InputError(f"{what} split '{split.name}' has no validation/test users (every user "
-                         f"needs at least 3 events)")
 
 
 def _offset_evalset(es: EvalSet, off: int, rows: np.ndarray) -> EvalSet:
@@ -194,7 +145,7 @@ def domain_validator(merged: Merged, max_len: int = 50, batch_size: int = 512
     def run(net: Any) -> dict[str, float]:
         import torch
 
-        from shiftrec.models.base import pad_left
+        from shiftrec.train.batches import pad_left
 
         all_ranks = []
         out: dict[str, float] = {}
@@ -222,12 +173,6 @@ def domain_validator(merged: Merged, max_len: int = 50, batch_size: int = 512
 
 
 # --------------------------------------------------------------------------------------- pretrain
-
-
-def _causal(seqs: Seqs, max_len: int, stride: int) -> Any:
-    from shiftrec.train.batches import CausalBatches
-
-    return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)))
 
 
 def _provenance(sources_meta: list[dict[str, Any]], seconds: float, result: Any, seed: int
@@ -268,7 +213,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
         torch.set_num_threads(cfg.threads)
     net = build_net(cfg.model, merged.text)
     net.objective = Objective(cfg.model.objective)
-    batches = _causal(merged.train, cfg.model.max_len, cfg.stride)
+    batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride)
     phase = Phase(name="pretrain", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch)
@@ -334,7 +279,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
     net.objective = Objective.FULL_CE
-    batches = _causal(split.train, net.cfg.max_len, cfg.stride)
+    batches = causal_batches(split.train, net.cfg.max_len, cfg.stride)
     phase = Phase(name="finetune", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch, freeze=freeze_prefixes(cfg.freeze))
@@ -355,27 +300,6 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
     return net, fields
-
-
-def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None, *,
-                   checkpoint_dir: str | Path | None = None, resume: bool = False,
-                   progress: Callable[[Any], None] | None = None) -> tuple[Any, list]:
-    """Train an existing net on a split with full CE (used by TransferRec.fit); checkpoint_dir,
-    resume and progress are handed to the trainer."""
-    from shiftrec.train.trainer import Phase, TrainConfig, train
-
-    cfg = cfg or FinetuneConfig()
-    check_split(split)
-    net.objective = Objective.FULL_CE
-    phase = Phase(name="fit", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  batch_size=cfg.batch_size, patience=cfg.patience,
-                  steps_per_epoch=cfg.steps_per_epoch)
-    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device,
-                                 max_len=net.cfg.max_len, threads=cfg.threads,
-                                 valid_max_users=cfg.valid_max_users),
-                _causal(split.train, net.cfg.max_len, cfg.stride), split.valid,
-                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
-    return net, res.history
 
 
 # --------------------------------------------------------------------------------------- evaluate
@@ -464,12 +388,6 @@ def events_before(ds: Any, cutoff_unix: int) -> Any:
         raise InputError(f"dataset '{ds.name}' has no events before {t.isoformat()}")
     items = ds.items.join(ev.select("domain", "item_id").unique(), on=["domain", "item_id"], how="semi")
     return Dataset(ev, items, name=ds.name, meta={**ds.meta, "events_before": t.isoformat()})
-
-
-def item_keys_hash(split: SeqSplit) -> str:
-    import hashlib
-
-    return hashlib.sha1("\n".join(map(str, split.item_map.keys)).encode()).hexdigest()[:16]
 
 
 def make_source(ds: Any, encoder: str, *, name: str | None = None, max_users: int = 0, seed: int = 0,

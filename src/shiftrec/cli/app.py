@@ -217,7 +217,7 @@ def demo(
     Example: shiftrec demo --users 2000 --seed 0 -o out/demo
     """
     from shiftrec.data.synthetic import StoreConfig
-    from shiftrec.demo import run_demo, summary_table
+    from shiftrec.pipelines.demo import run_demo, summary_table
 
     cfg = StoreConfig(n_users=users, n_items=items, seed=seed)
     with _progress() as prog:
@@ -270,8 +270,8 @@ def _register_extensions() -> None:
     """Commands from other stages, each module adding its own (explicit list, no discovery)."""
     import importlib
 
-    for mod in ("shiftrec.cli_text", "shiftrec.cli_train", "shiftrec.cli_interest", "shiftrec.cli_transfer",
-                "shiftrec.cli_compare"):
+    for mod in ("shiftrec.cli.text", "shiftrec.cli.train", "shiftrec.cli.interest", "shiftrec.cli.transfer",
+                "shiftrec.cli.compare"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -38,7 +38,7 @@ def _cfg(cls: Any, config: Path | None, **over: Any) -> Any:
 
 
 def _checkpoint(spec: str | None) -> Path:
-    from shiftrec.transfer import DEFAULT_PRETRAINED, pretrained_path
+    from shiftrec.models.transfer_fit import DEFAULT_PRETRAINED, pretrained_path
 
     if spec is None:
         return pretrained_path(DEFAULT_PRETRAINED)
@@ -65,7 +65,12 @@ def pretrain_cmd(
 
     Example: shiftrec pretrain amazon-beauty@3000 amazon-health@1500 amazon-electronics-2018@1500 -o out/pre
     """
-    from shiftrec.transfer import PretrainConfig, load_dataset, pretrain, sources_from_dataset
+    from shiftrec.pipelines.transfer import (
+        PretrainConfig,
+        load_dataset,
+        pretrain,
+        sources_from_dataset,
+    )
 
     con = _console()
     cfg = _cfg(PretrainConfig, config, epochs=epochs, seed=seed)
@@ -105,7 +110,13 @@ def finetune_cmd(
     Example: shiftrec finetune scientific --mode transductive -o out/sci
     """
     from shiftrec.models.transfer import read_manifest
-    from shiftrec.transfer import FinetuneConfig, evaluate_net, finetune, load_dataset, make_source
+    from shiftrec.pipelines.transfer import (
+        FinetuneConfig,
+        evaluate_net,
+        finetune,
+        load_dataset,
+        make_source,
+    )
 
     con = _console()
     cfg = _cfg(FinetuneConfig, config, epochs=epochs, seed=seed, mode=mode, freeze=freeze)
@@ -139,8 +150,8 @@ def evaluate_cmd(
     """
     from shiftrec.errors import ArtifactError
     from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest
-    from shiftrec.transfer import evaluate_net, item_keys_hash, load_dataset, make_source
-    from shiftrec.transfer import zero_shot as run_zero_shot
+    from shiftrec.pipelines.transfer import evaluate_net, item_keys_hash, load_dataset, make_source
+    from shiftrec.pipelines.transfer import zero_shot as run_zero_shot
 
     con = _console()
     ck = _checkpoint(checkpoint)

@@ -1,0 +1,3 @@
+from shiftrec.cli.app import main
+
+main()

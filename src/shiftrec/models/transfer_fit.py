@@ -1,0 +1,100 @@
+"""Fitting the transferable text model on one split: the fine-tuning config, the shipped
+checkpoints and the training loop call shared by `TransferRec.fit` and the transfer pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shiftrec.data.splits import Seqs, SeqSplit
+from shiftrec.errors import InputError
+from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig
+from shiftrec.train.trainer import Device
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
+DEFAULT_PRETRAINED = "amazon-minilm"
+
+
+def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
+    """Folder of a checkpoint shipped inside the package (assets/pretrained/<name>)."""
+    p = PRETRAINED_DIR / name
+    if not (p / "manifest.json").exists():
+        valid = sorted(d.name for d in PRETRAINED_DIR.glob("*") if (d / "manifest.json").exists()) \
+            if PRETRAINED_DIR.is_dir() else []
+        from shiftrec.errors import unknown_name
+
+        raise unknown_name("pretrained checkpoint", name, valid or ["<none shipped>"])
+    return p
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning (or training from scratch) on one target split with full cross-entropy."""
+
+    mode: Mode = Mode.INDUCTIVE
+    freeze: Freeze = Freeze.NONE
+    epochs: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    patience: int = 5
+    steps_per_epoch: int = 0
+    stride: int = 10
+    seed: int = 0
+    threads: int = 2
+    device: Device = Device.AUTO  # auto = CUDA when present
+    valid_max_users: int = 0
+    # non-shape model settings applied on top of the checkpoint's (None = keep)
+    dropout: float | None = None
+    attn_dropout: float | None = None
+    adaptor_dropout: float | None = None
+    temperature: float | None = None
+    # architecture for training from scratch (ignored when a checkpoint is given)
+    model: TransferConfig = TransferConfig()
+
+
+def check_split(split: SeqSplit, what: str = "target") -> None:
+    """Fail clearly (never NaN metrics) on a split with nothing to train or evaluate."""
+    lens = split.train.lengths()
+    if split.n_items == 0 or len(lens) == 0:
+        raise InputError(f"{what} split '{split.name}' is empty: no users or items")
+    if int((lens >= 2).sum()) == 0:
+        raise InputError(f"{what} split '{split.name}' has no training sequence with 2 or more items")
+    if len(split.valid) == 0 or len(split.test) == 0:
+        raise InputError(f"{what} split '{split.name}' has no validation/test users (every user "
+                         f"needs at least 3 events)")
+
+
+def causal_batches(seqs: Seqs, max_len: int, stride: int) -> Any:
+    from shiftrec.train.batches import CausalBatches
+
+    return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)))
+
+
+def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None, *,
+                   checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   progress: Callable[[Any], None] | None = None) -> tuple[Any, list]:
+    """Train an existing net on a split with full CE (used by TransferRec.fit); checkpoint_dir,
+    resume and progress are handed to the trainer."""
+    from shiftrec.train.trainer import Phase, TrainConfig, train
+
+    cfg = cfg or FinetuneConfig()
+    check_split(split)
+    net.objective = Objective.FULL_CE
+    phase = Phase(name="fit", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                  batch_size=cfg.batch_size, patience=cfg.patience,
+                  steps_per_epoch=cfg.steps_per_epoch)
+    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device,
+                                 max_len=net.cfg.max_len, threads=cfg.threads,
+                                 valid_max_users=cfg.valid_max_users),
+                causal_batches(split.train, net.cfg.max_len, cfg.stride), split.valid,
+                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    return net, res.history
+
+
+def item_keys_hash(split: SeqSplit) -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(map(str, split.item_map.keys)).encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Recipes that chain the stages: the demo and the transfer experiments."""
