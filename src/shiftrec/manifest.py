@@ -6,7 +6,10 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,82 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a JSON artifact; a missing, unreadable or invalid file is one ArtifactError line."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError("file not found", path=p) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        line = getattr(e, "lineno", None)
+        raise ArtifactError(f"not valid JSON ({type(e).__name__})", path=p, row=line) from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read: {e.strerror}", path=p) from None
+
+
+#: written last into every artifact folder; a folder without it is an unfinished or foreign write
+COMPLETE = "_COMPLETE"
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Write an artifact folder atomically: yield a temporary sibling to fill, then mark it
+    complete and swap it into place. A re-run into an existing folder never leaves files of the
+    earlier run beside the new ones; a crash leaves the earlier folder untouched.
+
+    `-o` below a regular file or in an unwritable place is one ArtifactError line.
+    """
+    final = Path(path)
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".tmp"))
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError("cannot create the output folder: a parent is a regular file",
+                            path=final) from None
+    except PermissionError:
+        raise ArtifactError("cannot create the output folder: permission denied", path=final) from None
+    except OSError as e:
+        raise ArtifactError(f"cannot create the output folder: {e.strerror}", path=final) from None
+    try:
+        yield tmp
+        (tmp / COMPLETE).write_text(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+        old = None
+        if final.is_file() or final.is_symlink():
+            raise ArtifactError("output path exists and is not a folder", path=final)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".old"))
+            os.rmdir(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def require_complete(path: str | Path, what: str = "artifact folder") -> Path:
+    """The folder, if it exists and was completely written (see `atomic_dir`); else one line."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"{what} not found", path=p)
+    if not p.is_dir():
+        raise ArtifactError(f"{what} is not a folder", path=p)
+    if not (p / COMPLETE).is_file():
+        raise ArtifactError(f"{what} is incomplete (no {COMPLETE} marker: the write that made it "
+                            "did not finish, or it was not written by shiftrec); write it again",
+                            path=p)
+    return p
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Full SHA-256 hex digest of a file (recorded for weight files, verified on load)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
 
 
 def make_manifest(kind: str, **fields: Any) -> dict[str, Any]:
@@ -69,14 +147,6 @@ def fingerprint_frame(df: Any) -> str:
     if df.height:
         row_hashes = df.select(pl.struct(pl.all()).hash(seed=17).alias("h"))["h"]
         h.update(row_hashes.to_numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
-def fingerprint_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
     return h.hexdigest()[:32]
 
 

@@ -271,7 +271,7 @@ def _register_extensions() -> None:
     import importlib
 
     for mod in ("shiftrec.cli.text", "shiftrec.cli.train", "shiftrec.cli.interest", "shiftrec.cli.transfer",
-                "shiftrec.cli.compare"):
+                "shiftrec.cli.compare", "shiftrec.cli.serve", "shiftrec.cli.report"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
