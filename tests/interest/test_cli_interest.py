@@ -4,18 +4,15 @@ import json
 
 import polars as pl
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from shiftrec.cli.interest import register
+from shiftrec.cli import app as cli_app
 from shiftrec.data.synthetic import StoreConfig, generate
 
 
 @pytest.fixture(scope="module")
 def app():
-    a = typer.Typer()
-    register(a)
-    return a
+    return cli_app  # the real CLI, with its one error handler
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def test_topics_shifts_flows(app, store_dir, tmp_path):
 
 def test_unknown_user_and_bad_input(app, store_dir, tmp_path):
     r = CliRunner().invoke(app, ["shifts", str(store_dir), "--user", "nobody"])
-    assert r.exit_code == 1 and "unknown user 'nobody'" in r.output
+    assert r.exit_code == 2 and "unknown user 'nobody'" in r.output
     r = CliRunner().invoke(app, ["flows", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "manifest.json missing" in r.output
     r = CliRunner().invoke(app, ["topics", str(store_dir), "--source", "magic"])

@@ -6,20 +6,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from shiftrec.cli.text import register
+from shiftrec.cli import app as cli_app
 from shiftrec.text import ItemEmbeddings
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    a = typer.Typer()
-    register(a)
-
-    @a.command("noop", hidden=True)
-    def _noop() -> None:  # a second command keeps `encode` a sub-command
-        pass
-
-    return a
+    return cli_app  # the real CLI, with its one error handler
 
 
 def test_help_has_example(app):
@@ -79,11 +72,11 @@ def test_bad_options_fail_with_one_line(app, tmp_path, extra, needle):
     pl.DataFrame({"item_id": ["1"], "title": ["kite"]}).write_csv(items)
     res = CliRunner().invoke(app, ["encode", str(items), "--out", str(tmp_path / "o"), *extra],
                              terminal_width=400)
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert needle in res.output
 
 
 def test_missing_input(app, tmp_path):
     res = CliRunner().invoke(app, ["encode", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")],
                              terminal_width=400)
-    assert res.exit_code == 1 and "input not found" in res.output
+    assert res.exit_code == 2 and "input not found" in res.output

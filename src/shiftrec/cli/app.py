@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,21 @@ import typer
 
 from shiftrec.errors import ShiftrecError
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The one error handler: every ShiftrecError from any command is one line on stderr and
+    exit code 2 (no traceback), whether the CLI runs as `shiftrec` or under a test runner."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ShiftrecError as e:
+            typer.echo(f"error: {e.one_line()}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="shiftrec",
     help="Capture how shoppers' interests migrate, and recommend accordingly.",
     no_args_is_help=True,
@@ -285,11 +298,7 @@ _register_extensions()
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=True)
-    except ShiftrecError as e:
-        print(f"error: {e.one_line()}", file=sys.stderr)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

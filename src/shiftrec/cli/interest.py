@@ -59,8 +59,8 @@ def _bar(console: Any) -> Any:
 
 
 def _fail(err: Any, e: Exception) -> None:
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2) from None
+    """Hand the error to the one CLI handler (cli.app.main: one line, exit code 2)."""
+    raise e
 
 
 def load_events_items(path: Path) -> tuple[Any, Any, Any]:
@@ -187,7 +187,7 @@ def shifts(
     import numpy as np
 
     from shiftrec.config import load_yaml, overlay, to_dict
-    from shiftrec.errors import ConfigError, ShiftrecError
+    from shiftrec.errors import ConfigError, InputError, ShiftrecError
     from shiftrec.interest.events import InterestEvents
     from shiftrec.interest.shifts import (
         ShiftConfig,
@@ -212,8 +212,7 @@ def shifts(
         if user is not None:
             tl = user_timeline(ev, user, det)
             if not tl.known:
-                err.print(f"[yellow]{tl.message}[/yellow]", highlight=False)
-                raise typer.Exit(1)
+                raise InputError(tl.message, path=dataset)
             for line in tl.lines(tp.names):
                 con.print(line, highlight=False, soft_wrap=True)
             if plot is not None:

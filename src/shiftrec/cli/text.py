@@ -111,9 +111,8 @@ def encode(
             bar.stop()
         emb.meta |= {"source": str(input), "items_fingerprint": fingerprint_frame(items)}
         emb.save(out)
-    except ShiftrecError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    except ShiftrecError:
+        raise  # cli.app.main prints it as one line and exits with code 2
     secs = time.perf_counter() - t0
     console.print(
         f"{emb.n_items} items -> {out} ({emb.encoder}, dim {emb.dim}); "
