@@ -195,8 +195,9 @@ def shifts(
         evaluate_detection,
         truth_arrays,
     )
-    from shiftrec.interest.timeline import plot_timeline, user_timeline
-    from shiftrec.manifest import make_manifest, write_json
+    from shiftrec.interest.timeline import user_timeline
+    from shiftrec.report.plots import plot_timeline
+    from shiftrec.manifest import atomic_dir, make_manifest, write_json
 
     con, err = _consoles()
     try:
@@ -223,12 +224,6 @@ def shifts(
             task = bar.add_task(f"detecting shifts ({ev.n_events:,} events)", total=len(ev))
             res = det.detect(ev, progress=lambda d, t: bar.update(task, completed=d, total=t))
         frame = res.to_frame(ev.user_ids, tp.names)
-        out.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            frame.write_parquet(out / "shifts.parquet")
-        else:
-            rows = frame.with_columns(frame["time"].dt.to_string("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
-            write_json(out / "shifts.json", rows)
         lens = ev.lengths()
         summary: dict[str, Any] = {
             "users": len(ev), "events": ev.n_events, "events_without_topic": ev.dropped,
@@ -245,9 +240,15 @@ def shifts(
             summary["against_planted_truth"] = evaluate_detection(
                 res.user, res.event_index, ta["truth_user"], ta["truth_index"], ta["stable_users"],
                 tolerance)
-        write_json(out / "shifts_summary.json", make_manifest(
-            "shifts", config=to_dict(cfg), topics=str(topics_dir) if topics_dir else "auto",
-            dataset=str(dataset), **summary))
+        with atomic_dir(out) as tmp:
+            if fmt == "parquet":
+                frame.write_parquet(tmp / "shifts.parquet")
+            else:
+                rows = frame.with_columns(frame["time"].dt.to_string("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
+                write_json(tmp / "shifts.json", rows)
+            write_json(tmp / "shifts_summary.json", make_manifest(
+                "shifts", config=to_dict(cfg), topics=str(topics_dir) if topics_dir else "auto",
+                dataset=str(dataset), **summary))
     except ShiftrecError as e:
         _fail(err, e)
     con.print(f"{summary['shifts']:,} shifts in {summary['users_with_shift']:,} of {summary['users']:,} "
@@ -275,8 +276,9 @@ def flows(
 ) -> None:
     from shiftrec.errors import ShiftrecError
     from shiftrec.interest.events import InterestEvents
-    from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
-    from shiftrec.manifest import make_manifest, write_json
+    from shiftrec.interest.flows import FlowConfig, compute_flows
+    from shiftrec.report.plots import plot_flows
+    from shiftrec.manifest import atomic_dir, make_manifest, write_json
 
     con, err = _consoles()
     try:
@@ -287,9 +289,9 @@ def flows(
         with _bar(err) as bar:
             task = bar.add_task(f"flows over {ev.n_events:,} events", total=4)
             rep = compute_flows(ev, tp.names, cfg, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "flows.json", make_manifest("flows", dataset=str(dataset), **rep.to_json()))
-        plot_flows(rep, out / "flows.png", max_topics=max_topics, title=title)
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "flows.json", make_manifest("flows", dataset=str(dataset), **rep.to_json()))
+            plot_flows(rep, tmp / "flows.png", max_topics=max_topics, title=title)
     except ShiftrecError as e:
         _fail(err, e)
     if rep.message:

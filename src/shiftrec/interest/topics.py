@@ -22,7 +22,7 @@ import polars as pl
 from shiftrec.config import to_dict
 from shiftrec.data.schema import CATEGORY_SEP
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_dir, make_manifest, read_json, require_complete, write_json
 
 UNCATEGORISED = "(uncategorised)"
 TOPICS_NPZ = "topics.npz"
@@ -104,13 +104,14 @@ class Topics:
     def save(self, out_dir: str | Path, data_fingerprint: str | None = None,
              config: dict[str, Any] | None = None) -> Path:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / TOPICS_NPZ, keys=self.keys.astype(str), topic=self.topic.astype(np.int64))
-        self.table().write_parquet(out / TOPICS_PARQUET)
-        write_json(out / TOPICS_JSON, make_manifest(
-            "topics", source=self.source, n_topics=self.n_topics, n_items=len(self.keys),
-            names=self.names, terms=self.terms, sizes=self.sizes().tolist(),
-            data_fingerprint=data_fingerprint, config=config, meta=self.meta))
+        with atomic_dir(out) as tmp:
+            np.savez_compressed(tmp / TOPICS_NPZ, keys=self.keys.astype(str),
+                                topic=self.topic.astype(np.int64))
+            self.table().write_parquet(tmp / TOPICS_PARQUET)
+            write_json(tmp / TOPICS_JSON, make_manifest(
+                "topics", source=self.source, n_topics=self.n_topics, n_items=len(self.keys),
+                names=self.names, terms=self.terms, sizes=self.sizes().tolist(),
+                data_fingerprint=data_fingerprint, config=config, meta=self.meta))
         return out
 
     @classmethod
@@ -118,6 +119,7 @@ class Topics:
         p = Path(path)
         if not (p / TOPICS_JSON).is_file() or not (p / TOPICS_NPZ).is_file():
             raise ArtifactError(f"not a topics folder ({TOPICS_JSON} or {TOPICS_NPZ} missing)", path=p)
+        require_complete(p, "topics folder")
         man = read_json(p / TOPICS_JSON)
         if man.get("kind") != "topics":
             raise ArtifactError(f"manifest kind is '{man.get('kind')}', expected 'topics'", path=p / TOPICS_JSON)

@@ -13,7 +13,15 @@ import polars as pl
 from shiftrec.config import to_dict
 from shiftrec.data.splits import IdMap, SeqSplit
 from shiftrec.errors import ArtifactError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import (
+    atomic_dir,
+    atomic_write_bytes,
+    make_manifest,
+    read_json,
+    require_complete,
+    sha256_file,
+    write_json,
+)
 from shiftrec.text.cache import EncodeStats, encode_texts
 from shiftrec.text.encoders import DEFAULT_BATCH_SIZE, Progress, TextEncoder, resolve_encoder
 from shiftrec.text.item_text import TextConfig, item_texts
@@ -58,13 +66,14 @@ class ItemEmbeddings:
         import io
 
         p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, keys=self.keys.astype(str), vectors=self.vectors.astype(np.float32))
-        atomic_write_bytes(p / FEATURES_FILE, buf.getvalue())
-        write_json(p / "manifest.json", make_manifest(
-            FEATURES_KIND, encoder=self.encoder, fingerprint=self.fingerprint, dim=self.dim,
-            n_items=self.n_items, file=FEATURES_FILE, **self.meta))
+        with atomic_dir(p) as tmp:
+            atomic_write_bytes(tmp / FEATURES_FILE, buf.getvalue())
+            write_json(tmp / "manifest.json", make_manifest(
+                FEATURES_KIND, encoder=self.encoder, fingerprint=self.fingerprint, dim=self.dim,
+                n_items=self.n_items, file=FEATURES_FILE, sha256=sha256_file(tmp / FEATURES_FILE),
+                **self.meta))
         return p
 
     @classmethod
@@ -75,7 +84,11 @@ class ItemEmbeddings:
         mpath = p / "manifest.json"
         if not mpath.exists():
             raise ArtifactError("not an item-embeddings folder (manifest.json missing)", path=p)
+        require_complete(p, "item-embeddings folder")
         man = read_json(mpath)
+        if man.get("sha256") and sha256_file(p / FEATURES_FILE) != man["sha256"]:
+            raise ArtifactError("embeddings file does not match the SHA-256 in its manifest "
+                                "(changed or corrupt)", path=p / FEATURES_FILE)
         if man.get("kind") != FEATURES_KIND:
             raise ArtifactError(f"manifest kind is '{man.get('kind')}', expected '{FEATURES_KIND}'",
                                 path=mpath)
@@ -92,7 +105,7 @@ class ItemEmbeddings:
                                 f"(dim {man.get('dim')}, {len(keys) - 1} items)", path=p / FEATURES_FILE)
         meta = {k: v for k, v in man.items()
                 if k not in {"kind", "created", "versions", "encoder", "fingerprint", "dim",
-                             "n_items", "file"}}
+                             "n_items", "file", "sha256"}}
         return cls(keys, vectors, man["encoder"], man.get("fingerprint", ""), meta)
 
 
