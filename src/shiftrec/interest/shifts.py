@@ -13,11 +13,15 @@ the interest before it. No shift can fire before `min_history` events
 (users with fewer events get a low-confidence profile and never a shift) nor within
 `refractory` events after the previous one.
 
-One state update is O(n_topics). Three entry points share the same step function, so they
-give identical results:
-- `ShiftDetector.update(state, topic, t)`: one user, one event (streaming);
-- `ShiftDetector.update_many(table, rows, topics, times)`: a micro-batch of a live stream;
-- `ShiftDetector.detect(events)`: whole datasets, all users in lockstep by event position.
+One state update is O(n_topics). Three entry points:
+- `ShiftDetector.detect(events)`: whole datasets, all users in lockstep by event position, and
+- `ShiftDetector.update_many(table, rows, topics, times)`: a micro-batch of a live stream,
+  both run the one vectorised step function `_step`;
+- `ShiftDetector.update(state, topic, t)`: one user, one event, is a separate scalar
+  pure-Python transcription of `_step` (the same operations in the same order; numpy per event
+  would be several times slower). It is therefore a second copy of the arithmetic, kept equal by
+  `tests/interest/test_shifts.py::test_streaming_batch_and_microbatch_agree`, which checks that
+  all three give identical states and detections; change both or neither.
 """
 
 from __future__ import annotations
