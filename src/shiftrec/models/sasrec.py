@@ -24,7 +24,6 @@ from shiftrec.errors import ArtifactError, ConfigError
 from shiftrec.models.torch_base import (
     apply_overrides,
     check_shapes,
-    full_softmax_ce,
     load_state_strict,
     read_torch_artifact,
     save_torch_artifact,
@@ -52,89 +51,12 @@ class SASRecConfig:
 
 
 def build_net(n_items: int, cfg: SASRecConfig) -> Any:
-    """The SASRec nn.Module (imports torch lazily)."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
+    """The SASRec nn.Module (models.sasrec_net; imports torch lazily)."""
     if cfg.hidden % cfg.heads:
         raise ConfigError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+    from shiftrec.models.sasrec_net import SASRecNet
 
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            h = cfg.hidden
-            self.qkv = nn.Linear(h, 3 * h)
-            self.out = nn.Linear(h, h)
-            self.ln1 = nn.LayerNorm(h, eps=1e-12)
-            self.ff1 = nn.Linear(h, cfg.inner)
-            self.ff2 = nn.Linear(cfg.inner, h)
-            self.ln2 = nn.LayerNorm(h, eps=1e-12)
-            self.drop = nn.Dropout(cfg.dropout)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            b, w, h = x.shape
-            q, k, v = self.qkv(x).view(b, w, 3, cfg.heads, h // cfg.heads).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=cfg.attn_dropout if self.training else 0.0, is_causal=True)
-            a = a.transpose(1, 2).reshape(b, w, h)
-            x = self.ln1(x + self.drop(self.out(a)))
-            f = self.ff2(F.gelu(self.ff1(x)))
-            return self.ln2(x + self.drop(f))
-
-    class SASRecNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.n_items = n_items
-            self.max_len = cfg.max_len
-            self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
-            self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
-            self.ln = nn.LayerNorm(cfg.hidden, eps=1e-12)
-            self.drop = nn.Dropout(cfg.dropout)
-            self.blocks = nn.ModuleList([Block() for _ in range(cfg.layers)])
-            self.apply(self._init)
-
-        @staticmethod
-        def _init(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
-                with torch.no_grad():
-                    m.weight[m.padding_idx].zero_()
-
-        def encode(self, seq: torch.Tensor) -> torch.Tensor:
-            """Left-aligned (B, W) item ids -> (B, W, hidden), causal."""
-            w = seq.shape[1]
-            pos = torch.arange(w, device=seq.device)
-            x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(pos)[None]))
-            for blk in self.blocks:
-                x = blk(x)
-            return x
-
-        def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            seq, labels = batch["seq"], batch["labels"]
-            h = self.encode(seq)
-            m = labels > 0
-            return full_softmax_ce(h[m], self.item_emb.weight[1:], labels[m] - 1)
-
-        def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-            seq = seq[:, -self.max_len:]
-            lens = (seq > 0).sum(1)
-            w = max(int(lens.max()) if len(lens) else 1, 1)
-            seq = seq[:, -w:]
-            # right-aligned -> left-aligned: row i shifts left by (w - len_i)
-            idx = (torch.arange(w, device=seq.device)[None, :] + (w - lens)[:, None]) % w
-            aligned = torch.where(torch.arange(w, device=seq.device)[None, :] < lens[:, None],
-                                  seq.gather(1, idx), 0)
-            h = self.encode(aligned)
-            last = h[torch.arange(len(seq), device=seq.device), (lens - 1).clamp(min=0)]
-            scores = last @ self.item_emb.weight.T
-            scores[:, 0] = float("-inf")
-            return scores
-
-    return SASRecNet()
+    return SASRecNet(n_items, cfg)
 
 
 class SASRec:

@@ -27,13 +27,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from shiftrec.config import from_dict, load_yaml, to_dict
+from shiftrec.config import to_dict
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
 
@@ -81,17 +81,69 @@ class TrainConfig:
     max_len: int = 50  # history length given to score_all during validation
     eval_batch_size: int = 1024
     valid_max_users: int = 0  # validate on a fixed random subset of this size; 0 = all
-    threads: int = 0  # torch.set_num_threads when > 0
+    threads: int = 0  # torch threads during this call; 0 = auto (train.threads.auto_threads)
     ddp_find_unused: bool = False
 
 
+#: Phase fields that may be given flat (next to seed, threads, ...): they set every phase
+PHASE_KEYS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "grad_clip",
+              "steps_per_epoch", "eval_every", "restore_best", "min_delta")
+
+
+def overlay_train(base: TrainConfig, data: Mapping[str, Any] | TrainConfig,
+                  where: str = "train") -> TrainConfig:
+    """`base` with the training options in `data` changed, and nothing else.
+
+    The one training-config dialect of every model and command: `epochs`, `lr`,
+    `weight_decay`, `batch_size`, `patience`, ... given flat set that field of every phase
+    (`train: {epochs: 30}` keeps each phase's patience, lr, ...); `seed`, `threads`, `device`,
+    ... are run options; `phases:` (a list of mappings) is the multi-phase form, where phase i
+    overlays base phase i (a new phase starts from Phase()). Unknown keys are errors.
+    """
+    from shiftrec.config import overlay
+
+    if isinstance(data, TrainConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of training options, got "
+                          f"{type(data).__name__}")
+    data = dict(data)
+    flat = {k: data.pop(k) for k in PHASE_KEYS if k in data}
+    phases = data.pop("phases", None)
+    cfg = overlay(base, data, where=where) if data else base
+    if phases is not None:
+        if not isinstance(phases, list | tuple) or not phases:
+            raise ConfigError(f"{where}.phases: expected a non-empty list of phase mappings")
+        new = []
+        for i, ph in enumerate(phases):
+            if isinstance(ph, Phase):
+                new.append(ph)
+                continue
+            if not isinstance(ph, Mapping):
+                raise ConfigError(f"{where}.phases[{i}]: expected a mapping")
+            start = cfg.phases[i] if i < len(cfg.phases) else Phase()
+            new.append(overlay(start, dict(ph), where=f"{where}.phases[{i}]"))
+        cfg = replace(cfg, phases=tuple(new))
+    if flat:
+        cfg = replace(cfg, phases=tuple(overlay(ph, flat, where=where) for ph in cfg.phases))
+    return cfg
+
+
 def load_train_config(path: str | Path | None, base: TrainConfig | None = None) -> TrainConfig:
-    """TrainConfig from YAML (phases given as a list of mappings), overlaid on `base`."""
-    return load_yaml(base or TrainConfig(), path)
+    """TrainConfig from YAML (the overlay_train dialect), overlaid on `base`."""
+    base = base or TrainConfig()
+    if path is None:
+        return base
+    import yaml
 
-
-def train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
-    return from_dict(TrainConfig, dict(data))
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("config file not found", path=p)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}", path=p) from None
+    return overlay_train(base, data, where=str(p))
 
 
 @dataclass(frozen=True)
@@ -221,11 +273,13 @@ def seed_everything(seed: int) -> None:
 class ModuleScorer:
     """Adapts a module with score_all to the models.base.Recommender.score signature."""
 
-    def __init__(self, module: Any, device: Any = None, max_len: int = 50, amp: bool = False) -> None:
-        self.module, self.max_len, self.amp = module, max_len, amp
+    def __init__(self, module: Any, device: Any = None, max_len: int = 50, amp: bool = False,
+                 threads: int | None = 0) -> None:
+        self.module, self.max_len, self.amp, self.threads = module, max_len, amp, threads
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
-        return score_module(self.module, histories, times, self.max_len, amp=self.amp)
+        return score_module(self.module, histories, times, self.max_len, amp=self.amp,
+                            threads=self.threads)
 
 
 def evaluate_module(module: Any, evalset: EvalSet, device: Any = "cpu", max_len: int = 50,
@@ -237,7 +291,7 @@ def evaluate_module(module: Any, evalset: EvalSet, device: Any = "cpu", max_len:
     was = module.training
     module.eval()
     try:
-        ranks = rank_targets(ModuleScorer(module, device, max_len, amp), evalset,
+        ranks = rank_targets(ModuleScorer(module, device, max_len, amp, threads=None), evalset,
                              batch_size=batch_size, max_len=max_len)
     finally:
         module.train(was)
@@ -409,16 +463,31 @@ def train(module: Any, config: TrainConfig,
     batches / valid are one object for every phase or a mapping keyed by Phase.data. With a
     validation, each phase stops after `patience` epochs without improving config.monitor and
     (restore_best) ends with its best weights. With checkpoint_dir, a checkpoint is written after
-    every epoch; resume=True loads it and continues as if never interrupted.
+    every epoch; resume=True loads it and continues as if never interrupted (and is an error
+    when checkpoint_dir holds no checkpoint). The torch thread count is config.threads (0 =
+    auto for the module's width and the batch size, train.threads) during the call only.
     """
-    import torch
+    from shiftrec.train.threads import module_hidden, resolve_threads, torch_threads
 
     if not config.phases:
         raise ConfigError("training config has no phases")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume needs a checkpoint directory")
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    if resume and not (Path(checkpoint_dir) / CKPT_JSON).exists():  # type: ignore[arg-type]
+        raise ArtifactError("--resume: there is no checkpoint to resume from (an interrupted run "
+                            "leaves one here); run without --resume to start from scratch",
+                            path=checkpoint_dir)
+    n = resolve_threads(config.threads, module_hidden(module),
+                        max(p.batch_size for p in config.phases))
+    with torch_threads(n):
+        return _train(module, config, batches, valid, checkpoint_dir, resume, progress)
+
+
+def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
+           checkpoint_dir: str | Path | None, resume: bool,
+           progress: Callable[[TrainEvent], None] | None) -> TrainResult:
+    import torch
+
     info = dist_info()
     device = resolve_device(config.device, info.local_rank)
     created_group = _init_dist(info, device)
@@ -432,7 +501,7 @@ def train(module: Any, config: TrainConfig,
     start_phase, start_epoch = 0, 0
     restored: dict[str, Any] | None = None
     resumed_from = None
-    if resume and ckpt_dir is not None and (ckpt_dir / CKPT_JSON).exists():
+    if resume and ckpt_dir is not None:
         man, tensors = read_checkpoint(ckpt_dir)
         _check_resumable(man, config, module, ckpt_dir)
         try:
@@ -609,7 +678,21 @@ def train(module: Any, config: TrainConfig,
 
 
 def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
-                 max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
+                 max_len: int, batch_size: int = 256, amp: bool = False,
+                 threads: int | None = 0) -> np.ndarray:
+    """float32 scores (batch, n_items + 1) of a score_all module (see _score_module), with
+    `threads` torch threads (0 = auto for the module's width, None = leave the current count,
+    as inside a training call) during the call only."""
+    from shiftrec.train.threads import module_hidden, resolve_threads, torch_threads
+
+    if threads is None:
+        return _score_module(module, histories, times, max_len, batch_size, amp)
+    with torch_threads(resolve_threads(threads, module_hidden(module), batch_size)):
+        return _score_module(module, histories, times, max_len, batch_size, amp)
+
+
+def _score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
+                  max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
     """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad.
 
     Histories are scored in order of length, `batch_size` at a time (and put back in the given

@@ -1,0 +1,207 @@
+"""The transfer model's nn.Modules (imports torch: imported only when a TransferNet is built;
+see transfer.py for the model, its modes, objectives and checkpoints)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.models.layers import LN_EPS, TransformerBlock, init_linear
+from shiftrec.models.transfer import (
+    Mode,
+    Objective,
+    TransferConfig,
+    batch_inputs,
+    check_text_table,
+)
+
+
+class MoEAdaptor(nn.Module):
+    """Parametric whitening experts (x - b_k) W_k mixed by a (noisy in training) softmax gate."""
+
+    def __init__(self, d_in: int, d_out: int, n_experts: int, dropout: float, noise: bool):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n_experts, d_in))
+        self.weight = nn.Parameter(torch.randn(n_experts, d_in, d_out) * 0.02)
+        self.gate = nn.Parameter(torch.zeros(d_in, n_experts))
+        self.gate_noise = nn.Parameter(torch.zeros(d_in, n_experts))
+        self.drop = nn.Dropout(dropout)
+        self.noise = noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        logits = x @ self.gate
+        if self.training and self.noise:
+            logits = logits + torch.randn_like(logits) * F.softplus(x @ self.gate_noise)
+        g = torch.softmax(logits, dim=-1)  # (N, K)
+        xd = self.drop(x)
+        k, d, h = self.weight.shape
+        # sum_k g_k (x - b_k) W_k = sum_k g_k x W_k - sum_k g_k (b_k W_k): one GEMM
+        xw = (xd @ self.weight.permute(1, 0, 2).reshape(d, k * h)).view(-1, k, h)
+        bw = torch.bmm(self.bias.unsqueeze(1), self.weight).squeeze(1)  # (K, h)
+        out = (g.unsqueeze(1) @ xw).squeeze(1) - g @ bw
+        return out.reshape(*shape, -1)
+
+class TransferNet(nn.Module):
+    """See the module docstring. `text` is a non-persistent buffer (swap it per domain)."""
+
+    def __init__(self, cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = None):
+        super().__init__()
+        if cfg.hidden % cfg.n_heads:
+            raise ConfigError(f"hidden ({cfg.hidden}) must be divisible by n_heads ({cfg.n_heads})")
+        self.cfg = cfg
+        self.objective = Objective(cfg.objective)
+        self.text_dim = int(text.shape[1])
+        self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(text)), persistent=False)
+        self.adaptor = MoEAdaptor(self.text_dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
+                                  cfg.gate_noise)
+        self.item_id: nn.Embedding | None = None
+        if cfg.mode == Mode.TRANSDUCTIVE:
+            self.item_id = self._new_id_table(n_id_items or text.shape[0] - 1)
+        self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+        nn.init.normal_(self.pos.weight, std=0.02)
+        self.ln = nn.LayerNorm(cfg.hidden, eps=LN_EPS)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg.hidden, cfg.n_heads, cfg.inner, cfg.dropout,
+                                                     cfg.attn_dropout, ff_dropout=True)
+                                    for _ in range(cfg.n_layers))
+        self.apply(init_linear)
+
+    def _new_id_table(self, n_items: int) -> nn.Embedding:
+        e = nn.Embedding(n_items + 1, self.cfg.hidden, padding_idx=0)
+        nn.init.normal_(e.weight, std=0.02)
+        with torch.no_grad():
+            e.weight[0].zero_()
+        return e
+
+    @property
+    def n_items(self) -> int:
+        return int(self.text.shape[0]) - 1
+
+    # ---- item side -------------------------------------------------------------------
+    def set_item_text(self, text: np.ndarray, reset_ids: bool = True) -> None:
+        """Swap the item table (a new domain, new items). Transductive ID embeddings are
+        re-created for the new index unless reset_ids is False and the sizes agree."""
+        text = check_text_table(text)
+        if text.shape[1] != self.text_dim:
+            raise ArtifactError(f"item text table has dim {text.shape[1]} but the model expects "
+                                f"{self.text_dim}")
+        dev = self.text.device
+        self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
+        if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
+            self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
+
+    def item_embed(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Adapted embeddings of `ids` (any shape), or of the whole table when ids is None."""
+        x = self.text if ids is None else self.text[ids]
+        e = self.adaptor(x)
+        if self.item_id is not None:
+            e = e + (self.item_id.weight if ids is None else self.item_id(ids))
+        return e
+
+    # ---- sequence side ---------------------------------------------------------------
+    def encode(self, seq: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) item ids, left- or right-padded with 0 -> (B, L, hidden) causal states.
+
+        Positions count real items from the first one (position p = the p-th item of the
+        history), so left-aligned training windows and right-aligned scoring histories agree.
+        Pad positions carry junk states that callers ignore.
+        """
+        b, n = seq.shape
+        if n > self.cfg.max_len:
+            raise InputError(f"sequence window {n} is longer than max_len {self.cfg.max_len}")
+        if emb is None:
+            emb = self.item_embed(seq)
+        valid = seq > 0
+        pos = (valid.long().cumsum(1) - 1).clamp_(min=0)
+        x = self.drop(self.ln(emb + self.pos(pos)))
+        causal = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril()
+        mask = causal[None] & valid[:, None, :]
+        mask = mask | torch.eye(n, dtype=torch.bool, device=seq.device)[None]
+        mask = mask[:, None]  # (B, 1, L, L)
+        for blk in self.blocks:
+            x = blk(x, mask)
+        return x
+
+    def user_vectors(self, seq: torch.Tensor, table: torch.Tensor | None = None,
+                     chunk: int = 256) -> torch.Tensor:
+        """Right-aligned histories (B, L) -> (B, hidden) state after the last item.
+
+        `table` (item_embed() of every item) avoids re-adapting the history items."""
+        seq = seq[:, -self.cfg.max_len:]
+        if self.training or seq.shape[0] <= chunk:
+            return self._user_vectors_trimmed(seq, table)
+        # inference: sort by length and trim each chunk's leading padding (no change in
+        # results, far less work when most histories are short)
+        lens = (seq > 0).sum(1)
+        order = torch.argsort(lens)
+        out = torch.empty(seq.shape[0], self.cfg.hidden, device=seq.device)
+        for a in range(0, seq.shape[0], chunk):
+            rows = order[a:a + chunk]
+            out[rows] = self._user_vectors_trimmed(seq[rows], table)
+        return out
+
+    def _user_vectors_trimmed(self, seq: torch.Tensor, table: torch.Tensor | None
+                              ) -> torch.Tensor:
+        width = max(int((seq > 0).sum(1).max()), 1)
+        seq = seq[:, -width:]
+        emb = None if table is None else table[seq]
+        return self.encode(seq, emb)[:, -1]
+
+    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u = F.normalize(users, dim=-1)
+        v = F.normalize(items, dim=-1)
+        return (u @ v.T) / self.cfg.temperature
+
+    def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) right-aligned histories -> (B, n_items + 1) scores; column 0 is -inf."""
+        table = self.item_embed()
+        s = self.logits(self.user_vectors(seq, table), table)
+        s[:, 0] = float("-inf")
+        return s
+
+    # ---- objectives ------------------------------------------------------------------
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        seq, tgt = batch_inputs(batch)
+        if self.objective == Objective.FULL_CE:
+            return self.full_ce_loss(seq, tgt)
+        return self.contrastive_loss(seq, tgt)
+
+    def full_ce_loss(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        table = self.item_embed()  # adapt every item once; inputs index the same table
+        h = self.encode(seq, table[seq])
+        sel = tgt > 0
+        if not bool(sel.any()):
+            return h.sum() * 0.0
+        s = self.logits(h[sel], table)
+        s[:, 0] = float("-inf")
+        return F.cross_entropy(s, tgt[sel])
+
+    def contrastive_loss(self, seq: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        emb = self.item_embed(seq)
+        h = self.encode(seq, emb)
+        sel = tgt > 0
+        if not bool(sel.any()):
+            return h.sum() * 0.0
+        # sequence -> item, every prefix, in-batch negatives (same item elsewhere masked)
+        t = tgt[sel]
+        uniq, inv = torch.unique(t, return_inverse=True)
+        s = self.logits(h[sel], self.item_embed(uniq))
+        loss = F.cross_entropy(s, inv)
+        if cfg.seq_weight > 0 and seq.shape[0] > 1:
+            # sequence <-> sequence: two item-dropout views of each full sequence
+            keep1 = (torch.rand(seq.shape, device=seq.device) >= cfg.item_drop).unsqueeze(-1)
+            keep2 = (torch.rand(seq.shape, device=seq.device) >= cfg.item_drop).unsqueeze(-1)
+            last = ((seq > 0).sum(1) - 1).clamp(min=0)
+            rows = torch.arange(seq.shape[0], device=seq.device)
+            z1 = self.encode(seq, emb * keep1)[rows, last]
+            z2 = self.encode(seq, emb * keep2)[rows, last]
+            s2 = self.logits(z1, z2)
+            lab = torch.arange(seq.shape[0], device=seq.device)
+            loss = loss + cfg.seq_weight * 0.5 * (F.cross_entropy(s2, lab) + F.cross_entropy(s2.T, lab))
+        return loss
