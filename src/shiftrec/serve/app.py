@@ -400,12 +400,14 @@ def create_app(svc: Service) -> Any:
                 rejected.append({"index": i, "field": f"events[{i}].event_type",
                                  "reason": f"must be one of {', '.join(EVENT_TYPES)}"})
                 continue
-            if rec.resolve(ev.item_id) is None:
+            idx = rec.resolve(ev.item_id)
+            if idx is None:
                 rejected.append({"index": i, "field": f"events[{i}].item_id",
                                  "reason": "unknown item (add it with POST /v1/items)"})
                 continue
             eid = ev.event_id or (f"{key}:{i}" if key is not None else uuid.uuid4().hex)
-            good.append(StoredEvent(eid, ev.user_id, ev.item_id, ev.domain, int(ts * 1e6),
+            good.append(StoredEvent(eid, ev.user_id, ev.item_id, ev.domain or rec.domains[idx],
+                                    int(ts * 1e6),
                                     ev.event_type, ev.value, ev.session_id, now_us))
             idx_of.append(i)
         with svc.write_lock:
