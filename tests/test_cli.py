@@ -21,7 +21,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     (b"", "empty"),
     (b"user_id,item_id\nu,i\n", "column 'timestamp'"),
     (b"user_id,item_id,timestamp\nu,i,nope\n", "unparseable timestamp"),
-    (b"user_id,item_id,timestamp\nu,i,2024-01-01\n\xff\xfe,i,2024-01-01\n", "invalid UTF-8"),
+    (b"user_id,item_id,timestamp\nu,i,2024-01-01\n\xff\xfe,i,2024-01-01\n\xff,i,2024-01-01\n", "invalid UTF-8"),
 ])
 def test_bad_input_one_line(tmp_path: Path, content: bytes | None, expect: str) -> None:
     p = tmp_path / "events.csv"

@@ -89,12 +89,21 @@ def test_all_timestamps_bad_is_an_error(tmp_path: Path) -> None:
     assert "ev.csv" in msg and "row 1" in msg and "column 'timestamp'" in msg and "soon" in msg
 
 
-def test_invalid_utf8(tmp_path: Path) -> None:
-    p = write(tmp_path, "ev.csv", HEADER.encode() + b"u1,i1,2024-01-01,view\nu\xff\xfe2,i2,2024-01-02,view\n")
+def test_invalid_utf8_row_quarantined(tmp_path: Path) -> None:
+    p = write(tmp_path, "ev.csv", HEADER.encode() + b"u1,i1,2024-01-01,view\nu\xff\xfe2,i2,2024-01-02,view\n"
+              b"u3,i3,2024-01-03,view\n")
+    r = read_generic(p)
+    assert r.events["user_id"].to_list() == ["u1", "u3"]
+    q = r.quarantine.row(0, named=True)
+    assert (q["row"], q["column"], q["reason"]) == (2, "user_id", "invalid UTF-8")
+
+
+def test_invalid_utf8_mostly_bad_is_one_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "ev.csv", HEADER.encode() + b"u\xff,i1,2024-01-01,view\nu\xff\xfe2,i2,2024-01-02,view\n")
     with pytest.raises(InputError) as e:
         read_generic(p)
     msg = one_line(e)
-    assert "ev.csv" in msg and "UTF-8" in msg and "row 2" in msg and "column 'user_id'" in msg
+    assert "ev.csv" in msg and "UTF-8" in msg and "row 1" in msg and "column 'user_id'" in msg
 
 
 def test_unknown_event_type_quarantined(tmp_path: Path) -> None:

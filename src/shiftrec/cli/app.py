@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,46 +40,124 @@ def _console():  # noqa: ANN202
 
 
 def _progress():  # noqa: ANN202
+    """A progress display on stderr, shown only on a terminal and erased when done: nothing of it
+    reaches stdout, and a failing command prints only its one error line."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    err = Console(stderr=True)
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    transient=False, console=_console())
+                    transient=True, console=err, disable=not err.is_terminal)
 
 
-FORMATS = ("amazon-2018", "amazon-csv", "online-retail", "unisrec", "recbole", "generic")
+def _formats() -> list[str]:
+    from shiftrec.data.readers import READERS
+
+    return list(READERS)
 
 
-def _parse_map(pairs: list[str] | None, mapping: Path | None) -> dict[str, str]:
+def _parse_map(pairs: list[str] | None, mapping: Path | None) -> tuple[dict[str, str], set[str]]:
+    """(field -> column, the fields that came from the YAML file)."""
     from shiftrec.errors import ConfigError
 
     out: dict[str, str] = {}
+    from_file: set[str] = set()
     if mapping is not None:
         import yaml
 
-        if not mapping.exists():
+        if not mapping.is_file():
             raise ConfigError("mapping file not found", path=mapping)
-        data = yaml.safe_load(mapping.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(mapping.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"mapping file is not UTF-8 text (byte {e.start})", path=mapping) from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            what = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"invalid YAML: {what}", path=mapping,
+                              row=None if mark is None else mark.line + 1) from None
         if not isinstance(data, dict):
             raise ConfigError("mapping YAML must be a mapping of field: column", path=mapping)
+        bad = next((k for k, v in data.items() if not isinstance(v, str | int) or isinstance(v, bool)), None)
+        if bad is not None:
+            raise ConfigError(f"mapping field '{bad}' must name a column (a string)", path=mapping)
         out.update({str(k): str(v) for k, v in data.items()})
+        from_file = set(out)
     for p in pairs or []:
         if "=" not in p:
             raise ConfigError(f"--map expects field=column, got '{p}'")
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
-    return out
+        from_file.discard(k.strip())
+    return out, from_file
 
 
-@app.command()
+def _column_maps(m: dict[str, str], from_file: set[str], mapping: Path | None, events: str):  # noqa: ANN202
+    from dataclasses import fields
+
+    from shiftrec.data.readers import ColumnMap, ItemColumnMap
+    from shiftrec.errors import ConfigError
+
+    ev_fields = [f.name for f in fields(ColumnMap)]
+    item_fields = [f"item_{f.name}" for f in fields(ItemColumnMap) if f.name != "item_id"]
+    for k in m:
+        if k not in ev_fields and k not in item_fields:
+            src = mapping if k in from_file else events
+            how = "in the mapping file" if k in from_file else "given with --map"
+            raise ConfigError(f"unknown mapping field '{k}' {how}; valid: "
+                              f"{', '.join(ev_fields + item_fields)}", path=src)
+    imap = ItemColumnMap(**{k.removeprefix("item_"): v for k, v in m.items() if k in item_fields})
+    return ColumnMap(**{k: v for k, v in m.items() if k in ev_fields}), imap
+
+
+def _ingest_command_class():  # noqa: ANN202
+    """`shiftrec ingest FORMAT --help` adds that format's columns, timestamp units and companion
+    files to the usual help; `shiftrec ingest --help` lists the formats."""
+    from typer.core import TyperCommand
+
+    class IngestCommand(TyperCommand):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            wants_help = any(a in ctx.help_option_names for a in args)
+            fmt = next((a for a in args if not a.startswith("-")), None)  # before parsing eats args
+            try:
+                return super().parse_args(ctx, args)
+            except BaseException:  # the eager --help prints the usual help and exits
+                if wants_help:
+                    from shiftrec.data.readers import READERS
+
+                    if fmt in READERS:
+                        typer.echo(READERS[fmt].help_text(fmt))
+                    else:
+                        typer.echo("formats (shiftrec ingest FORMAT --help for one format's columns, "
+                                   "timestamp units and companion files):")
+                        for n, spec in READERS.items():
+                            typer.echo(f"  {n:14s} {spec.description}")
+                        typer.echo("  preset         a named dataset of the shared data folder "
+                                   "(shiftrec datasets)")
+                raise
+
+    return IngestCommand
+
+
+@app.command(cls=_ingest_command_class())
 def ingest(
-    fmt: Annotated[str, typer.Argument(help=f"source format: {', '.join(FORMATS)}; or 'preset'")],
+    fmt: Annotated[str, typer.Argument(
+        help="source format: amazon-2018, amazon-csv, online-retail, unisrec, recbole, generic; or "
+             "'preset'. `shiftrec ingest FORMAT --help` shows the format's columns")],
     path: Annotated[str, typer.Argument(help="events file/folder, or a preset name with 'preset'")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out/dataset"),
     items: Annotated[Path | None, typer.Option(help="item catalogue file (generic/amazon formats)")] = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help="generic: field=column (repeatable)")] = None,
     mapping: Annotated[Path | None, typer.Option(help="generic: YAML mapping of field: column")] = None,
     recipe: Annotated[str | None, typer.Option(help="online-retail: 'unisrec' for UniSRec's recipe")] = None,
+    tie_order: Annotated[str, typer.Option(help="online-retail: order of events sharing (user, time): "
+                                                "file | shuffle")] = "file",
+    seed: Annotated[int, typer.Option(help="online-retail: seed of --tie-order shuffle")] = 0,
+    domain: Annotated[str | None, typer.Option(help="amazon-*/recbole: domain name (default: from the "
+                                                    "file name)")] = None,
+    name_: Annotated[str | None, typer.Option("--name", help="unisrec: file stem (default: the "
+                                                             "*.test.inter found)")] = None,
     kcore: Annotated[int, typer.Option(help="iterative k-core on users and items (0 = off)")] = 0,
     dedup: Annotated[str, typer.Option(help="none | exact | user_item")] = "exact",
     bot_per_minute: Annotated[int | None, typer.Option(help="drop users above N events/minute")] = None,
@@ -87,6 +165,8 @@ def ingest(
     data_root: Annotated[Path | None, typer.Option(help="shared data folder for presets")] = None,
 ) -> None:
     """Read a source, clean it, write events/items parquet, quarantine and ingest_report.json.
+
+    The output folder is written atomically (a re-run replaces it whole; `_COMPLETE` marks it done).
 
     Examples:
 
@@ -97,17 +177,15 @@ def ingest(
       shiftrec ingest amazon-2018 ../shared/data/amazon-2018-raw/Gift_Cards_5.json.gz -o out/gift
 
       shiftrec ingest generic my_log.csv --items items.csv --map user_id=visitor --map item_id=sku --map timestamp=ts --map event_type=event
+
+      shiftrec ingest generic --help   (the format's required columns, timestamp units, companion files)
     """
     from shiftrec.config import load_yaml
     from shiftrec.data.clean import CleanConfig, DedupMode
+    from shiftrec.data.pipeline import check_output_path
     from shiftrec.data.pipeline import ingest as run_ingest
-    from shiftrec.data.readers import (
-        READERS,
-        UNISREC_RECIPE,
-        ColumnMap,
-        ItemColumnMap,
-        OnlineRetailOptions,
-    )
+    from shiftrec.data.readers import READERS, ReadOptions, Recipe
+    from shiftrec.data.readers import read as read_format
     from shiftrec.errors import ConfigError, unknown_name
 
     try:
@@ -115,6 +193,9 @@ def ingest(
     except ValueError:
         raise ConfigError(f"--dedup must be one of {[m.value for m in DedupMode]}") from None
     cfg = CleanConfig(dedup=dmode, kcore_user=kcore, kcore_item=kcore, bot_max_events_per_minute=bot_per_minute)
+    if fmt != "preset" and fmt not in READERS:
+        raise unknown_name("format", fmt, [*READERS, "preset"])
+    check_output_path(out)
     name = Path(path).name.split(".")[0]
     with _progress() as prog:
         task = prog.add_task(f"reading {path}", total=3)
@@ -124,29 +205,14 @@ def ingest(
             read, preset_cfg = load_preset(path, data_root)
             cfg = preset_cfg if (kcore == 0 and dedup == "exact" and bot_per_minute is None) else cfg
             name = path
-        elif fmt not in READERS:
-            raise unknown_name("format", fmt, list(READERS) + ["preset"])
-        elif fmt == "generic":
-            m = _parse_map(map_, mapping)
-            item_keys = {f"item_{k}": k for k in ("title", "category", "brand", "description", "price")}
-            imap = ItemColumnMap(**{v: m.pop(k) for k, v in item_keys.items() if k in m})
-            try:
-                cmap = ColumnMap(**m)
-            except TypeError:
-                valid = [f for f in ColumnMap.__dataclass_fields__]
-                raise ConfigError(f"unknown mapping field in {sorted(m)}; valid: {valid} "
-                                  f"(+ item_title, item_category, ...)") from None
-            read = READERS["generic"](path, cmap, items, imap)
-        elif fmt == "online-retail":
-            if recipe not in (None, "unisrec"):
-                raise ConfigError(f"unknown recipe '{recipe}'; valid: unisrec")
-            read = READERS[fmt](path, UNISREC_RECIPE if recipe else OnlineRetailOptions())
-        elif fmt == "amazon-csv":
-            read = READERS[fmt](path, items)
-        elif fmt == "amazon-2018":
-            read = READERS[fmt](path, items)
         else:
-            read = READERS[fmt](path)
+            kw: dict = {}
+            if map_ or mapping is not None:
+                m, from_file = _parse_map(map_, mapping)
+                kw["columns"], kw["item_columns"] = _column_maps(m, from_file, mapping, path)
+            opts = ReadOptions(path=Path(path), items=items, domain=domain, name=name_,
+                               recipe=recipe or Recipe.STORE, tie_order=tie_order, seed=seed, **kw)
+            read = read_format(fmt, opts)
         cfg = load_yaml(cfg, config)
         prog.update(task, advance=1, description="cleaning")
         report = run_ingest(read, cfg, out, name)
@@ -284,7 +350,7 @@ def _register_extensions() -> None:
     import importlib
 
     for mod in ("shiftrec.cli.text", "shiftrec.cli.train", "shiftrec.cli.interest", "shiftrec.cli.transfer",
-                "shiftrec.cli.compare", "shiftrec.cli.serve", "shiftrec.cli.report"):
+                "shiftrec.cli.compare", "shiftrec.cli.serve", "shiftrec.cli.report", "shiftrec.cli.experiment"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -13,7 +13,7 @@ import polars as pl
 
 from shiftrec.data.readers._common import ReadResult, empty_quarantine
 from shiftrec.data.schema import Dataset
-from shiftrec.manifest import make_manifest, write_json
+from shiftrec.manifest import atomic_dir, make_manifest, write_json
 
 
 class DedupMode(enum.StrEnum):
@@ -216,9 +216,17 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
 
 def write_outputs(out_dir: str | Path, ds: Dataset, report: dict[str, Any], read: ReadResult,
                   filtered_rows: pl.DataFrame) -> Path:
-    """Dataset (events/items parquet + manifest), quarantine.parquet, filtered.parquet, ingest_report.json."""
-    out = Path(out_dir)
-    ds.save(out, extra={"ingest": {k: report[k] for k in ("rows_in", "accepted", "quarantined",
+    """Dataset (events/items parquet + manifest), quarantine.parquet, filtered.parquet,
+    ingest_report.json, written atomically (`atomic_dir`): a re-run never leaves a file of an
+    earlier run (such as a stale filtered.parquet)."""
+    with atomic_dir(out_dir) as tmp:
+        _write_outputs_into(tmp, ds, report, read, filtered_rows)
+    return Path(out_dir)
+
+
+def _write_outputs_into(out: Path, ds: Dataset, report: dict[str, Any], read: ReadResult,
+                        filtered_rows: pl.DataFrame) -> None:
+    ds.write_into(out, extra={"ingest": {k: report[k] for k in ("rows_in", "accepted", "quarantined",
                                                            "filtered_by_rule", "sources")}})
     q = read.quarantine.with_columns(pl.lit("event").alias("kind"))
     if read.items_quarantine is not None and read.items_quarantine.height:
@@ -228,4 +236,3 @@ def write_outputs(out_dir: str | Path, ds: Dataset, report: dict[str, Any], read
     if filtered_rows.height:
         filtered_rows.write_parquet(out / "filtered.parquet")
     write_json(out / "ingest_report.json", make_manifest("ingest_report", **report))
-    return out

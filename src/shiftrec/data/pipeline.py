@@ -8,8 +8,10 @@ from typing import Any
 
 from shiftrec.data.clean import CleanConfig, clean, write_outputs
 from shiftrec.data.readers import ReadResult
-from shiftrec.data.schema import Dataset
+from shiftrec.data.schema import open_dataset
 from shiftrec.data.splits import SeqSplit, cross_domain, leave_one_out, temporal
+from shiftrec.errors import ArtifactError
+from shiftrec.manifest import atomic_dir
 
 
 class SplitKind(enum.StrEnum):
@@ -19,6 +21,7 @@ class SplitKind(enum.StrEnum):
 
 
 def ingest(read: ReadResult, cfg: CleanConfig, out_dir: str | Path, name: str) -> dict[str, Any]:
+    check_output_path(out_dir)
     ds, report, filtered_rows = clean(read, cfg, name)
     write_outputs(out_dir, ds, report, read, filtered_rows)
     return report
@@ -27,7 +30,8 @@ def ingest(read: ReadResult, cfg: CleanConfig, out_dir: str | Path, name: str) -
 def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = SplitKind.LEAVE_ONE_OUT,
             max_len: int = 50, test_start: float | None = None, valid_start: float | None = None,
             sources: list[str] | None = None, target: str | None = None) -> dict[str, SeqSplit]:
-    ds = Dataset.load(dataset_dir)
+    check_output_path(out_dir)
+    ds = open_dataset(dataset_dir)
     out = Path(out_dir)
     if kind == SplitKind.LEAVE_ONE_OUT:
         splits = {"": leave_one_out(ds, max_len)}
@@ -41,6 +45,28 @@ def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = Spli
         src, tgt = cross_domain(ds, sources or [d for d in ds.domains if d != target], target, max_len)
         splits = {f"source-{k}": v for k, v in src.items()} | {f"target-{target}": tgt}
     extra = {"dataset": str(Path(dataset_dir).resolve()), "data_fingerprint": ds.fingerprint()}
-    for sub, sp in splits.items():
-        sp.save(out / sub if sub else out, manifest_extra=extra)
+    if "" in splits:
+        splits[""].save(out, manifest_extra=extra)
+    else:  # one folder holding a complete split folder per domain, itself written atomically
+        with atomic_dir(out) as tmp:
+            for sub, sp in splits.items():
+                sp.save(tmp / sub, manifest_extra=extra)
     return splits
+
+
+def check_output_path(out_dir: str | Path) -> Path:
+    """Refuse early, with one line, an output folder that cannot be written: below a regular
+    file, or in a folder without write permission (so nothing is read or computed in vain)."""
+    import os
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError("output path exists and is not a folder", path=out)
+    anc = out.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ArtifactError(f"cannot create the output folder: {anc} is a regular file", path=out)
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ArtifactError(f"cannot create the output folder: no write permission in {anc}", path=out)
+    return out

@@ -11,7 +11,14 @@ import polars as pl
 
 from shiftrec import SCHEMA_VERSION
 from shiftrec.errors import InputError
-from shiftrec.manifest import fingerprint_frame, make_manifest, read_json, write_json
+from shiftrec.manifest import (
+    atomic_dir,
+    fingerprint_frame,
+    make_manifest,
+    read_json,
+    require_complete,
+    write_json,
+)
 
 
 class EventType(enum.StrEnum):
@@ -114,9 +121,10 @@ class Dataset:
             "catalogue_items": self.items.height,
         }
 
-    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def write_into(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write events/items parquet + manifest into an existing folder (no marker, not atomic);
+        use `save`, or call this inside `atomic_dir` with the other files of the folder."""
+        out = Path(folder)
         self.events.write_parquet(out / "events.parquet")
         self.items.write_parquet(out / "items.parquet")
         manifest = make_manifest(
@@ -125,27 +133,54 @@ class Dataset:
         write_json(out / "manifest.json", manifest)
         return out
 
+    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the dataset folder atomically (temporary sibling, `_COMPLETE` marker, swap): a
+        re-run never leaves files of an earlier run, a crash never leaves a half folder."""
+        with atomic_dir(out_dir) as tmp:
+            self.write_into(tmp, extra)
+        return Path(out_dir)
+
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
-        p = Path(path)
-        mpath = p / "manifest.json"
-        if not mpath.exists():
-            raise InputError("not a shiftrec dataset folder (manifest.json missing)", path=p)
-        man = read_json(mpath)
-        if man.get("kind") != "dataset":
-            raise InputError(f"manifest kind is '{man.get('kind')}', expected 'dataset'", path=mpath)
-        if man.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(
-                f"schema version {man.get('schema_version')} != supported {SCHEMA_VERSION}",
-                path=mpath)
-        events = pl.read_parquet(p / "events.parquet")
-        items = pl.read_parquet(p / "items.parquet")
-        for name, dtype in EVENT_SCHEMA.items():
-            if events.schema.get(name) != dtype:
-                raise InputError(f"events column has dtype {events.schema.get(name)}, expected {dtype}",
-                                 path=p / "events.parquet", column=name)
-        ds = cls(events=events, items=items, name=man.get("name", p.name), meta=man.get("meta", {}))
-        if ds.fingerprint() != man.get("fingerprint"):
-            raise InputError("content fingerprint does not match manifest (file changed?)",
-                             path=p / "events.parquet")
-        return ds
+        """Alias of `open_dataset(path)` (kept for callers outside shiftrec.data)."""
+        return open_dataset(path)
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """The one way to read a dataset folder (written by `shiftrec ingest` / `Dataset.save`).
+
+    Refused with one line: a missing or incomplete folder (no `_COMPLETE` marker), a manifest of
+    another kind or schema version, unreadable Parquet, a column of the wrong dtype, and events
+    whose content fingerprint differs from the manifest's.
+    """
+    p = require_complete(path, "dataset folder")
+    mpath = p / "manifest.json"
+    if not mpath.exists():
+        raise InputError("not a shiftrec dataset folder (manifest.json missing)", path=p)
+    man = read_json(mpath)
+    if not isinstance(man, dict) or man.get("kind") != "dataset":
+        kind = man.get("kind") if isinstance(man, dict) else None
+        raise InputError(f"manifest kind is '{kind}', expected 'dataset'", path=mpath)
+    if man.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(
+            f"schema version {man.get('schema_version')} != supported {SCHEMA_VERSION}",
+            path=mpath)
+    frames = {}
+    for f in ("events", "items"):
+        fp = p / f"{f}.parquet"
+        try:
+            frames[f] = pl.read_parquet(fp)
+        except FileNotFoundError:
+            raise InputError("file missing from the dataset folder", path=fp) from None
+        except Exception as e:  # noqa: BLE001 - polars/pyarrow raise many types for bad files
+            raise InputError(f"cannot read as Parquet: {str(e).splitlines()[0]}", path=fp) from None
+    events, items = frames["events"], frames["items"]
+    for name, dtype in EVENT_SCHEMA.items():
+        if events.schema.get(name) != dtype:
+            raise InputError(f"events column has dtype {events.schema.get(name)}, expected {dtype}",
+                             path=p / "events.parquet", column=name)
+    ds = Dataset(events=events, items=items, name=man.get("name", p.name), meta=man.get("meta", {}))
+    if ds.fingerprint() != man.get("fingerprint"):
+        raise InputError("content fingerprint does not match manifest (file changed?)",
+                         path=p / "events.parquet")
+    return ds

@@ -11,7 +11,7 @@ import polars as pl
 
 from shiftrec.data.schema import Dataset
 from shiftrec.errors import ArtifactError, InputError
-from shiftrec.manifest import make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_dir, make_manifest, read_json, require_complete, write_json
 
 MAX_LEN = 50
 PAD = 0
@@ -107,8 +107,12 @@ class SeqSplit:
         return self.item_map.n_items
 
     def save(self, out_dir: str | Path, manifest_extra: dict[str, Any] | None = None) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write the split folder atomically (temporary sibling, `_COMPLETE` marker, swap)."""
+        with atomic_dir(out_dir) as tmp:
+            self._write_into(tmp, manifest_extra)
+        return Path(out_dir)
+
+    def _write_into(self, out: Path, manifest_extra: dict[str, Any] | None) -> None:
         arrays: dict[str, np.ndarray] = {
             "item_keys": self.item_map.keys.astype(str), "user_ids": self.user_ids.astype(str),
             "train_indptr": self.train.indptr, "train_items": self.train.items,
@@ -122,24 +126,49 @@ class SeqSplit:
             "split", name=self.name, split_kind=self.kind, n_users=len(self.user_ids),
             n_items=self.n_items, n_valid=len(self.valid), n_test=len(self.test),
             meta=self.meta, **(manifest_extra or {})))
-        return out
 
     @classmethod
     def load(cls, path: str | Path) -> SeqSplit:
-        p = Path(path)
-        if not (p / "split.json").exists():
-            raise ArtifactError("not a split folder (split.json missing)", path=p)
-        man = read_json(p / "split.json")
-        z = np.load(p / "split.npz", allow_pickle=False)
+        """Alias of `open_split(path)`."""
+        return open_split(path)
 
-        def es(nm: str) -> EvalSet:
-            return EvalSet(z[f"{nm}_users"], Seqs(z[f"{nm}_indptr"], z[f"{nm}_items"], z[f"{nm}_times"]),
-                           z[f"{nm}_target"], z[f"{nm}_target_time"])
 
-        return cls(name=man["name"], kind=man["split_kind"],
-                   item_map=IdMap(z["item_keys"].astype(object)), user_ids=z["user_ids"].astype(object),
-                   train=Seqs(z["train_indptr"], z["train_items"], z["train_times"]),
-                   valid=es("valid"), test=es("test"), meta=man.get("meta", {}))
+def open_split(path: str | Path) -> SeqSplit:
+    """The one way to read a split folder (written by `shiftrec prepare` / `SeqSplit.save`);
+    an incomplete folder (no `_COMPLETE` marker), a missing or unreadable file is one line."""
+    import zipfile
+
+    p = Path(path)
+    if p.is_dir() and not (p / "split.json").exists():
+        subs = sorted(d.name for d in p.iterdir() if (d / "split.json").exists())
+        hint = f" (it holds the splits {', '.join(subs)}: pass one of them)" if subs else ""
+        raise ArtifactError(f"not a split folder (split.json missing){hint}", path=p)
+    require_complete(p, "split folder")
+    man = read_json(p / "split.json")
+    if not isinstance(man, dict) or man.get("kind") != "split":
+        raise ArtifactError("split.json is not a split manifest", path=p / "split.json")
+    try:
+        with np.load(p / "split.npz", allow_pickle=False) as npz:
+            z = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise ArtifactError("split.npz missing", path=p) from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ArtifactError(f"cannot read split.npz: {str(e).splitlines()[0]}", path=p / "split.npz") from None
+
+    def arr(k: str) -> np.ndarray:
+        if k not in z:
+            raise ArtifactError(f"array '{k}' missing", path=p / "split.npz")
+        return z[k]
+
+    def es(nm: str) -> EvalSet:
+        return EvalSet(arr(f"{nm}_users"), Seqs(arr(f"{nm}_indptr"), arr(f"{nm}_items"), arr(f"{nm}_times")),
+                       arr(f"{nm}_target"), arr(f"{nm}_target_time"))
+
+    return SeqSplit(name=man.get("name", p.name), kind=man.get("split_kind", "unknown"),
+                    item_map=IdMap(arr("item_keys").astype(object)),
+                    user_ids=arr("user_ids").astype(object),
+                    train=Seqs(arr("train_indptr"), arr("train_items"), arr("train_times")),
+                    valid=es("valid"), test=es("test"), meta=man.get("meta", {}))
 
 
 def _indexed(ds: Dataset, item_map: IdMap | None) -> tuple[pl.DataFrame, IdMap]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +15,7 @@ from shiftrec.data.readers._common import (
     ReadResult,
     check_file,
     finish,
+    iter_lines,
 )
 from shiftrec.data.readers.generic import (
     ColumnMap,
@@ -23,24 +24,39 @@ from shiftrec.data.readers.generic import (
     map_items,
     read_frame,
 )
+from shiftrec.data.readers.options import ReadOptions
 from shiftrec.data.schema import CATEGORY_SEP, conform_items
 from shiftrec.errors import InputError
 
 CHUNK = 200_000
 
 
-def _lines(p: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if p.suffix == ".gz" else open
-    try:
-        with opener(p, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    yield lineno, raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise InputError(f"invalid UTF-8 (byte {e.start} of line {lineno})", path=p,
-                                     row=lineno) from None
-    except (OSError, EOFError) as e:
-        raise InputError(f"cannot read file: {e}", path=p) from None
+def _lines(p: Path, q_rows: list[dict]) -> Iterator[tuple[int, str]]:
+    """Decoded lines; a line that is not valid UTF-8 goes to `q_rows` (quarantine) instead."""
+    for lineno, raw in iter_lines(p):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            q_rows.append({"source_file": str(p), "row": lineno, "column": None,
+                           "reason": f"invalid UTF-8 (byte {e.start} of the line)",
+                           "raw": raw.decode("utf-8", "replace")[:2000]})
+
+
+# unixReviewTime must be a finite number of seconds inside the datetime range
+_MAX_EPOCH_S = 9.2e12
+
+
+def _review_time(v: object) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return None
+    if isinstance(v, int | float) and math.isfinite(v) and abs(v) < _MAX_EPOCH_S:
+        return int(v)
+    return None
 
 
 def domain_from_filename(p: Path) -> str:
@@ -70,36 +86,41 @@ def read_amazon_reviews(path: str | Path, domain: str | None = None) -> ReadResu
             for v in buf.values():
                 v.clear()
 
-    for lineno, text in _lines(p):
+    for lineno, text in _lines(p, q_rows):
         if not text.strip():
             continue
         rows_in += 1
         try:
             obj = json.loads(text)
-        except ValueError as e:
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as e:
             q_rows.append({"source_file": src, "row": lineno, "column": None,
                            "reason": f"malformed JSON: {str(e).splitlines()[0]}", "raw": text[:2000]})
             continue
-        missing = next((k for k in ("reviewerID", "asin", "unixReviewTime") if obj.get(k) in (None, "")), None)
-        ts = obj.get("unixReviewTime")
-        if missing is None and not isinstance(ts, int | float):
-            try:
-                ts = int(str(ts))
-            except ValueError:
-                missing = "unixReviewTime"
+        missing = next((k for k in ("reviewerID", "asin", "unixReviewTime")
+                        if obj.get(k) is None or str(obj.get(k)).strip() == ""), None)
+        ts = None if missing else _review_time(obj.get("unixReviewTime"))
+        reason = f"missing required field {missing}" if missing else None
+        if missing is None and ts is None:
+            missing, reason = "unixReviewTime", "unixReviewTime is not a finite unix time in range"
+        ov = obj.get("overall")
+        if missing is None and ov is not None and not (
+                isinstance(ov, int | float) and not isinstance(ov, bool) and math.isfinite(ov)):
+            missing, reason = "overall", "overall is not a finite number"
         if missing is not None:
             q_rows.append({"source_file": src, "row": lineno, "column": missing,
-                           "reason": f"missing or invalid {missing}", "raw": text[:2000]})
+                           "reason": reason, "raw": text[:2000]})
             continue
-        ov = obj.get("overall")
         buf["__row"].append(lineno)
-        buf["user_id"].append(str(obj["reviewerID"]))
-        buf["item_id"].append(str(obj["asin"]))
-        buf["ts"].append(int(ts))
-        buf["value"].append(float(ov) if isinstance(ov, int | float) else None)
+        buf["user_id"].append(str(obj["reviewerID"]).strip())
+        buf["item_id"].append(str(obj["asin"]).strip())
+        buf["ts"].append(ts)
+        buf["value"].append(None if ov is None else float(ov))
         if len(buf["__row"]) >= CHUNK:
             flush()
     flush()
+    rows_in += sum(1 for r in q_rows if r["reason"].startswith("invalid UTF-8"))
     if rows_in == 0:
         raise InputError("file is empty", path=p)
     if not parts:
@@ -127,8 +148,11 @@ def _clean_text(v: object) -> str | None:
 
 
 def _price(v: object) -> float | None:
+    """A finite price or None (NaN / inf prices count as none)."""
+    if isinstance(v, bool):
+        return None
     if isinstance(v, int | float):
-        return float(v)
+        return float(v) if math.isfinite(v) else None
     if isinstance(v, str):
         m = re.search(r"\d[\d,]*\.?\d*", v)
         if m:
@@ -144,13 +168,15 @@ def read_amazon_meta(path: str | Path, domain: str | None = None) -> tuple[pl.Da
     p = check_file(path)
     domain = domain or domain_from_filename(p)
     rows, q_rows, n = [], [], 0
-    for lineno, text in _lines(p):
+    for lineno, text in _lines(p, q_rows):
         if not text.strip():
             continue
         n += 1
         try:
             obj = json.loads(text)
-        except ValueError as e:
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as e:
             q_rows.append({"source_file": str(p), "row": lineno, "column": None,
                            "reason": f"malformed JSON: {str(e).splitlines()[0]}", "raw": text[:2000]})
             continue
@@ -212,8 +238,20 @@ def read_amazon_csv(folder_or_file: str | Path, items_path: str | Path | None = 
                                           default_domain=domain), str(inter))
     items = pl.DataFrame(schema={"item_id": pl.String})
     sources = [str(inter)]
+    items_q = None
     if items_path is not None:
-        idf, _ = read_frame(items_path, "csv")
-        items = map_items(idf, ItemColumnMap(), str(items_path), domain)
+        idf, iq = read_frame(items_path, "csv")
+        items = map_items(idf.drop("__row"), ItemColumnMap(), str(items_path), domain)
+        items_q = pl.concat(iq)
         sources.append(str(items_path))
-    return finish(events, conform_items(items), q + q2, df.height, sources)
+    res = finish(events, conform_items(items), q + q2, df.height + sum(x.height for x in q), sources)
+    res.items_quarantine = items_q
+    return res
+
+
+def read_amazon_csv_options(opts: ReadOptions) -> ReadResult:
+    return read_amazon_csv(opts.path, opts.items, opts.domain)
+
+
+def read_amazon_2018_options(opts: ReadOptions) -> ReadResult:
+    return read_amazon_2018(opts.path, opts.items, opts.domain)

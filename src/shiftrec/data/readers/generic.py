@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from shiftrec.data.readers._common import (
+    MAX_BAD_FRACTION,
     ReadResult,
     check_file,
+    empty_quarantine,
     finish,
+    iter_lines,
     parse_timestamp,
+    quarantine_frame,
     quarantine_rows,
-    raise_invalid_utf8,
+    read_delimited,
     require_columns,
 )
+from shiftrec.data.readers.options import ColumnMap, ItemColumnMap, ReadOptions
 from shiftrec.data.schema import EVENT_TYPES, TS_DTYPE, conform_items, empty_items
 from shiftrec.errors import InputError
 
@@ -26,33 +30,6 @@ EVENT_SYNONYMS = {
     "purchase": "purchase", "buy": "purchase", "transaction": "purchase", "order": "purchase",
     "rating": "rating", "rate": "rating", "review": "review",
 }
-
-
-@dataclass(frozen=True)
-class ColumnMap:
-    """Which source column holds each canonical field (None = absent)."""
-
-    user_id: str = "user_id"
-    item_id: str = "item_id"
-    timestamp: str = "timestamp"
-    event_type: str | None = None
-    value: str | None = None
-    domain: str | None = None
-    session_id: str | None = None
-    timestamp_unit: str = "auto"  # auto | s | ms | iso | strftime format
-    default_event_type: str = "purchase"
-    default_domain: str = "default"
-
-
-@dataclass(frozen=True)
-class ItemColumnMap:
-    item_id: str = "item_id"
-    title: str | None = "title"
-    category: str | None = None
-    brand: str | None = None
-    description: str | None = None
-    price: str | None = None
-    domain: str | None = None
 
 
 def detect_format(path: Path) -> str:
@@ -66,24 +43,13 @@ def detect_format(path: Path) -> str:
 
 
 def read_frame(path: str | Path, fmt: str | None = None) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Read a whole table with a 1-based `__row` column; malformed JSON lines are quarantined."""
+    """Read a whole table with a 1-based `__row` column and the quarantine of rows that could
+    not be read (malformed JSON lines, ragged CSV rows, rows with an invalid UTF-8 byte)."""
     p = check_file(path)
     fmt = fmt or detect_format(p)
     if fmt in ("csv", "tsv"):
-        sep = "\t" if fmt == "tsv" else ","
-        try:
-            df = pl.read_csv(p, infer_schema=False, separator=sep, quote_char='"',
-                             truncate_ragged_lines=False)
-        except pl.exceptions.ComputeError as e:
-            msg = str(e)
-            if "utf-8" in msg.lower() or "utf8" in msg.lower():
-                raise_invalid_utf8(p, sep)
-            raise InputError(f"cannot parse as {fmt.upper()}: {msg.splitlines()[0]}", path=p) from None
-        except pl.exceptions.NoDataError:
-            raise InputError("file is empty", path=p) from None
-        if df.height == 0:
-            raise InputError("file has a header but no rows", path=p)
-        return df.with_row_index("__row", offset=1), []
+        df, q = read_delimited(p, "\t" if fmt == "tsv" else ",", '"', fmt.upper())
+        return df, [q]
     if fmt == "parquet":
         try:
             df = pl.read_parquet(p)
@@ -98,39 +64,43 @@ def read_frame(path: str | Path, fmt: str | None = None) -> tuple[pl.DataFrame, 
 
 
 def _read_jsonl(p: Path) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    import gzip
-
-    opener = gzip.open if p.suffix == ".gz" else open
+    """JSON lines: a line that is not valid UTF-8 or not a JSON object is quarantined; a UTF-8
+    BOM at the start is dropped; blank lines are skipped (not rows)."""
     rows, bad_rows, bad_raw, bad_reason = [], [], [], []
-    with opener(p, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"invalid UTF-8 (byte {e.start} of line {lineno})", path=p,
-                                 row=lineno) from None
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                bad_rows.append(lineno)
-                bad_raw.append(text[:2000].rstrip("\n"))
-                bad_reason.append(f"malformed JSON: {str(e).splitlines()[0]}")
-                continue
-            obj["__row"] = lineno
-            rows.append(obj)
+    for lineno, line in iter_lines(p):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_rows.append(lineno)
+            bad_raw.append(line.decode("utf-8", "replace")[:2000].rstrip("\n"))
+            bad_reason.append(f"invalid UTF-8 (byte {e.start} of the line)")
+            continue
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, RecursionError) as e:
+            bad_rows.append(lineno)
+            bad_raw.append(text[:2000].rstrip("\n"))
+            bad_reason.append(f"malformed JSON: {str(e).splitlines()[0]}")
+            continue
+        obj.pop("__row", None)
+        obj["__row"] = lineno
+        rows.append(obj)
     if not rows and not bad_rows:
         raise InputError("file is empty", path=p)
     if not rows:
-        raise InputError(f"no valid JSON line ({bad_reason[0]})", path=p, row=bad_rows[0])
-    df = pl.from_dicts(rows, infer_schema_length=None)
-    q = pl.DataFrame({"source_file": [str(p)] * len(bad_rows), "row": bad_rows,
-                      "column": [None] * len(bad_rows), "reason": bad_reason, "raw": bad_raw},
-                     schema={"source_file": pl.String, "row": pl.Int64, "column": pl.String,
-                             "reason": pl.String, "raw": pl.String})
+        raise InputError(f"{bad_reason[0]} ({len(bad_rows)} of {len(rows) + len(bad_rows)} lines bad)",
+                         path=p, row=bad_rows[0])
+    try:
+        df = pl.from_dicts(rows, infer_schema_length=None)
+    except Exception:  # noqa: BLE001 - mixed types across lines: read every field as text
+        df = pl.from_dicts([{k: (v if k == "__row" or v is None else
+                                 (json.dumps(v) if isinstance(v, dict | list) else str(v)))
+                             for k, v in r.items()} for r in rows], infer_schema_length=None)
+    q = quarantine_frame(str(p), bad_rows, [None] * len(bad_rows), bad_reason, bad_raw)
     return df, [q]
 
 
@@ -145,13 +115,23 @@ def timestamp_expr(df: pl.DataFrame, col: str, unit: str) -> pl.Expr:
     return parse_timestamp(pl.col(col), unit)
 
 
+def _blank(df: pl.DataFrame, c: str) -> pl.Series:
+    col = df[c]
+    if col.dtype == pl.String:
+        return (col.is_null() | (col.str.strip_chars() == "")).fill_null(True)
+    return col.is_null()
+
+
 def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
-               max_bad_fraction: float = 0.5) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Map source columns to canonical events; quarantine rows whose fields fail to parse."""
+               max_bad_fraction: float = MAX_BAD_FRACTION) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Map source columns to canonical events; quarantine each row with a missing required field
+    (user, item, timestamp) or a field that fails to parse: a timestamp that is not a date or is
+    NaN / inf / out of the datetime range, an unknown event type, a value that is not a finite
+    number. More than `max_bad_fraction` bad rows is an error (a wrong format or mapping)."""
     path = Path(source)
     required = [cmap.user_id, cmap.item_id, cmap.timestamp]
     optional = [c for c in (cmap.event_type, cmap.value, cmap.domain, cmap.session_id) if c]
-    require_columns(path, [c for c in df.columns if c != "__row"], required + optional)
+    require_columns(path, [c for c in df.columns if not c.startswith("__")], required + optional)
 
     def as_str(c: str) -> pl.Expr:
         e = pl.col(c) if df.schema[c] == pl.String else pl.col(c).cast(pl.String)
@@ -162,7 +142,8 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
              as_str(cmap.item_id).alias("item_id"), ts.alias("timestamp")]
     # (source column, parsed output column, reason) for malformed fields, in priority order:
     # a field is malformed when the source has a value and parsing it gave null
-    checks: list[tuple[str, str, str]] = [(cmap.timestamp, "timestamp", "unparseable timestamp")]
+    checks: list[tuple[str, str, str]] = [
+        (cmap.timestamp, "timestamp", "unparseable timestamp (not a date, or out of range)")]
     if cmap.event_type:
         raw = pl.col(cmap.event_type)
         if df.schema[cmap.event_type] != pl.String:
@@ -178,35 +159,35 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
         v = pl.col(cmap.value)
         v = v.cast(pl.Float64) if df.schema[cmap.value].is_numeric() else \
             v.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-        exprs.append(v.alias("value"))
-        checks.append((cmap.value, "value", "value is not a number"))
+        exprs.append(pl.when(v.is_finite()).then(v).otherwise(None).alias("value"))
+        checks.append((cmap.value, "value", "value is not a finite number"))
     exprs.append((as_str(cmap.domain).fill_null(cmap.default_domain) if cmap.domain
                   else pl.lit(cmap.default_domain)).alias("domain"))
     if cmap.session_id:
         exprs.append(as_str(cmap.session_id).alias("session_id"))
     out = df.lazy().select(*exprs).collect()
-    # parsing maps null to null, so a field's extra nulls are exactly its malformed values
-    if all(out[dst].null_count() == df[src].null_count() for src, dst, _ in checks):
+    # masks in priority order: a row is quarantined once, under its first fault
+    masks: list[tuple[pl.Series, str, str]] = [
+        (_blank(df, c), c, "missing required field") for c in required]
+    for src, dst, reason in checks:
+        masks.append((~_blank(df, src) & out[dst].is_null(), src, reason))
+    if not any(m.any() for m, _, _ in masks):
         return out.drop("__row"), []
-    flag_names = [f"__bad{i}" for i in range(len(checks))]
-    flags = df.select(*[(pl.col(src).is_not_null() & out[dst].is_null()).alias(f)
-                        for (src, dst, _), f in zip(checks, flag_names, strict=True)])
-    out = pl.concat([out, flags], how="horizontal")
-    any_bad = out.select(pl.any_horizontal(flag_names).alias("b"))["b"]
-    n_bad = int(any_bad.sum())
     quarantine, seen = [], pl.repeat(False, df.height, eager=True, dtype=pl.Boolean)
-    for (col, _, reason), name in zip(checks, flag_names, strict=True):
-        m = out[name] & ~seen
-        quarantine.append(quarantine_rows(df.with_columns(m.alias("__m")), pl.col("__m"), source,
-                                          col, reason))
-        seen = seen | out[name]
+    for m, col, reason in masks:
+        fresh = m & ~seen
+        if fresh.any():
+            quarantine.append(quarantine_rows(df.with_columns(fresh.alias("__m")), pl.col("__m"),
+                                              source, col, reason))
+        seen = seen | m
+    n_bad = int(seen.sum())
     if n_bad == df.height or n_bad / df.height > max_bad_fraction:
-        first = min((q for q in quarantine if q.height), key=lambda q: q["row"][0])
+        first = min(quarantine, key=lambda q: q["row"][0])
         bad_val = json.loads(first["raw"][0]).get(first["column"][0])
         raise InputError(f"{first['reason'][0]} (value {bad_val!r}; {n_bad} of {df.height} rows bad, "
                          "check the format/mapping)", path=path, row=int(first["row"][0]),
                          column=first["column"][0])
-    return out.filter(~any_bad).drop("__row", *flag_names), quarantine
+    return out.filter(~seen).drop("__row"), quarantine
 
 
 def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain: str) -> pl.DataFrame:
@@ -218,8 +199,10 @@ def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain
         if src and src in df.columns:
             exprs.append(pl.col(src).cast(pl.String).alias(canon))
     if imap.price and imap.price in df.columns:
-        exprs.append(pl.col(imap.price).cast(pl.String).str.replace_all(r"[$,£€\s]", "")
-                     .cast(pl.Float64, strict=False).alias("price"))
+        price = (pl.col(imap.price).cast(pl.String).str.replace_all(r"[$,£€\s]", "")
+                 .cast(pl.Float64, strict=False))
+        # a NaN / inf price is no price (counted in the result's meta by the caller)
+        exprs.append(pl.when(price.is_finite()).then(price).otherwise(None).alias("price"))
     exprs.append((pl.col(imap.domain).cast(pl.String) if imap.domain and imap.domain in df.columns
                   else pl.lit(default_domain)).alias("domain"))
     return conform_items(df.select(exprs).filter(pl.col("item_id").is_not_null())
@@ -229,14 +212,40 @@ def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain
 def read_generic(events_path: str | Path, cmap: ColumnMap | None = None,
                  items_path: str | Path | None = None, imap: ItemColumnMap | None = None,
                  fmt: str | None = None) -> ReadResult:
-    cmap = cmap or ColumnMap()
-    df, q = read_frame(events_path, fmt)
+    return read_generic_options(ReadOptions(path=Path(events_path), items=items_path,
+                                            columns=cmap or ColumnMap(),
+                                            item_columns=imap or ItemColumnMap(), file_format=fmt))
+
+
+def read_generic_options(opts: ReadOptions) -> ReadResult:
+    """Events file (CSV, TSV, Parquet, JSON lines, optionally .gz) mapped by `opts.columns`, and
+    an optional item catalogue mapped by `opts.item_columns`."""
+    cmap = opts.columns
+    df, q = read_frame(opts.path, opts.file_format)
     rows_in = df.height + sum(x.height for x in q)
-    events, q2 = map_events(df, cmap, str(events_path))
+    events, q2 = map_events(df, cmap, str(opts.path))
     items = empty_items()
-    sources = [str(events_path)]
-    if items_path is not None:
-        idf, _ = read_frame(items_path)
-        items = map_items(idf, imap or ItemColumnMap(), str(items_path), cmap.default_domain)
-        sources.append(str(items_path))
-    return finish(events, items, q + q2, rows_in, sources)
+    sources = [str(opts.path)]
+    meta: dict = {}
+    items_q = None
+    if opts.items is not None:
+        idf, iq = read_frame(opts.items)
+        items, n_bad_price = _items_with_price_count(idf, opts.item_columns, str(opts.items),
+                                                     cmap.default_domain)
+        if n_bad_price:
+            meta["catalogue_prices_not_finite"] = n_bad_price
+        items_q = pl.concat(iq) if iq else empty_quarantine()
+        sources.append(str(opts.items))
+    res = finish(events, items, q + q2, rows_in, sources, meta=meta)
+    res.items_quarantine = items_q
+    return res
+
+
+def _items_with_price_count(idf: pl.DataFrame, imap: ItemColumnMap, source: str,
+                            default_domain: str) -> tuple[pl.DataFrame, int]:
+    """map_items, and how many catalogue prices were present but NaN / inf (stored as null)."""
+    n = 0
+    if imap.price and imap.price in idf.columns:
+        raw = idf[imap.price].cast(pl.String).str.replace_all(r"[$,£€\s]", "").cast(pl.Float64, strict=False)
+        n = int((raw.is_not_null() & ~raw.is_finite()).sum())
+    return map_items(idf.drop("__row", strict=False), imap, source, default_domain), n

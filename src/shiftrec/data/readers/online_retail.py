@@ -8,8 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
-from shiftrec.data.readers._common import ReadResult, check_file, finish, quarantine_rows
+from shiftrec.data.readers._common import (
+    ReadResult,
+    check_file,
+    empty_quarantine,
+    finish,
+    quarantine_rows,
+)
 from shiftrec.data.readers.generic import detect_format, read_frame, timestamp_expr
+from shiftrec.data.readers.options import ReadOptions, Recipe, TieOrder
 from shiftrec.data.schema import conform_items
 from shiftrec.errors import InputError
 
@@ -64,7 +71,7 @@ def _resolve(df: pl.DataFrame, path: Path) -> dict[str, str]:
     return out
 
 
-def _read_any(p: Path) -> pl.DataFrame:
+def _read_any(p: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     if p.suffix.lower() in (".xlsx", ".xls"):
         try:
             df = pl.read_excel(p, engine="openpyxl", sheet_id=1)
@@ -72,18 +79,22 @@ def _read_any(p: Path) -> pl.DataFrame:
             raise InputError(f"cannot read as xlsx: {str(e).splitlines()[0]}", path=p) from None
         if df.height == 0:
             raise InputError("sheet has no rows", path=p)
-        return df.with_row_index("__row", offset=2)  # spreadsheet row (header is row 1)
+        return df.with_row_index("__row", offset=2), empty_quarantine()  # spreadsheet row (header is row 1)
     detect_format(p)
-    df, _ = read_frame(p)
-    return df
+    df, q = read_frame(p)
+    return df, pl.concat(q) if q else empty_quarantine()
 
 
-def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None) -> ReadResult:
+def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None,
+                       tie_order: TieOrder | str = TieOrder.FILE, seed: int = 0) -> ReadResult:
+    """Online Retail rows -> purchase events. Rows sharing a (user, timestamp) keep the file's
+    order (tie_order='file'), or are put in a seeded random order (tie_order='shuffle')."""
     opts = opts or OnlineRetailOptions()
+    tie_order = TieOrder(tie_order)
     p = check_file(path)
-    df = _read_any(p)
+    df, read_q = _read_any(p)
     c = _resolve(df, p)
-    rows_in = df.height
+    rows_in = df.height + read_q.height
     src = str(p)
 
     inv = pl.col(c["invoice"]).cast(pl.String).str.strip_chars()
@@ -110,20 +121,24 @@ def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None
         (pl.col("__inv").is_null() | (pl.col("__inv") == ""), c["invoice"], "missing invoice number"),
         (pl.col("__stock").is_null() | (pl.col("__stock") == ""), c["stock"], "missing stock code"),
         (pl.col("__ts").is_null(), c["date"], "unparseable or missing invoice date"),
-        (pl.col("__qty").is_null(), c["quantity"], "quantity is not a number"),
+        (pl.col("__qty").is_null() | ~pl.col("__qty").is_finite(), c["quantity"],
+         "quantity is not a finite number"),
     ]
+    if "price" in c:  # a price given but NaN / inf (an empty price is allowed: no price)
+        bad.append((pl.col("__price").is_not_null() & ~pl.col("__price").is_finite(), c["price"],
+                    "unit price is not a finite number"))
     quarantine, seen = [], pl.lit(False)
     for mask, col, reason in bad:
-        m = work.select((mask & ~seen).alias("m")).to_series()
+        m = work.select((mask & ~seen).fill_null(False).alias("m")).to_series()
         quarantine.append(quarantine_rows(df.with_columns(m.alias("__m")), pl.col("__m"), src, col,
                                           reason))
         seen = seen | mask
     n_bad = sum(q.height for q in quarantine)
-    if n_bad == rows_in:
+    if n_bad == df.height:
         first = next(q for q in quarantine if q.height)
         raise InputError(f"every row is malformed; first: {first['reason'][0]}", path=p,
                          row=int(first["row"][0]), column=first["column"][0])
-    work = work.filter(~seen)
+    work = work.filter(~seen.fill_null(False))
 
     # Explicit, counted rules.
     rules: list[tuple[str, pl.Expr]] = []
@@ -157,6 +172,17 @@ def read_online_retail(path: str | Path, opts: OnlineRetailOptions | None = None
         .agg(pl.col("__desc").last().alias("title"), pl.col("__price").filter(pl.col("__price") > 0)
              .median().alias("price"))
         .rename({"__stock": "item_id"}).with_columns(pl.lit(opts.domain).alias("domain")))
+    if tie_order == TieOrder.SHUFFLE:
+        # a seeded shuffle of the rows: cleaning sorts stably by (user, time), so only the order
+        # of events sharing a (user, timestamp) changes
+        events = events.sample(fraction=1.0, shuffle=True, seed=seed)
     fr = pl.concat(removed) if removed else None
-    return finish(events, items, quarantine, rows_in, [src], filtered, fr,
-                  meta={"online_retail": {"user": opts.user.value}})
+    meta = {"online_retail": {"user": opts.user.value, "tie_order": TieOrder(tie_order).value}}
+    if tie_order == TieOrder.SHUFFLE:
+        meta["online_retail"]["seed"] = seed
+    return finish(events, items, [read_q, *quarantine], rows_in, [src], filtered, fr, meta=meta)
+
+
+def read_online_retail_options(opts: ReadOptions) -> ReadResult:
+    recipe = UNISREC_RECIPE if opts.recipe == Recipe.UNISREC else OnlineRetailOptions()
+    return read_online_retail(opts.path, recipe, tie_order=opts.tie_order, seed=opts.seed)
