@@ -349,7 +349,8 @@ def _toys() -> Any:
 
 def flows(args: argparse.Namespace) -> None:
     from shiftrec.interest.events import InterestEvents
-    from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
+    from shiftrec.interest.flows import FlowConfig, compute_flows
+    from shiftrec.report.plots import plot_flows
 
     jobs = [("online_retail", _online_retail_i_ii,
              FlowConfig(every="3mo", start="2009-12-01", end="2011-12-01"),

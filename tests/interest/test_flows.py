@@ -8,7 +8,8 @@ import pytest
 
 from shiftrec.errors import ConfigError
 from shiftrec.interest.events import InterestEvents
-from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
+from shiftrec.interest.flows import FlowConfig, compute_flows
+from shiftrec.report.plots import plot_flows
 
 
 def _ts(s):

@@ -289,19 +289,27 @@ def demo(
     users: Annotated[int, typer.Option(help="synthetic users")] = 2000,
     items: Annotated[int, typer.Option(help="synthetic items")] = 1200,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    lang: Annotated[str, typer.Option(help="store language: en | zh (Chinese titles and categories; "
+                                           "topics from the use-multilingual encoder)")] = "en",
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Run the whole pipeline on an embedded synthetic store with planted interest shifts.
+    """Run the whole pipeline on an embedded synthetic store with planted interest shifts, and
+    write OUT/report.html (one self-contained file) and a servable run OUT/run.
 
-    Example: shiftrec demo --users 2000 --seed 0 -o out/demo
+    Example: shiftrec demo --users 2000 --seed 0 -o out/demo;  shiftrec demo --lang zh -o out/demo-zh
     """
     from shiftrec.data.synthetic import StoreConfig
     from shiftrec.pipelines.demo import run_demo, summary_table
+    from shiftrec.report.demo import finish_demo
 
-    cfg = StoreConfig(n_users=users, n_items=items, seed=seed)
+    cfg = StoreConfig(n_users=users, n_items=items, seed=seed, lang=lang)
     with _progress() as prog:
         task = prog.add_task("demo", total=None)
         result = run_demo(out, cfg, step=lambda s: prog.update(task, description=s))
+        prog.update(task, description="report")
+        rep = finish_demo(result)
+        result["report"] = rep["path"]
+        result["interest"]["plots"] = rep["pngs"]
         prog.update(task, total=1, completed=1, description="done")
     if json_out:
         print(json.dumps(result, indent=2, default=str))
@@ -341,8 +349,16 @@ def demo(
             con.print(f"  {line}", highlight=False)
         for m in it["top_migrations"]:
             con.print(f"  migration {m['from']} -> {m['to']}: {m['total']} users", highlight=False)
-        con.print("plots: " + ", ".join(it["plots"]))
+        con.print("plots: " + ", ".join(it["plots"]), highlight=False)
     con.print(f"outputs in {result['out_dir']}")
+    report_path = Path(result["report"]).resolve()
+    con.print(f"[bold]Report[/bold]: {result['report']} — open it with: xdg-open {result['report']}"
+              f"  (or file://{report_path})", highlight=False, soft_wrap=True)
+    if result.get("servable_run"):
+        con.print(f"[bold]Serve it[/bold]: shiftrec serve {result['servable_run']} --port 8000, then open "
+                  f"http://127.0.0.1:8000/ or curl http://127.0.0.1:8000/v1/users/"
+                  f"{result['interest']['example_user']['user']}/recommendations", highlight=False,
+                  soft_wrap=True)
 
 
 def _register_extensions() -> None:

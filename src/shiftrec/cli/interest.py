@@ -196,8 +196,8 @@ def shifts(
         truth_arrays,
     )
     from shiftrec.interest.timeline import user_timeline
-    from shiftrec.report.plots import plot_timeline
     from shiftrec.manifest import atomic_dir, make_manifest, write_json
+    from shiftrec.report.plots import plot_timeline
 
     con, err = _consoles()
     try:
@@ -277,8 +277,8 @@ def flows(
     from shiftrec.errors import ShiftrecError
     from shiftrec.interest.events import InterestEvents
     from shiftrec.interest.flows import FlowConfig, compute_flows
-    from shiftrec.report.plots import plot_flows
     from shiftrec.manifest import atomic_dir, make_manifest, write_json
+    from shiftrec.report.plots import plot_flows
 
     con, err = _consoles()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,61 @@ ADJECTIVES = ["Classic", "Premium", "Compact", "Deluxe", "Eco", "Pro", "Ultra", 
               "Vintage", "Smart", "Essential", "Rugged", "Modern", "Mini", "Heavy-Duty", "Soft"]
 COLOURS = ["Black", "White", "Blue", "Red", "Green", "Grey", "Navy", "Olive", "Sand", "Pink"]
 
+# The same store in Chinese (a Chinese e-commerce platform): one entry per English department,
+# in the same order, with as many nouns, brands, adjectives and colours (so a seed draws the
+# same structure in both languages). Titles follow the usual Chinese listing order without
+# spaces: brand + adjective + product + colour, e.g. "厨艺精选款厨师刀黑色".
+DEPARTMENTS_ZH: dict[str, dict[str, list[str]]] = {
+    "家居 > 厨房": {"nouns": ["厨师刀", "煎锅", "砧板", "意式咖啡机", "搅拌碗", "调料架", "铸铁锅",
+                              "打蛋器"],
+                    "brands": ["厨艺", "铁匠", "橡木坊"]},
+    "家居 > 园艺": {"nouns": ["浇花水管", "修枝剪", "花盆", "洒水壶", "种子套装", "园艺铲", "堆肥桶",
+                              "草坪喷头"],
+                    "brands": ["绿叶", "大地", "花开"]},
+    "数码 > 音频": {"nouns": ["无线耳机", "蓝牙音箱", "头戴耳机", "回音壁", "黑胶唱机", "麦克风",
+                              "解码耳放", "收音机"],
+                    "brands": ["声匠", "音悦", "低音炮"]},
+    "数码 > 电脑": {"nouns": ["笔记本支架", "机械键盘", "无线鼠标", "扩展坞", "显示器", "摄像头",
+                              "固态硬盘", "路由器"],
+                    "brands": ["比特", "芯联", "像素"]},
+    "服饰 > 鞋靴": {"nouns": ["跑步鞋", "皮靴", "运动鞋", "凉鞋", "乐福鞋", "登山靴", "拖鞋", "越野跑鞋"],
+                    "brands": ["步履", "都市足", "峰线"]},
+    "服饰 > 外套": {"nouns": ["冲锋衣", "羽绒服", "抓绒马甲", "羊毛大衣", "风衣", "牛仔外套",
+                              "软壳衣", "风雨衣"],
+                    "brands": ["北途", "漂流", "火山"]},
+    "运动 > 健身": {"nouns": ["瑜伽垫", "哑铃", "弹力带", "壶铃", "跳绳", "泡沫轴", "引体向上杆", "健身球"],
+                    "brands": ["弹力", "铁峰", "元气"]},
+    "运动 > 骑行": {"nouns": ["骑行头盔", "骑行手套", "自行车灯", "水壶架", "车座", "自行车锁",
+                              "打气筒", "骑行服"],
+                    "brands": ["飞轮", "辐条", "齿轮"]},
+    "母婴 > 婴儿房": {"nouns": ["婴儿监视器", "床笠", "襁褓毯", "小夜灯", "尿布台垫", "婴儿摇椅",
+                                "床铃", "尿布收纳盒"],
+                      "brands": ["小窝", "暖宝", "梦乡"]},
+    "玩具 > 游戏": {"nouns": ["桌游", "拼图", "纸牌游戏", "积木", "国际象棋", "知识问答", "骰子",
+                              "弹珠轨道"],
+                    "brands": ["乐玩", "智多星", "巧手"]},
+    "美妆 > 护肤": {"nouns": ["精华液", "保湿霜", "防晒霜", "洁面乳", "眼霜", "面膜", "爽肤水", "润唇膏"],
+                    "brands": ["光采", "纯肌", "丝绒"]},
+    "宠物 > 狗狗": {"nouns": ["牵引绳", "磨牙玩具", "狗窝", "零食袋", "胸背带", "食盆", "梳毛刷",
+                              "宠物香波"],
+                    "brands": ["爪爪", "汪星", "毛孩"]},
+}
+ADJECTIVES_ZH = ["经典款", "高端", "便携", "豪华", "环保", "专业版", "超轻", "轻量", "复古", "智能",
+                 "基础款", "加固", "时尚", "迷你", "重型", "柔软"]
+COLOURS_ZH = ["黑色", "白色", "蓝色", "红色", "绿色", "灰色", "藏青色", "橄榄绿", "沙色", "粉色"]
+
+
+class Lang(enum.StrEnum):
+    """Language of the synthetic catalogue's titles, categories and descriptions."""
+
+    EN = "en"
+    ZH = "zh"
+
+
+def departments(lang: Lang | str = Lang.EN) -> list[str]:
+    """Department (category path) names in the given language, in topic order."""
+    return list(DEPARTMENTS_ZH if Lang(lang) == Lang.ZH else DEPARTMENTS)
+
 
 @dataclass(frozen=True)
 class StoreConfig:
@@ -70,6 +126,16 @@ class StoreConfig:
     days: int = 365
     seed: int = 0
     domain: str = "store"
+    lang: Lang = Lang.EN  # en | zh: language of item titles, categories and descriptions
+
+    def __post_init__(self) -> None:
+        from shiftrec.errors import ConfigError
+
+        try:
+            object.__setattr__(self, "lang", Lang(self.lang))
+        except ValueError:
+            raise ConfigError(f"store: lang must be one of {[x.value for x in Lang]}, "
+                              f"got '{self.lang}'") from None
 
 
 @dataclass
@@ -93,32 +159,39 @@ class Store:
         self.users.write_parquet(out / "truth_users.parquet")
         self.shifts.write_parquet(out / "truth_shifts.parquet")
         write_json(out / "manifest.json", make_manifest(
-            "synthetic_store", config=self.config.__dict__, events=self.events.height,
+            "synthetic_store", config={**self.config.__dict__, "lang": self.config.lang.value}, events=self.events.height,
             items=self.items.height, users=self.users.height, shifts=self.shifts.height))
         return out
 
 
 def make_items(cfg: StoreConfig, rng: np.random.Generator) -> pl.DataFrame:
-    depts = list(DEPARTMENTS)[: cfg.n_topics]
+    zh = cfg.lang == Lang.ZH
+    table = DEPARTMENTS_ZH if zh else DEPARTMENTS
+    adjectives, colours = (ADJECTIVES_ZH, COLOURS_ZH) if zh else (ADJECTIVES, COLOURS)
+    sep = "" if zh else " "
+    depts = list(table)[: cfg.n_topics]
     if cfg.n_topics > len(depts):
-        raise ValueError(f"n_topics must be <= {len(DEPARTMENTS)}")
+        raise ValueError(f"n_topics must be <= {len(table)}")
     per = cfg.n_items // cfg.n_topics
     rows: dict[str, list[Any]] = {k: [] for k in ("item_id", "title", "category", "brand", "price")}
     for t, dept in enumerate(depts):
-        spec = DEPARTMENTS[dept]
+        spec = table[dept]
         base_price = float(np.exp(rng.normal(3.2, 0.6)))
         for j in range(per):
             noun = spec["nouns"][j % len(spec["nouns"])]
             rows["item_id"].append(f"I{t:02d}{j:05d}")
-            rows["title"].append(f"{rng.choice(spec['brands'])} {rng.choice(ADJECTIVES)} {noun} "
-                                 f"{rng.choice(COLOURS)}")
+            rows["title"].append(sep.join([str(rng.choice(spec["brands"])), str(rng.choice(adjectives)),
+                                           noun, str(rng.choice(colours))]))
             rows["category"].append(dept)
             rows["brand"].append(str(rng.choice(spec["brands"])))
             rows["price"].append(round(base_price * float(np.exp(rng.normal(0, 0.4))), 2))
-    df = pl.DataFrame(rows).with_columns(
-        pl.lit(cfg.domain).alias("domain"),
-        ("A " + pl.col("title").str.to_lowercase() + " from the " + pl.col("category")
-         .str.split(" > ").list.last().str.to_lowercase() + " range.").alias("description"))
+    dept_leaf = pl.col("category").str.split(" > ").list.last()
+    if zh:
+        desc = pl.col("title") + "，来自" + dept_leaf + "系列。"
+    else:
+        desc = "A " + pl.col("title").str.to_lowercase() + " from the " + dept_leaf.str.to_lowercase() \
+            + " range."
+    df = pl.DataFrame(rows).with_columns(pl.lit(cfg.domain).alias("domain"), desc.alias("description"))
     return df.select("item_id", "domain", "title", "category", "brand", "description", "price")
 
 
@@ -184,7 +257,7 @@ def generate(cfg: StoreConfig | None = None) -> Store:
         "event_type": np.array(["view", "cart", "purchase"])[et],
         "value": np.ones(N), "domain": np.full(N, cfg.domain),
     })
-    depts = np.array(list(DEPARTMENTS)[:T])
+    depts = np.array(departments(cfg.lang)[:T])
     kinds = np.array(["stable", "jump", "drift"])
     users = pl.DataFrame({"user_id": user_names, "kind": kinds[kind], "topic_before": depts[before],
                           "topic_after": np.where(kind > 0, depts[after], depts[before]),

@@ -1,6 +1,6 @@
 """Platform migration flows: each user's dominant topic in consecutive time windows, the
 topic -> topic flow matrix of users active in both windows, the largest migrations and how they
-change over time; JSON and a PNG (a two-column Sankey of the latest pair + migration trends).
+change over time, as JSON (the PNG and the interactive Sankey live in shiftrec.report).
 
 Dominant topic of a user in a window: the topic with most events; ties go to the lower topic id.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,121 +203,3 @@ def compute_flows(ev: InterestEvents, topic_names: list[str], cfg: FlowConfig = 
     return FlowReport(topic_names, windows, pairs, cfg.top_k, cfg.min_count, message=msg,
                       meta={"every": cfg.every, "users": len(ev), "events": ev.n_events,
                             "events_in_windows": int(inside.sum())})
-
-
-# ---------------------------------------------------------------- plot
-
-def _short(s: str, n: int = 26) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def plot_flows(report: FlowReport, path: str | Path, max_topics: int = 8, pair: int = -1,
-               title: str | None = None) -> Path:
-    """PNG: a two-column Sankey of one window pair (default: the latest non-empty one) with the
-    `max_topics` largest topics (the rest grouped as 'other'; coloured bands = migrations, grey
-    = stayed), beside the largest migrations' counts over all window pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16, 8.5), gridspec_kw={"width_ratios": [1.25, 1]})
-    nonempty = [i for i, p in enumerate(report.pairs) if not p.empty]
-    if not nonempty:
-        for a in (ax, ax2):
-            a.axis("off")
-        ax.text(0.5, 0.5, report.message or "no flows: every window pair is empty", ha="center",
-                va="center", fontsize=14, wrap=True)
-        fig.savefig(out, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return out
-    pi = nonempty[-1] if pair == -1 else pair
-    p = report.pairs[pi]
-    if p.empty:
-        raise InputError(f"window pair {pi} is empty: {p.message}")
-    T = report.n_topics
-    vol = p.matrix.sum(1) + p.matrix.sum(0)
-    keep = [int(i) for i in np.argsort(-vol, kind="stable")[:max_topics] if vol[i] > 0]
-    other = T > len(keep)
-    groups = np.full(T, len(keep), np.int64)
-    groups[keep] = np.arange(len(keep))
-    G = len(keep) + int(other)
-    names = [report.topic_names[i] for i in keep] + (["other topics"] if other else [])
-    m = np.zeros((G, G))
-    np.add.at(m, (groups[:, None].repeat(T, 1), groups[None, :].repeat(T, 0)), p.matrix)
-    total = m.sum()
-    gap = 0.012 * total
-    cmap = plt.get_cmap("tab20" if G > 10 else "tab10")
-    colours = [cmap(i % cmap.N) for i in range(G)]
-    if other:
-        colours[-1] = (0.6, 0.6, 0.6, 1.0)
-
-    def stack(sizes: np.ndarray) -> np.ndarray:
-        tops = np.zeros(G)
-        y = total + gap * (G - 1)
-        for g in range(G):
-            tops[g] = y
-            y -= sizes[g] + gap
-        return tops
-
-    out_sz, in_sz = m.sum(1), m.sum(0)
-    ltop, rtop = stack(out_sz), stack(in_sz)
-    x0, x1, w = 0.0, 1.0, 0.04
-    lcur, rcur = ltop.copy(), rtop.copy()
-    xs = np.linspace(x0 + w, x1 - w, 60)
-    sm = (1 - np.cos(np.pi * (xs - xs[0]) / (xs[-1] - xs[0]))) / 2
-    # allocate each band's slot on both sides first; then draw stays (grey) under migrations
-    bands = {}
-    for i in range(G):
-        for j in range(G):
-            if m[i, j] > 0:
-                bands[(i, j)] = [lcur[i], None]
-                lcur[i] -= m[i, j]
-    for j in range(G):
-        for i in range(G):
-            if m[i, j] > 0:
-                bands[(i, j)][1] = rcur[j]
-                rcur[j] -= m[i, j]
-    for (i, j), (yl, yr) in sorted(bands.items(), key=lambda kv: kv[0][0] != kv[0][1]):
-        h = m[i, j]
-        top = yl + (yr - yl) * sm
-        stay = i == j
-        ax.fill_between(xs, top - h, top, color=(0.75, 0.75, 0.75) if stay else colours[i],
-                        alpha=0.45 if stay else 0.7, linewidth=0)
-    for g in range(G):
-        ax.add_patch(plt.Rectangle((x0, ltop[g] - out_sz[g]), w, out_sz[g], color=colours[g]))
-        ax.add_patch(plt.Rectangle((x1 - w, rtop[g] - in_sz[g]), w, in_sz[g], color=colours[g]))
-        if out_sz[g] > 0:
-            ax.text(x0 - 0.01, ltop[g] - out_sz[g] / 2, f"{_short(names[g])}  {int(out_sz[g])}",
-                    ha="right", va="center", fontsize=9)
-        if in_sz[g] > 0:
-            ax.text(x1 + 0.01, rtop[g] - in_sz[g] / 2, f"{int(in_sz[g])}  {_short(names[g])}",
-                    ha="left", va="center", fontsize=9)
-    ax.set_xlim(-0.55, 1.55)
-    ax.set_ylim(-gap, total + gap * G)
-    ax.axis("off")
-    moved = p.moved
-    ax.set_title(f"Dominant topic of {p.users_both:,} returning users\n{p.a[0]}..{p.a[1]}  →  "
-                 f"{p.b[0]}..{p.b[1]}   ({moved:,} moved = {moved / max(p.users_both, 1):.0%}; "
-                 f"grey = stayed)", fontsize=11)
-    # right: the largest migrations over time
-    mig = report.largest_migrations(6)
-    labels = [f"{pp.a[0][:7]}→{pp.b[0][:7]}" for pp in report.pairs]
-    xi = np.arange(len(report.pairs))
-    for r in mig:
-        ax2.plot(xi, r["counts"], marker="o", label=f"{_short(r['from'], 22)} → {_short(r['to'], 22)}")
-    ax2.set_xticks(xi)
-    ax2.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-    ax2.set_ylabel("users whose dominant topic moved")
-    ax2.set_title("Largest migrations over consecutive window pairs", fontsize=11)
-    ax2.grid(alpha=0.3)
-    if mig:
-        ax2.legend(fontsize=8, loc="upper left")
-    if title:
-        fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out

@@ -8,8 +8,10 @@ Saved as ``topics.npz`` (item keys + topic ids) + ``topics.parquet`` (readable t
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import html
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,12 +143,42 @@ design designs style with without your our you de la le les et pour one two thre
 small large big mini medium colour color colours colors kit box lot""".split())
 
 
+# Chinese (CJK ideographs) have no spaces between words. Runs of them are cut into words with
+# jieba (dictionary-based, pure Python, its dictionary ships in the wheel: no download), so a
+# topic is named by real words such as 无线耳机 or 精华液; character bigrams, the fallback when
+# jieba is not installed, would also yield fragments across word boundaries (师刀, 刀白).
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+CJK_STOPWORDS = frozenset("""的 和 与 及 或 系列 来自 款式 新款 包邮 正品 一个 一款 我们 你们 套装 规格""".split())
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba() -> Any:
+    try:
+        import jieba
+    except ImportError:  # pragma: no cover - jieba is a dependency; bigrams keep working without it
+        return None
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def cjk_words(run: str) -> list[str]:
+    """Words of >= 2 characters in a run of CJK ideographs (jieba; character bigrams without it)."""
+    jb = _jieba()
+    words = jb.lcut(run) if jb is not None else [run[i:i + 2] for i in range(len(run) - 1)]
+    return [w for w in words if len(w) >= 2 and w not in CJK_STOPWORDS]
+
+
 def tokenize(text: str | None) -> list[str]:
-    """Lower-cased word tokens of >= 3 characters, without stopwords or pure numbers."""
+    """Lower-cased word tokens of >= 3 characters, without stopwords or pure numbers; Chinese
+    runs give their words of >= 2 characters (see `cjk_words`)."""
     if not text:
         return []
-    toks = _TOKEN.findall(html.unescape(html.unescape(text)).lower())
-    return [t.strip("'-") for t in toks if len(t) >= 3 and t not in STOPWORDS and not t.isdigit()]
+    text = html.unescape(html.unescape(text)).lower()
+    toks = _TOKEN.findall(text)
+    out = [t.strip("'-") for t in toks if len(t) >= 3 and t not in STOPWORDS and not t.isdigit()]
+    for run in _CJK_RUN.findall(text):
+        out += cjk_words(run)
+    return out
 
 
 def _doc_term(texts: Sequence[str], min_df: int = 1) -> tuple[Any, list[str]]:

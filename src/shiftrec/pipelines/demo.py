@@ -1,4 +1,10 @@
-"""The demo, as a library function: synthetic store -> ingest -> clean -> split -> models -> evaluation."""
+"""The demo, as a library function: synthetic store -> ingest -> clean -> split -> topics ->
+models -> evaluation (a run folder per model, with per-user ranks) -> interest shifts and flows ->
+a servable run of the best model. The HTML report and PNGs are drawn one layer up
+(`shiftrec.report.demo.finish_demo`), since pipelines may not import report.
+
+`--lang zh` makes the store Chinese; its topics are then learned from the multilingual
+encoder's title embeddings (use-multilingual) and named by jieba-segmented title words."""
 
 from __future__ import annotations
 
@@ -34,9 +40,37 @@ def _plant_bad_rows(csv_path: Path) -> int:
     return len(bad)
 
 
+SERVED_MODEL = "sasrec+flows"  # the model packaged as the demo's servable run
+
+
+def _demo_topics(ds: Dataset, cfg: StoreConfig, out: Path) -> tuple[Any, str]:
+    """English: one topic per category. Chinese: k-means topics of the use-multilingual
+    embeddings of the titles (k by silhouette), named by their distinctive jieba words."""
+    from shiftrec.data.synthetic import Lang
+    from shiftrec.interest.topics import (
+        TopicConfig,
+        TopicSource,
+        category_topics,
+        embed_items,
+        learned_topics,
+    )
+
+    if cfg.lang == Lang.ZH:
+        emb, enc = embed_items(ds.items, "use-multilingual", cache_dir=out / "cache" / "text")
+        return learned_topics(ds.items, emb, TopicConfig(source=TopicSource.LEARNED,
+                                                         k_grid=(8, 12, 16, 20)), encoder=enc), \
+            "learned (use-multilingual + k-means, jieba-named)"
+    return category_topics(ds.items), "category"
+
+
 def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
-             step: Callable[[str], None] | None = None, sasrec_epochs: int = 8) -> dict[str, Any]:
-    """Run the whole demo; `step(name)` is called as each stage starts (for progress display)."""
+             step: Callable[[str], None] | None = None, sasrec_epochs: int = 8,
+             servable: bool = True) -> dict[str, Any]:
+    """Run the whole demo; `step(name)` is called as each stage starts (for progress display).
+
+    Writes under `out_dir`: raw/, dataset/, split/, topics/, runs/<model>/ (model + metrics.json
+    + metrics.ranks.npz), shifts.parquet, flows.json, run/ (a servable run of SERVED_MODEL when
+    `servable`) and summary.json."""
     step = step or (lambda _name: None)
     out = Path(out_dir)
     cfg = cfg or StoreConfig()
@@ -67,14 +101,13 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
     results: dict[str, Any] = {}
     slices: dict[str, Any] = {}
     from shiftrec.interest.slices import shift_slices
-    from shiftrec.interest.topics import category_topics
     from shiftrec.models.itemknn import ItemKNN
     from shiftrec.models.popularity import Popularity
     from shiftrec.models.sasrec import SASRec
     from shiftrec.train.trainer import Phase, TrainConfig
 
-    stage("topics (item categories)")
-    topics = category_topics(ds.items)
+    stage("topics" + (" (use-multilingual)" if cfg.lang == "zh" else " (item categories)"))
+    topics, topic_source = _demo_topics(ds, cfg, out)
     topics.save(out / "topics", data_fingerprint=ds.fingerprint())
     item_topic = topics.aligned(split.item_map)
     masks = shift_slices(split.test, item_topic)
@@ -88,7 +121,8 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
         ("sasrec", lambda: SASRec(train=TrainConfig(phases=(
             Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),)))),
     ]
-    from shiftrec.evaluate.ranking import sliced
+    from shiftrec.evaluate.ranking import UserRanks, sliced, write_metrics
+    from shiftrec.manifest import read_json
     from shiftrec.models.fusion import ShiftFusion
 
     fitted: dict[str, Any] = {}
@@ -99,12 +133,26 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
         stage(f"model: {name}")
         model = fitted[name] = make().fit(split)
         metrics, ranks = evaluate(model, split, "test")
+        run_dir = out / "runs" / name.replace("+", "-")
+        model.save(run_dir / "model")
+        write_metrics(run_dir / "metrics.json", metrics, read_json(run_dir / "model" / "manifest.json"),
+                      {"dataset": str(out / "dataset"), "fingerprint": ds.fingerprint()},
+                      per_user=UserRanks.of(split, "test", ranks), model_name=name)
         results[name] = metrics
         slices[name] = {k: {m: v[m] for m in ("ndcg@10", "recall@10", "n_users")}
                         for k, v in sliced(ranks, masks).items()}
 
     stage("interest shifts vs planted truth")
     interest = _interest_report(store, topics, out)
+
+    served = None
+    if servable:
+        stage(f"servable run ({SERVED_MODEL})")
+        from shiftrec.pipelines.run import write_run
+
+        served = str(write_run(out / "run", model_dir=out / "runs" / SERVED_MODEL.replace("+", "-")
+                               / "model", split=split, dataset=ds, topics_dir=out / "topics",
+                               name=f"demo-{SERVED_MODEL}"))
 
     t_end = time.perf_counter()
     names = list(timings)
@@ -113,6 +161,10 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
     truth = store.users.group_by("kind").len().sort("kind")
     result = {
         "out_dir": str(out),
+        "lang": cfg.lang.value,
+        "topics": {"source": topic_source, "names": topics.names},
+        "runs": {n: str(out / "runs" / n.replace("+", "-")) for n in results},
+        "servable_run": served,
         "store": {"users": cfg.n_users, "items": cfg.n_items, "events": store.events.height,
                   "planted_bad_rows": n_bad,
                   "planted_shifts": dict(zip(truth["kind"], truth["len"], strict=True))},
@@ -129,19 +181,20 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
 
 
 def _interest_report(store: Any, topics: Any, out: Path) -> dict[str, Any]:
-    """Detect shifts on the store's events, score them against the planted truth, draw the
-    platform flows and one shifted user's timeline."""
+    """Detect shifts on the store's events, score them against the planted truth, compute the
+    platform flows and one shifted user's timeline (drawn by the report layer)."""
     import numpy as np
 
     from shiftrec.interest.events import InterestEvents
-    from shiftrec.interest.flows import FlowConfig, compute_flows, plot_flows
+    from shiftrec.interest.flows import FlowConfig, compute_flows
     from shiftrec.interest.shifts import (
         ShiftConfig,
         ShiftDetector,
         evaluate_detection,
         truth_arrays,
     )
-    from shiftrec.interest.timeline import plot_timeline, user_timeline
+    from shiftrec.interest.timeline import user_timeline
+    from shiftrec.manifest import make_manifest
 
     ev = InterestEvents.from_frame(store.events.with_columns(pl.lit(store.config.domain).alias("domain")),
                                    topics)
@@ -152,11 +205,10 @@ def _interest_report(store: Any, topics: Any, out: Path) -> dict[str, Any]:
                                  truth["stable_users"])
     res.to_frame(ev.user_ids, topics.names).write_parquet(out / "shifts.parquet")
     flows = compute_flows(ev, topics.names, FlowConfig(every="3mo"))
-    plot_flows(flows, out / "flows.png", title="Synthetic store: where dominant interest moved")
-    write_json(out / "flows.json", flows.to_json())
+    write_json(out / "flows.json", make_manifest("flows", dataset=str(out / "dataset"),
+                                                 **flows.to_json()))
     jumper = store.users.filter(pl.col("kind") == "jump")["user_id"][0]
     tl = user_timeline(ev, jumper, det)
-    plot_timeline(tl, topics.names, out / f"timeline_{jumper}.png")
     planted = store.users.filter(pl.col("user_id") == jumper).row(0, named=True)
     top = [{k: m[k] for k in ("from", "to", "total")} for m in flows.largest_migrations(3)]
     return {"detection": quality, "shifts_detected": len(res),
@@ -164,8 +216,7 @@ def _interest_report(store: Any, topics: Any, out: Path) -> dict[str, Any]:
             "example_user": {"user": jumper, "planted_shift_index": planted["shift_index"],
                              "planted": f"{planted['topic_before']} -> {planted['topic_after']}",
                              "timeline": tl.lines(topics.names)[:6]},
-            "top_migrations": top,
-            "plots": [str(out / "flows.png"), str(out / f"timeline_{jumper}.png")]}
+            "top_migrations": top, "plots": []}
 
 
 def summary_table(result: dict[str, Any]) -> pl.DataFrame:
