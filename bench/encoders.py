@@ -27,7 +27,6 @@ OUT = ROOT / "bench" / "results" / "encoders.json"
 
 
 def load_titles(n: int) -> tuple[list[str], str]:
-    sys.path.insert(0, str(ROOT / "src"))
     import polars as pl
 
     from shiftrec.paths import data_root
@@ -54,7 +53,6 @@ def one(name: str, n: int, runs: int, batch_size: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    sys.path.insert(0, str(ROOT / "src"))
     from shiftrec.text import load_encoder
 
     titles, source = load_titles(n)

@@ -33,17 +33,26 @@ import argparse
 import json
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shiftrec.evaluate.selection import (
+    SELECTION,
+    SHIFT_FIRST,
+    select_shift_aware,
+    select_shift_first,
+    select_topic_profile,
+    slice_metrics,
+    slice_scores,
+)
+from shiftrec.models import presets
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "out" / "shift_slices"
-sys.path.insert(0, str(ROOT / "src"))
 
 DATA = {  # key -> (preset, split kind)
     "online-retail/loo": ("online-retail", "loo"),
@@ -55,35 +64,12 @@ DATA = {  # key -> (preset, split kind)
 TEMPORAL = (0.9, 0.8)  # test_start, valid_start as time quantiles
 KS = (10, 20)
 
-# training budget per dataset (epochs cap; early stopping on validation with patience)
-EPOCHS = {"online-retail/loo": 12, "online-retail-customers/temporal": 20,
-          "amazon-toys/loo": 40, "amazon-toys/temporal": 40}
-FT_EPOCHS = {"online-retail/loo": 4, "online-retail-customers/temporal": 6,
-             "amazon-toys/loo": 8, "amazon-toys/temporal": 8}
-
-# ablation variants of ours (keyword overrides of ShiftAwareConfig)
-OFF = {"gap_emb": False, "time_bias": False, "trend_prior": False, "topic_prior": False}
-VARIANTS: dict[str, dict[str, Any]] = {
-    "none": dict(OFF),  # control: the warm start fine-tuned again without any signal
-    "time": OFF | {"gap_emb": True, "time_bias": True},  # time intervals + recency in attention
-    "trend": OFF | {"trend_prior": True},
-    "topic": OFF | {"topic_prior": True},
-    "flow": OFF | {"flow_prior": True},
-    "all": {},  # time + trend + topic, shift gate
-    "all+flow": {"flow_prior": True},
-    "all-fixed-gate": {"gate": "fixed"},
-    # objective aimed at the shifted users: targets outside the prefix's dominant topics x3
-    "all+shift-loss": {"shift_weight": 3.0},
-    "all+shift-loss-1.25": {"shift_weight": 1.25},
-    "all+shift-loss-1.5": {"shift_weight": 1.5},
-    "all+shift-loss-2": {"shift_weight": 2.0},
-    "shift-loss": OFF | {"shift_weight": 3.0},
-}
-DEFAULT_VARIANTS = {"amazon-toys/loo": ["none", "time", "trend", "topic", "all", "all+flow",
-                                        "all-fixed-gate"],
-                    "online-retail/loo": ["none", "time", "trend", "topic", "all"],
-                    "online-retail-customers/temporal": ["none", "time", "trend", "topic", "all"],
-                    "amazon-toys/temporal": ["none", "time", "trend", "topic", "all"]}
+# training budget per dataset (epochs cap; early stopping on validation with patience) and the
+# ablation variants of ours: the library's tables (shiftrec.models.presets)
+EPOCHS = {k: st.sasrec_epochs for k, st in presets.SETTINGS.items()}
+FT_EPOCHS = {k: st.finetune_epochs for k, st in presets.SETTINGS.items()}
+VARIANTS = {k: dict(v) for k, v in presets.VARIANTS.items()}  # keyword overrides of ShiftAwareConfig
+DEFAULT_VARIANTS = {k: list(st.variants) for k, st in presets.SETTINGS.items()}
 OURS_TEXT = (
     "Ours = shiftrec.models.shiftaware.ShiftAware: SASRec's transformer (same layout, hidden 64) "
     "warm-started from the SASRec row of the same seed and fine-tuned with shift signals: `time` = "
@@ -184,13 +170,9 @@ def load_data(data: str) -> tuple[Any, np.ndarray, list[str], dict[str, np.ndarr
 # ----------------------------------------------------------------------------- runs
 
 
-def train_config(epochs: int, seed: int, args: argparse.Namespace, patience: int) -> Any:
-    from shiftrec.train.trainer import Phase, TrainConfig
-
-    return TrainConfig(phases=(Phase(name="train", epochs=epochs, lr=args.lr, batch_size=2048,
-                                     patience=patience),),
-                       seed=seed, valid_max_users=args.valid_users, threads=args.threads,
-                       device="cpu")
+def budget(args: argparse.Namespace) -> presets.Budget:
+    return presets.Budget(lr=args.lr, patience=args.patience, finetune_patience=args.ft_patience,
+                          valid_max_users=args.valid_users, threads=args.threads)
 
 
 def _progress(tag: str) -> Any:
@@ -206,8 +188,6 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
                 args: argparse.Namespace, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """An unfitted (or, for topic_profile, fitted) model and its settings."""
     from shiftrec.models.popularity import Popularity
-    from shiftrec.models.sasrec import SASRec
-    from shiftrec.models.shiftaware import ShiftAware
 
     if name == "popularity":
         return Popularity(), {}
@@ -218,17 +198,17 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
     if name == "topic_profile":
         return select_topic_profile(split, it, names)
     if name == "sasrec":
-        cfg = train_config(EPOCHS[data], seed, args, args.patience)
-        return SASRec(train=cfg, checkpoint_dir=run_dir / "ckpt", resume=True,
-                      progress=_progress(f"{data} sasrec")), {"epochs_cap": EPOCHS[data]}
+        return presets.sasrec(EPOCHS[data], seed, budget(args), **presets.checkpointing(
+            run_dir / "ckpt"), progress=_progress(f"{data} sasrec")), {
+            "epochs_cap": EPOCHS[data]}
     if name.startswith("shiftaware"):
         variant = name.split(":", 1)[1]
         warm = WORK / dkey(data) / "runs" / f"sasrec-s{seed}" / "model"
         if not (warm / "manifest.json").exists():
             raise SystemExit(f"run sasrec (seed {seed}) on {data} first: ours warm-starts from it")
-        cfg = train_config(FT_EPOCHS[data], seed, args, args.ft_patience)
-        m = ShiftAware(item_topic=it, init_from=warm, checkpoint_dir=run_dir / "ckpt", resume=True,
-                       progress=_progress(f"{data} {name}"), train=cfg, **VARIANTS[variant])
+        m = presets.shiftaware_variant(variant, it, warm, FT_EPOCHS[data], seed, budget(args),
+                                       **presets.checkpointing(run_dir / "ckpt"),
+                                       progress=_progress(f"{data} {name}"))
         return m, {"variant": variant, "overrides": VARIANTS[variant],
                    "warm_start": str(warm.relative_to(ROOT)), "epochs_cap": FT_EPOCHS[data]}
     if name.startswith("shiftfusion:"):
@@ -242,23 +222,6 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
         return ShiftFusion(load_model(src), item_topic=it, base_fitted=True), {
             "base": base, "base_model": str(src.relative_to(ROOT))}
     raise SystemExit(f"unknown model {name}")
-
-
-def select_topic_profile(split: Any, it: np.ndarray, names: list[str]) -> tuple[Any, dict[str, Any]]:
-    from shiftrec.evaluate.ranking import evaluate
-    from shiftrec.interest.profiles import DecayUnit, ProfileConfig, TopicProfile
-
-    grid = [(7.0, DecayUnit.DAYS), (30.0, DecayUnit.DAYS), (180.0, DecayUnit.DAYS),
-            (5.0, DecayUnit.EVENTS), (20.0, DecayUnit.EVENTS)]
-    best, best_v, sel = None, -1.0, {}
-    for hl, unit in grid:
-        m = TopicProfile(it, names, ProfileConfig(half_life=hl, decay_unit=unit)).fit(split)
-        v = evaluate(m, split, "valid", ks=(10,))[0]["ndcg@10"]
-        sel[f"{hl:g} {unit.value}"] = round(v, 5)
-        if v > best_v:
-            best, best_v = m, v
-    return best, {"valid_ndcg@10_by_half_life": sel,
-                  "chosen": {"half_life": best.cfg.half_life, "decay_unit": best.cfg.decay_unit.value}}
 
 
 def chosen_variant(data: str, key: str = "chosen") -> str:
@@ -389,25 +352,15 @@ def ablate(data: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return select(data, seed)
 
 
-SELECTION = ("on validation: the variant with the best shifted-slice NDCG@10 among those whose "
-             "stable-slice NDCG@10 is not below SASRec's (the target's criterion); if none "
-             "qualifies, the best overall validation NDCG@10")
-
-
 def _valid_slices(run_dir: Path, vm: dict[str, np.ndarray]) -> dict[str, Any]:
     """Validation metrics of a finished run (its ranks.npz), overall and per slice mask."""
-    from shiftrec.evaluate.metrics import all_metrics
-
     r = np.load(run_dir / "ranks.npz", allow_pickle=False)["valid"]
-    return {"all": all_metrics(r, KS)} | {k: all_metrics(r[m], KS) for k, m in vm.items()}
+    return slice_metrics(r, vm, KS)
 
 
 def _choose(cands: dict[str, dict[str, Any]], base: dict[str, Any]) -> str:
-    """SELECTION over validation slice metrics of the candidates, against SASRec's (`base`)."""
-    ok = [c for c in cands if cands[c]["stable"]["ndcg@10"] >= base["stable"]["ndcg@10"]]
-    if ok:
-        return max(ok, key=lambda c: cands[c]["shifted"]["ndcg@10"])
-    return max(cands, key=lambda c: cands[c]["all"]["ndcg@10"])
+    """SELECTION (shiftrec.evaluate.selection) over validation slice metrics, against SASRec's."""
+    return select_shift_aware({c: slice_scores(m) for c, m in cands.items()}, slice_scores(base)).chosen
 
 
 def _valid_masks(data: str) -> dict[str, np.ndarray]:
@@ -431,12 +384,12 @@ def select(data: str, seed: int) -> dict[str, Any]:
         rows[v] = {"valid": _valid_slices(p, vm), "training": r.get("training"),
                    "wall_seconds": r["wall_seconds"]}
     chosen = _choose({v: r["valid"] for v, r in rows.items()}, base)
-    shift_first = max(rows, key=lambda v: rows[v]["valid"]["shifted"]["ndcg@10"])
+    shift_first = select_shift_first({v: slice_scores(r["valid"]) for v, r in rows.items()}).chosen
     out = {"data": data, "seed": seed, "selection": SELECTION, "sasrec_valid": base,
            "valid_slices": {k: int(m.sum()) for k, m in vm.items()},
            "variants": rows, "overrides": {v: VARIANTS[v] for v in rows}, "chosen": chosen,
            "chosen_shift_first": shift_first,
-           "shift_first_selection": "on validation: best shifted-slice NDCG@10, stable ignored"}
+           "shift_first_selection": SHIFT_FIRST}
     write_json(ddir(data) / "ablation.json", out)
     print(f"{data}: chosen variant '{chosen}'", flush=True)
     return out

@@ -108,6 +108,15 @@ def train_config(epochs: int, seed: int, patience: int, budget: Budget = Budget(
                        device=dev)
 
 
+def checkpointing(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Model keyword arguments that checkpoint every epoch into `checkpoint_dir` and resume
+    from it when an interrupted run left a checkpoint there (else start from scratch)."""
+    from shiftrec.train.trainer import CKPT_JSON
+
+    return {"checkpoint_dir": checkpoint_dir,
+            "resume": (Path(checkpoint_dir) / CKPT_JSON).is_file()}
+
+
 def sasrec(epochs: int, seed: int, budget: Budget = Budget(), **kwargs: Any) -> Any:
     """The SASRec baseline of the shift table (also the warm start of every variant)."""
     from shiftrec.models.sasrec import SASRec
