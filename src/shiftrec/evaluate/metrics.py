@@ -1,4 +1,8 @@
-"""Ranking metrics as pure functions of the 1-based rank of each user's single target item."""
+"""Ranking metrics as pure functions of the 1-based rank of each user's single target item.
+
+Ranks come from `ranks_from_scores`, where a NaN score counts as -inf (the worst score): a model
+that emits NaN for the target ranks it last, never first, and no metric can become NaN or inf.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,33 @@ import numpy as np
 KS = (5, 10, 20, 50)
 
 
+def _check_ranks(ranks: np.ndarray) -> np.ndarray:
+    ranks = np.asarray(ranks)
+    if ranks.size and (ranks.dtype.kind == "f" and not np.all(np.isfinite(ranks)) or ranks.min() < 1):
+        from shiftrec.errors import InputError
+
+        raise InputError("ranks must be finite and >= 1 (1-based); got "
+                         f"min {ranks.min()}")
+    return ranks
+
+
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
     """Share of users whose target is in the top k (equals HR@k with one target per user)."""
+    ranks = _check_ranks(ranks)
     return float(np.mean(ranks <= k)) if len(ranks) else float("nan")
 
 
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """With one relevant item, IDCG = 1 and DCG = 1/log2(rank + 1) when rank <= k."""
+    ranks = _check_ranks(ranks)
     if not len(ranks):
         return float("nan")
     return float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)))
 
 
 def mrr(ranks: np.ndarray, k: int | None = None) -> float:
+    """Mean of 1/rank (0 beyond rank k when k is given)."""
+    ranks = _check_ranks(ranks)
     if not len(ranks):
         return float("nan")
     rr = 1.0 / ranks
@@ -70,8 +88,13 @@ def ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of each target among all real items (column 0 = padding is excluded).
 
     Ties are broken against the target (pessimistic), so a constant scorer cannot look good.
+    NaN scores count as -inf: a NaN target ranks after every item with a real score (and ties
+    with the other NaN / -inf items, pessimistically), so a NaN never yields rank 0 or an
+    infinite NDCG.
     """
-    s = scores[:, 1:]
+    s = np.asarray(scores)[:, 1:]
+    if s.dtype.kind == "f" and np.isnan(s).any():
+        s = np.where(np.isnan(s), -np.inf, s)
     t = s[np.arange(len(targets)), targets - 1][:, None]
     better = (s > t).sum(axis=1)
     ties = (s == t).sum(axis=1) - 1

@@ -3,6 +3,7 @@ writer (with the per-user ranks beside it, for paired tests between runs)."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import json
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shiftrec.data.splits import EvalSet, SeqSplit
-from shiftrec.errors import ArtifactError, InputError
+from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.evaluate.metrics import KS, all_metrics, ranks_from_scores
 from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
 
@@ -40,9 +41,30 @@ def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 512, max_len: i
     return ranks
 
 
-def evaluate(model: Any, split: SeqSplit, which: str = "test", ks: tuple[int, ...] = KS,
-             **kw: Any) -> tuple[dict[str, float], np.ndarray]:
-    es = split.test if which == "test" else split.valid
+class EvalSplit(enum.StrEnum):
+    """Which held-out set to evaluate."""
+
+    VALID = "valid"
+    TEST = "test"
+
+    @classmethod
+    def of(cls, which: EvalSplit | str) -> EvalSplit:
+        """The enum member for `which` (a member or its string value); anything else is a
+        ConfigError listing the valid names (so a typo such as 'tset' cannot evaluate valid)."""
+        try:
+            return cls(which)
+        except ValueError:
+            raise ConfigError(f"unknown evaluation split '{which}'; valid: "
+                              f"{', '.join(m.value for m in cls)}") from None
+
+
+def eval_set(split: SeqSplit, which: EvalSplit | str) -> EvalSet:
+    return split.test if EvalSplit.of(which) == EvalSplit.TEST else split.valid
+
+
+def evaluate(model: Any, split: SeqSplit, which: EvalSplit | str = EvalSplit.TEST,
+             ks: tuple[int, ...] = KS, **kw: Any) -> tuple[dict[str, float], np.ndarray]:
+    es = eval_set(split, which)
     ranks = rank_targets(model, es, **kw)
     return all_metrics(ranks, ks), ranks
 
@@ -77,7 +99,8 @@ class UserRanks:
     @classmethod
     def of(cls, split: SeqSplit, which: str, ranks: np.ndarray) -> UserRanks:
         """The per-user ranks `evaluate(model, split, which)` returned, with who they belong to."""
-        es = split.test if which == "test" else split.valid
+        which = EvalSplit.of(which).value
+        es = eval_set(split, which)
         if len(ranks) != len(es):
             raise InputError(f"{len(ranks)} ranks for the {len(es)} {which} users of split "
                              f"'{split.name}'")
