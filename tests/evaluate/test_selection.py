@@ -15,6 +15,7 @@ from shiftrec.evaluate.selection import (
     select_best,
     select_shift_aware,
     select_shift_first,
+    select_topic_profile,
     slice_metrics,
     slice_scores,
 )
@@ -140,3 +141,22 @@ def test_recorded_choices_are_not_trivial() -> None:
               if select_best({v: r["valid"]["all"]["ndcg@10"] for v, r in a["variants"].items()}).chosen
               != a["chosen"]]
     assert differ
+
+
+def test_select_topic_profile_takes_the_best_validation_half_life(small_split, small_store) -> None:  # noqa: ANN001
+    from shiftrec.data.schema import conform_items
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.interest.topics import category_topics
+
+    tp = category_topics(conform_items(small_store.items))
+    it = tp.aligned(small_split.item_map)
+    grid = ((30.0, "days"), (2.0, "events"), (50.0, "events"))
+    model, info = select_topic_profile(small_split, it, tp.names, grid)
+    scores = info["valid_ndcg@10_by_half_life"]
+    assert list(scores) == ["30 days", "2 events", "50 events"]
+    best = max(scores, key=lambda k: scores[k])
+    assert f"{model.cfg.half_life:g} {model.cfg.decay_unit.value}" == best
+    assert info["chosen"] == {"half_life": model.cfg.half_life, "decay_unit": model.cfg.decay_unit.value}
+    # the returned model is the fitted one that scored best
+    assert round(evaluate(model, small_split, "valid", ks=(10,))[0]["ndcg@10"], 5) == scores[best]
+    assert len(set(scores.values())) > 1  # the grid matters on this data
