@@ -25,6 +25,11 @@ into bench/results/shift_slices.json and shift_slices.md (paired test ours vs SA
   python bench/shift_slices.py ablate --data amazon-toys/loo
   python bench/shift_slices.py run --data amazon-toys/loo --model shiftaware
   python bench/shift_slices.py report
+
+The variants table, the per-setting budgets and the selection rule are the library's
+(shiftrec.models.presets, shiftrec.evaluate.selection); `shiftrec shift-slices SPLIT --topics
+TOPICS --setting DATA` runs one setting's column from the CLI with the same tables and rule.
+Run with the installed package (`pip install -e .`); this script does not touch sys.path.
 """
 
 from __future__ import annotations

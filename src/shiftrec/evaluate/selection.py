@@ -32,7 +32,6 @@ import numpy as np
 from shiftrec.errors import InputError
 from shiftrec.evaluate.metrics import all_metrics
 
-SLICES = ("all", "shifted", "stable")
 METRIC = "ndcg@10"
 
 SELECTION = ("on validation: the variant with the best shifted-slice NDCG@10 among those whose "
