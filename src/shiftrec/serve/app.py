@@ -54,9 +54,8 @@ def _models() -> dict[str, Any]:
     class EventIn(Strict):
         user_id: Id
         item_id: Id
-        timestamp: Annotated[float, Field(ge=TS_MIN, le=TS_MAX, allow_inf_nan=False,
-                                          description="unix seconds")] | Annotated[
-            str, Field(max_length=40, description="ISO 8601")]
+        timestamp: float | Annotated[str, Field(max_length=40)] = Field(
+            description="unix seconds, or ISO 8601; 1995-01-01 .. 2100-01-01")
         event_type: Annotated[str, Field(json_schema_extra={"enum": EVENT_TYPES})] = "view"
         value: Annotated[float, Field(allow_inf_nan=False)] | None = None
         event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
@@ -298,8 +297,9 @@ def create_app(svc: Service) -> Any:
         errs = exc.errors()
         detail = [{"field": "body" if e.get("type") == "json_invalid" else _loc(e.get("loc", ())),
                    "message": str(e.get("msg", ""))[:300]} for e in errs[:20]]
-        first = detail[0] if detail else {"field": "body", "message": "invalid"}
-        return JSONResponse({"error": f"{first['field']}: {first['message']}", "detail": detail},
+        detail = detail or [{"field": "body", "message": "invalid"}]
+        return JSONResponse({"error": "; ".join(f"{d['field']}: {d['message']}"
+                                                for d in detail[:5]), "detail": detail},
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,7 +12,8 @@ its signal is:
 - ``shift``: the user's most recent detected shift lies within their last `recent_events` events
   and the item's topic is one the shift entered ("you recently moved from A to B (around DATE)");
 - ``topic``: the item's topic holds at least `topic_min_share` of the user's current topic
-  profile ("matches your current interest in A");
+  profile ("matches your current interest in A"); for the topic-profile model, always, naming
+  the topic contributing most to the item's score;
 - ``popular``: cold users (no known history item) are answered by training popularity, and the
   popularity model's own answers ("popular now");
 - ``sequence``: a sequence model's answer for which none of the above holds ("follows from your
@@ -311,11 +312,22 @@ class Recommender:
             return shifts[-1]
         return None
 
-    def shift_summary(self, shifts: list[Any], n_hist: int) -> dict[str, Any]:
-        ev = self._recent_shift(shifts, n_hist)
+    def topics_left(self, ev: Any, items: list[int]) -> list[int]:
+        """The topics a shift left; when the detector fired before any topic had faded, the
+        dominant topic of the history before the shift (not among those entered)."""
+        if ev.topics_left:
+            return list(ev.topics_left)
+        before = self.item_topic[np.asarray(items[:ev.event_index], np.int64)]
+        before = before[(before >= 0) & ~np.isin(before, list(ev.topics_entered))]
+        if len(before) == 0:
+            return []
+        return [int(np.bincount(before).argmax())]
+
+    def shift_summary(self, shifts: list[Any], items: list[int]) -> dict[str, Any]:
+        ev = self._recent_shift(shifts, len(items))
         if ev is None:
             return {"shifted": False, "from": None, "to": None, "at": None}
-        return {"shifted": True, "from": [self.topic_names[t] for t in ev.topics_left],
+        return {"shifted": True, "from": [self.topic_names[t] for t in self.topics_left(ev, items)],
                 "to": [self.topic_names[t] for t in ev.topics_entered],
                 "at": datetime.fromtimestamp(int(ev.time), UTC).isoformat()}
 
@@ -358,12 +370,13 @@ class Recommender:
         shift = self._recent_shift(shifts, len(items))
         probs = self.topic_probs(items, times)
         flows = self.flow_sources(items, targets) if self.uses_flows else None
+        left = self.topics_left(shift, items) if shift is not None else []
         for j, y in enumerate(np.asarray(targets).tolist()):
             r = out[j]
             ty = int(self.item_topic[y]) if y < len(self.item_topic) else -1
             if shift is not None and ty >= 0 and ty in shift.topics_entered:
                 r.append(Reason("shift", "you recently moved from "
-                                f"{_join([self.topic_names[t] for t in shift.topics_left])} to "
+                                f"{_join([self.topic_names[t] for t in left])} to "
                                 f"{_join([self.topic_names[t] for t in shift.topics_entered])} "
                                 f"(around {_date(shift.time)})"))
             if flows is not None and flows[j][0] > 0:
@@ -372,6 +385,11 @@ class Recommender:
             if ty >= 0 and probs[ty] >= self.topic_min_share:
                 r.append(Reason("topic", f"matches your current interest in "
                                          f"{self.topic_names[ty]}"))
+            if self.model_name == "topic_profile" and not any(x.kind == "topic" for x in r):
+                c = self.model.contributions(np.asarray(items, np.int64),
+                                             np.asarray(times, np.int64), y)
+                r.append(Reason("topic", "matches your current interest in "
+                                         f"{self.model.topic_names[int(np.argmax(c))]}"))
             if self.model_name == "popularity":
                 r.append(Reason("popular", "popular now"))
             if not r and self.is_sequence:
@@ -430,7 +448,7 @@ class Recommender:
                        self.categories[i], self.prices[i], float(s[i]), why[j])
                for j, i in enumerate(top.tolist())]
         return Recommendations(None if user is None else str(user), self.model_name, out,
-                               self.shift_summary(shifts, len(items)), cold, ignored)
+                               self.shift_summary(shifts, items), cold, ignored)
 
     def recommend_many(self, user_ids: list[str], k: int = 10, batch_size: int = 256,
                        progress: Any = None) -> pl.DataFrame:
@@ -481,7 +499,7 @@ class Recommender:
                             "to": [self.topic_names[t] for t in e.topics_entered],
                             "magnitude": round(float(e.magnitude), 4),
                             "confidence": round(float(e.confidence), 4)} for e in shifts],
-                "shift": self.shift_summary(shifts, len(items))}
+                "shift": self.shift_summary(shifts, items)}
 
     def migrations(self, windows: int = 2) -> dict[str, Any]:
         """Platform flows: the largest migrations and the latest window pairs."""
