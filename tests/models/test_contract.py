@@ -4,7 +4,8 @@ A new registry entry is covered automatically. If its defaults are slow on this 
 add small settings to TINY (keyword overrides, or a callable split -> unfitted model built
 through the registry), and state what it must get right in KNOWN_ANSWER ("next": the cycle's
 next item is ranked in the top 3 for most users; "popular": the most frequent training item is
-ranked first; None: shape and round-trip checks only). test_every_entry_has_a_known_answer
+ranked first; "topic": the top item shares the topic of the history's last item; None: shape
+and round-trip checks only). test_every_entry_has_a_known_answer
 makes sure no entry is left with shape checks only by accident.
 
 The transfer models need item text embeddings: the fixture gives each item a seeded random
@@ -55,7 +56,27 @@ def _tiny_transfer(name: str) -> Callable[[Any], Any]:
     return make
 
 
+def cyclic_topics(split: Any, per_topic: int = 3) -> np.ndarray:
+    """Item topics of the cyclic fixture: runs of `per_topic` consecutive items (0 = padding, -1)."""
+    it = (np.arange(split.n_items + 1) - 1) // per_topic
+    it[0] = -1
+    return it.astype(np.int64)
+
+
+def _tiny_shiftaware(split: Any) -> Any:
+    return build_model("shiftaware", item_topic=cyclic_topics(split), hidden=32, inner=64,
+                       dropout=0.1, attn_dropout=0.1, train=_FAST_TRAIN)
+
+
+def _tiny_topic_profile(split: Any) -> Any:
+    # recency-dominated profile (half-life 1 event) and P(item | topic) from topic labels
+    return build_model("topic_profile", item_topic=cyclic_topics(split), half_life=1.0,
+                       decay_unit="events", item_topic_mode="hard")
+
+
 TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
+    "shiftaware": _tiny_shiftaware,
+    "topic_profile": _tiny_topic_profile,
     "sasrec": {"hidden": 32, "inner": 64, "dropout": 0.1, "attn_dropout": 0.1, "train": _FAST_TRAIN},
     "transfer": _tiny_transfer("transfer"),
     "transfer-transductive": _tiny_transfer("transfer-transductive"),
@@ -65,7 +86,8 @@ TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
 
 KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next",
                                        "transfer": "next", "transfer-transductive": "next",
-                                       "shiftfusion": "next"}
+                                       "shiftfusion": "next", "shiftaware": "next",
+                                       "topic_profile": "topic"}
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +139,11 @@ def test_known_answer(fitted, split):
         assert np.mean(ranks <= 3) >= 0.9, (name, ranks)
     elif kind == "popular":
         assert (scores[:, 1:].argmax(axis=1) + 1 == POPULAR).all()
+    elif kind == "topic":  # the top item is in the topic of the history's last item
+        it = cyclic_topics(split)
+        top = scores[:, 1:].argmax(axis=1) + 1
+        last = np.array([h[-1] for h in hist])
+        assert np.mean(it[top] == it[last]) >= 0.9, (name, it[top], it[last])
 
 
 def test_save_load_round_trip(fitted, split, tmp_path):

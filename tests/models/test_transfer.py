@@ -187,13 +187,19 @@ def test_strict_load_rejects_tampered_folders(tmp_path, tiny_domain):
         TransferRec(text, "fake", cfg, net=build_net(cfg, text)).save(tmp_path / mode)
     # an inductive folder whose weights carry an extra item-ID table, and a transductive one
     # without its ID table: the lenient checkpoint loader accepts both, the Protocol load does not
+    from tests.models.test_artifacts import rehash
+
     sd = load_file(str(tmp_path / "transductive" / "model.safetensors"))
     save_file({k: v for k, v in sd.items() if k != "item_id.weight"},
               str(tmp_path / "transductive" / "model.safetensors"))
+    with pytest.raises(ArtifactError, match="does not match the manifest"):
+        TransferRec.load(tmp_path / "transductive")  # the file hash catches it first
+    rehash(tmp_path / "transductive")  # past the hash: the strict load still refuses it
     with pytest.raises(ArtifactError, match="missing"):
         TransferRec.load(tmp_path / "transductive")
     load_checkpoint(tmp_path / "transductive")  # pretrained checkpoints may lack the ID table
     save_file(sd, str(tmp_path / "inductive" / "model.safetensors"))
+    rehash(tmp_path / "inductive")
     with pytest.raises(ArtifactError, match="unexpected"):
         TransferRec.load(tmp_path / "inductive")
     man_path = tmp_path / "transductive" / "manifest.json"

@@ -85,7 +85,9 @@ def test_train_transfer_models_need_item_text_then_train(tmp_path):
         man = json.loads((out / "manifest.json").read_text())
         assert man["model"] == "transfer" and man["encoder"] == "seeded-random"
         assert man["mode"] == ("inductive" if name == "transfer" else "transductive")
-        assert man["finetune_config"]["seed"] == 3 and man["finetune_config"]["epochs"] == 2
+        tc = man["train_config"]
+        assert tc["seed"] == 3 and tc["phases"][0]["epochs"] == 2 and tc["threads"] == 1
+        assert tc["phases"][0]["lr"] == 0.01 and tc["phases"][0]["patience"] == 3  # kept
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["per_user"]["n_users"] == 30 and (out / "metrics.ranks.npz").exists()
         assert load_model(out).name == name
@@ -96,7 +98,7 @@ def test_train_shiftfusion_over_a_saved_model_with_topics(tmp_path):
     the cycle (popularity); the gate uses the topics; a wrong base size is a clear error."""
     import numpy as np
 
-    from shiftrec.errors import ConfigError, InputError
+    from shiftrec.errors import ArtifactError, ConfigError
     from shiftrec.interest.topics import Topics
 
     split = cyclic_split(n_users=40, n_items=8)
@@ -118,8 +120,8 @@ def test_train_shiftfusion_over_a_saved_model_with_topics(tmp_path):
     other = cyclic_split(n_users=20, n_items=5).save(tmp_path / "other")
     r = CliRunner().invoke(app, ["train", str(other), "--model", "shiftfusion", "--base-model",
                                  str(tmp_path / "pop"), "-o", str(tmp_path / "bad")])
-    assert r.exit_code != 0 and isinstance(r.exception, InputError)
-    assert "scores 8 items but the split has 5" in str(r.exception)
+    assert r.exit_code != 0 and isinstance(r.exception, ArtifactError)
+    assert "has 8 items but split" in str(r.exception) and "has 5" in str(r.exception)
     r = CliRunner().invoke(app, ["train", str(split_dir), "--model", "itemknn", "--topics",
                                  str(tmp_path / "topics"), "-o", str(tmp_path / "bad2")])
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError)

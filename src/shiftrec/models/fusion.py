@@ -34,7 +34,13 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_model_manifest, write_json
+from shiftrec.manifest import atomic_write_bytes
+from shiftrec.models.artifact import (
+    check_model_split,
+    read_model_folder,
+    save_model_folder,
+    split_fields,
+)
 from shiftrec.models.itemknn import ItemKNN
 
 
@@ -130,6 +136,7 @@ class ShiftFusion:
         self.selection: dict[str, Any] = {}
         self.n_items: int | None = None
         self.data_fingerprint: str | None = None
+        self.item_keys: str | None = None
 
     # ------------------------------------------------------------------ parts
     def _topics(self, n_items: int) -> np.ndarray:
@@ -161,6 +168,8 @@ class ShiftFusion:
         cfg = self.config
         if not self.base_fitted:
             self.base.fit(split)
+        else:  # a saved base must have been trained on this split's item map
+            check_model_split(self.base, split)
         width = np.asarray(self.base.score([split.train[0][:1]] if len(split.train) else
                                            [np.zeros(0, np.int64)])).shape[1]
         if width != split.n_items + 1:
@@ -168,7 +177,8 @@ class ShiftFusion:
                              f"{split.n_items}: was it trained on another dataset?")
         self.flow.fit(split)
         self.n_items = split.n_items
-        self.data_fingerprint = split.meta.get("fingerprint")
+        f = split_fields(split)
+        self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         es = split.valid
         if len(es) == 0:
             raise InputError("shiftfusion selects its weights on validation, but the split has "
@@ -243,28 +253,29 @@ class ShiftFusion:
         import io
 
         self._check()
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
-        self.base.save(p / "base")
-        self.flow.save(p / "flow")
         buf = io.BytesIO()
         np.savez(buf, item_topic=self._topics(self.n_items or 0))
-        atomic_write_bytes(p / "item_topic.npz", buf.getvalue())
-        write_json(p / "manifest.json", make_manifest(
-            "model", model=self.name, n_items=self.n_items, config=to_dict(self.config),
+
+        def write(d: Path) -> None:
+            self.base.save(d / "base")
+            self.flow.save(d / "flow")
+            atomic_write_bytes(d / "item_topic.npz", buf.getvalue())
+
+        save_model_folder(
+            path, write, model=self.name, n_items=self.n_items, config=to_dict(self.config),
             base_model=getattr(self.base, "name", type(self.base).__name__),
             edges=[float(x) for x in (self.edges if self.edges is not None else [])],
             bin_weights=[float(x) for x in self.bin_weights],  # type: ignore[union-attr]
             smoothing=self.smoothing, selection=self.selection,
             has_item_topic=self.item_topic is not None,
-            data_fingerprint=self.data_fingerprint))
+            data_fingerprint=self.data_fingerprint, item_keys_hash=self.item_keys)
 
     @classmethod
     def load(cls, path: str | Path, load_base: Callable[[Path], Any] | None = None) -> ShiftFusion:
         """Strict load. `load_base` loads the saved base model; by default the sequence
         models a fusion can sit on (this module never imports the registry that lists it)."""
         load_base = load_base or _load_base
-        p, man = read_model_manifest(path, cls.name)
+        p, man = read_model_folder(path, cls.name)
         try:
             cfg = from_dict(FusionConfig, man["config"], where=f"{p}: config")
             n_items, edges, weights = int(man["n_items"]), man["edges"], man["bin_weights"]
@@ -287,12 +298,13 @@ class ShiftFusion:
         m.n_items, m.edges = n_items, np.asarray(edges, np.float64)
         m.bin_weights, m.smoothing = np.asarray(weights, np.float64), smoothing
         m.selection, m.data_fingerprint = man.get("selection", {}), man.get("data_fingerprint")
+        m.item_keys = man.get("item_keys_hash")
         return m
 
 
 def _load_base(path: Path) -> Any:
     """Load a saved base model of one of the kinds a fusion is built on."""
-    from shiftrec.manifest import read_json
+    from shiftrec.models.artifact import read_manifest_file
     from shiftrec.models.popularity import Popularity
     from shiftrec.models.sasrec import SASRec
     from shiftrec.models.shiftaware import ShiftAware
@@ -300,9 +312,8 @@ def _load_base(path: Path) -> Any:
 
     kinds = {"popularity": Popularity, "itemknn": ItemKNN, "sasrec": SASRec,
              "transfer": TransferRec, "shiftaware": ShiftAware}
-    if not (path / "manifest.json").is_file():
-        raise ArtifactError("not a model folder (manifest.json missing)", path=path)
-    name = read_json(path / "manifest.json").get("model")
+    _, man = read_manifest_file(path)
+    name = man.get("model")
     if name not in kinds:
         raise ArtifactError(f"base model '{name}' cannot be fused; valid: {', '.join(kinds)}",
                             path=path)

@@ -18,7 +18,8 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_model_manifest, write_json
+from shiftrec.manifest import atomic_write_bytes
+from shiftrec.models.artifact import read_model_folder, save_model_folder, split_fields
 from shiftrec.models.torch_base import apply_overrides
 
 
@@ -97,6 +98,7 @@ class ItemKNN:
         self.sim: Any = None
         self.n_items: int | None = None
         self.data_fingerprint: str | None = None
+        self.item_keys: str | None = None
 
     def fit(self, split: SeqSplit) -> ItemKNN:
         seqs = split.train.to_list()
@@ -104,7 +106,8 @@ class ItemKNN:
         freq = np.bincount(split.train.items, minlength=n + 1).astype(np.float64)
         self.sim = similarity(cooccurrence(seqs, n, self.config), freq, self.config)
         self.n_items = n
-        self.data_fingerprint = split.meta.get("fingerprint")
+        f = split_fields(split)
+        self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         return self
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
@@ -136,21 +139,19 @@ class ItemKNN:
 
         if self.sim is None:
             raise ArtifactError("itemknn model is not fitted: nothing to save")
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
         s = self.sim.tocsr()
         buf = io.BytesIO()
         np.savez(buf, indptr=s.indptr, indices=s.indices, data=s.data)
-        atomic_write_bytes(p / "model.npz", buf.getvalue())
-        write_json(p / "manifest.json", make_manifest(
-            "model", model=self.name, n_items=self.n_items, nnz=int(s.nnz),
-            config=to_dict(self.config), data_fingerprint=self.data_fingerprint))
+        save_model_folder(path, lambda d: atomic_write_bytes(d / "model.npz", buf.getvalue()),
+                          model=self.name, n_items=self.n_items, nnz=int(s.nnz),
+                          config=to_dict(self.config), data_fingerprint=self.data_fingerprint,
+                          item_keys_hash=self.item_keys)
 
     @classmethod
     def load(cls, path: str | Path) -> ItemKNN:
         import scipy.sparse as sp
 
-        p, man = read_model_manifest(path, cls.name)
+        p, man = read_model_folder(path, cls.name)
         z = np.load(p / "model.npz", allow_pickle=False)
         n = int(man["n_items"]) + 1
         if len(z["indptr"]) != n + 1:
@@ -160,4 +161,5 @@ class ItemKNN:
         m.sim = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(n, n))
         m.n_items = n - 1
         m.data_fingerprint = man.get("data_fingerprint")
+        m.item_keys = man.get("item_keys_hash")
         return m

@@ -21,6 +21,7 @@ import numpy as np
 from shiftrec.config import to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError
+from shiftrec.models.artifact import check_model_split, item_map_fingerprint
 from shiftrec.models.torch_base import (
     apply_overrides,
     check_shapes,
@@ -75,6 +76,7 @@ class SASRec:
         self.n_items: int | None = None
         self.result: TrainResult | None = None
         self.data_fingerprint: str | None = None
+        self.item_keys: str | None = None  # fingerprint of the item map it was trained on
 
     def _build(self, n_items: int) -> Any:
         from shiftrec.train.trainer import seed_everything
@@ -95,6 +97,7 @@ class SASRec:
         self.result = train(self.net, cfg.train, src, valid, checkpoint_dir=self.checkpoint_dir,
                             resume=self.resume, progress=self.progress)
         self.data_fingerprint = split.meta.get("fingerprint")
+        self.item_keys = item_map_fingerprint(split)
         return self
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
@@ -109,6 +112,7 @@ class SASRec:
         save_torch_artifact(path, self.net, self.name, n_items=self.n_items, hidden=c.hidden,
                             layers=c.layers, heads=c.heads, inner=c.inner, max_len=c.max_len,
                             config=to_dict(c), data_fingerprint=self.data_fingerprint,
+                            item_keys_hash=self.item_keys,
                             training=self.result.to_dict() if self.result else None)
 
     @classmethod
@@ -134,10 +138,9 @@ class SASRec:
         load_state_strict(model.net, tensors, path)
         model.net.eval()
         model.data_fingerprint = man.get("data_fingerprint")
+        model.item_keys = man.get("item_keys_hash")
         return model
 
     def check_split(self, split: SeqSplit) -> None:
         """Raise ArtifactError when this model's item index does not fit `split`."""
-        if self.n_items != split.n_items:
-            raise ArtifactError(f"model has {self.n_items} items but split '{split.name}' has "
-                                f"{split.n_items}")
+        check_model_split(self, split)

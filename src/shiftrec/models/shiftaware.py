@@ -49,6 +49,7 @@ import numpy as np
 from shiftrec.config import to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.models.artifact import item_map_fingerprint
 from shiftrec.models.torch_base import (
     apply_overrides,
     check_shapes,
@@ -256,6 +257,7 @@ class ShiftAware:
         self.n_topics: int | None = None
         self.result: TrainResult | None = None
         self.data_fingerprint: str | None = None
+        self.item_keys: str | None = None  # fingerprint of the item map it was trained on
 
     def _build(self, n_items: int, n_topics: int, n_trend_rows: int) -> Any:
         from shiftrec.train.trainer import seed_everything
@@ -300,13 +302,14 @@ class ShiftAware:
         cfg = self.config
         net = self.build_for(split)
         if self.init_from is not None:
-            warm_start(net, self.init_from)
+            warm_start(net, self.init_from, item_map_fingerprint(split))
         src = CausalBatches(split.train, cfg.max_len, cfg.stride, cfg.bucket, with_times=True)
         valid = split.valid if len(split.valid) else None
         self.result = train(net, cfg.train, src, valid, checkpoint_dir=self.checkpoint_dir,
                             resume=self.resume, progress=self.progress)
         net.to("cpu")
         self.data_fingerprint = split.meta.get("fingerprint")
+        self.item_keys = item_map_fingerprint(split)
         return self
 
     def _check(self) -> None:
@@ -347,6 +350,7 @@ class ShiftAware:
                             layers=c.layers, heads=c.heads, max_len=c.max_len,
                             priors=prior_names(c), config=to_dict(c), init_from=self.init_from,
                             data_fingerprint=self.data_fingerprint,
+                            item_keys_hash=self.item_keys,
                             training=self.result.to_dict() if self.result else None)
 
     @classmethod
@@ -377,6 +381,7 @@ class ShiftAware:
         model.net.eval()
         model.init_from = man.get("init_from")
         model.data_fingerprint = man.get("data_fingerprint")
+        model.item_keys = man.get("item_keys_hash")
         return model
 
 
@@ -386,14 +391,19 @@ def prior_names(cfg: ShiftAwareConfig) -> list[str]:
         (["topic_flow"] if cfg.flow_prior else [])
 
 
-def warm_start(net: Any, path: str | Path) -> list[str]:
-    """Copy the layers a saved SASRec shares with `net` (same names and shapes); returns them."""
+def warm_start(net: Any, path: str | Path, item_keys: str | None = None) -> list[str]:
+    """Copy the layers a saved SASRec shares with `net` (same names and shapes); returns them.
+    `item_keys` (the split's item map fingerprint) must match the SASRec's when given."""
     import torch
 
     man, tensors = read_torch_artifact(path, "sasrec")
     if int(man.get("n_items", -1)) != net.n_items:
         raise ArtifactError(f"SASRec checkpoint has {man.get('n_items')} items, the model has "
                             f"{net.n_items}", path=path)
+    theirs = man.get("item_keys_hash")
+    if item_keys is not None and theirs is not None and theirs != item_keys:
+        raise ArtifactError(f"SASRec checkpoint was trained on another item map (item_keys_hash "
+                            f"{theirs}) than this split ({item_keys})", path=path)
     own = net.state_dict()
     copied = []
     with torch.no_grad():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftrec.errors import ArtifactError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, write_json
+from shiftrec.manifest import atomic_write_bytes
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -21,11 +21,19 @@ MANIFEST = "manifest.json"
 
 def apply_overrides(cfg: Any, overrides: Mapping[str, Any], where: str) -> Any:
     """`cfg` with keyword overrides: dataclass values replace as-is, plain values go through
-    config.overlay (so YAML-style dicts and enum strings are validated)."""
+    config.overlay (so YAML-style dicts and enum strings are validated); a `train` mapping is
+    overlaid on the config's training run in the one training dialect (overlay_train)."""
     import dataclasses
 
     from shiftrec.config import overlay
 
+    overrides = dict(overrides)
+    train = overrides.get("train")
+    if isinstance(train, Mapping) and any(f.name == "train" for f in dataclasses.fields(cfg)):
+        # the one training dialect: flat epochs/lr/... set every phase, nothing else changes
+        from shiftrec.train.trainer import overlay_train
+
+        overrides["train"] = overlay_train(cfg.train, train, where=f"{where}.train")
     direct = {k: v for k, v in overrides.items() if dataclasses.is_dataclass(v)}
     plain = {k: v for k, v in overrides.items() if k not in direct}
     if plain:
@@ -42,29 +50,32 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any], where: str) -> Any:
 
 
 def save_torch_artifact(path: str | Path, module: Any, model_name: str, **fields: Any) -> None:
-    """model.safetensors (the module's state) + manifest.json (model name and `fields`)."""
+    """model.safetensors (the module's state) + manifest.json (model name, `fields` and the
+    file hashes), written atomically (models.artifact.save_model_folder)."""
     from safetensors.torch import save
 
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
+    from shiftrec.models.artifact import save_model_folder
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(p / WEIGHTS, save(tensors))
-    write_json(p / MANIFEST, make_manifest("model", model=model_name, **fields))
+    save_model_folder(path, lambda d: atomic_write_bytes(d / WEIGHTS, save(tensors)),
+                      model=model_name, **fields)
 
 
 def read_torch_artifact(path: str | Path, model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(manifest, tensors) of a saved torch model; the manifest must name `model_name`."""
+    """(manifest, tensors) of a saved torch model: verified folder (hashes, completeness) whose
+    manifest names `model_name`."""
     from safetensors.torch import load_file
 
-    from shiftrec.manifest import read_model_manifest
+    from shiftrec.models.artifact import read_model_folder
 
-    p, man = read_model_manifest(path, model_name)
+    p, man = read_model_folder(path, model_name)
     if not (p / WEIGHTS).exists():
         raise ArtifactError(f"{WEIGHTS} missing", path=p)
     try:
         tensors = load_file(str(p / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types
-        raise ArtifactError(f"cannot read {WEIGHTS}: {e}", path=p) from None
+        raise ArtifactError(f"cannot read {WEIGHTS}: {' '.join(str(e).split())[:200]}",
+                            path=p) from None
     return man, tensors
 
 

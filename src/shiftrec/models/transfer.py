@@ -22,7 +22,6 @@ The torch modules live in models.transfer_net (imported when `build_net` builds 
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import atomic_write_bytes
 
 MODEL_KIND = "transfer-model"
 WEIGHTS = "model.safetensors"
@@ -138,39 +137,36 @@ def freeze_prefixes(freeze: Freeze | str) -> tuple[str, ...]:
 
 def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: bool = False,
                     half: bool = False, **manifest_fields: Any) -> Path:
-    """Write the weights (the text buffer is not a weight) and a manifest, atomically."""
+    """Write the weights (the text buffer is not a weight; `include_items` stores it beside
+    them) and a manifest with the file hashes, atomically (models.artifact)."""
     from safetensors.torch import save as st_save
 
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
+    from shiftrec.models.artifact import save_model_folder
+
     sd = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
           for k, v in net.state_dict().items()}
-    atomic_write_bytes(p / WEIGHTS, st_save(sd, metadata={"encoder": encoder,
-                                                         "text_dim": str(net.text_dim)}))
-    if include_items:
-        atomic_write_bytes(p / ITEM_TEXT, st_save({"text": net.text.detach().cpu().contiguous()}))
-    elif (p / ITEM_TEXT).exists():
-        (p / ITEM_TEXT).unlink()
+
+    def write(d: Path) -> None:
+        atomic_write_bytes(d / WEIGHTS, st_save(sd, metadata={"encoder": encoder,
+                                                              "text_dim": str(net.text_dim)}))
+        if include_items:
+            atomic_write_bytes(d / ITEM_TEXT, st_save({"text": net.text.detach().cpu().contiguous()}))
+
     n_id = None if net.item_id is None else net.item_id.num_embeddings - 1
-    man = make_manifest(MODEL_KIND, model="transfer", encoder=encoder, text_dim=net.text_dim,
-                        dims=net.cfg.arch(), mode=str(net.cfg.mode), n_id_items=n_id,
-                        n_items=net.n_items if include_items else None,
-                        config=to_dict(net.cfg), weights_dtype="float16" if half else "float32",
-                        **manifest_fields)
-    write_json(p / MANIFEST, man)
-    return p
+    return save_model_folder(path, write, kind=MODEL_KIND, model="transfer", encoder=encoder,
+                             text_dim=net.text_dim, dims=net.cfg.arch(), mode=str(net.cfg.mode),
+                             n_id_items=n_id, n_items=net.n_items if include_items else None,
+                             config=to_dict(net.cfg), weights_dtype="float16" if half else "float32",
+                             **manifest_fields)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not (p / MANIFEST).exists() or not (p / WEIGHTS).exists():
-        raise ArtifactError(f"not a transfer checkpoint ({MANIFEST} or {WEIGHTS} missing)", path=p)
-    try:
-        man = read_json(p / MANIFEST)
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"corrupt manifest: {e}", path=p / MANIFEST) from None
-    if man.get("kind") != MODEL_KIND:
-        raise ArtifactError(f"checkpoint is a '{man.get('kind')}' artifact, not '{MODEL_KIND}'", path=p)
+    """The verified manifest of a transfer checkpoint (models.artifact.read_model_folder)."""
+    from shiftrec.models.artifact import read_model_folder
+
+    p, man = read_model_folder(path, None, kind=MODEL_KIND)
+    if not (p / WEIGHTS).exists():
+        raise ArtifactError(f"not a transfer checkpoint ({WEIGHTS} missing)", path=p)
     return man
 
 
@@ -252,7 +248,7 @@ MODEL_NAMES: dict[Mode, str] = {Mode.INDUCTIVE: "transfer", Mode.TRANSDUCTIVE: "
 
 #: FinetuneConfig fields that TransferRec.fit does not use (model settings go at the top level)
 _UNUSED_TRAIN_KEYS = ("mode", "freeze", "model", "dropout", "attn_dropout", "adaptor_dropout",
-                      "temperature")
+                      "temperature", "stride")
 
 NEEDS_TEXT = ("the transfer model needs item text embeddings aligned with the split: encode the "
               "items with `shiftrec encode DATASET --split SPLIT -o EMB` and pass that folder as "
@@ -298,12 +294,22 @@ class TransferRec:
     def config(self) -> TransferConfig:
         return self.cfg
 
+    @property
+    def n_items(self) -> int | None:
+        return None if self.net is None else int(self.net.n_items)
+
+    @property
+    def item_keys(self) -> str | None:
+        """Fingerprint of the item map it was trained on (its item table and, transductive, its
+        ID embeddings belong to that map; set_item_text on the net moves it to another)."""
+        return self.manifest.get("item_keys_hash")
+
     @classmethod
     def from_options(cls, mode: Mode | str, /, *, item_text: np.ndarray | str | Path | None = None,
                      encoder: str | None = None, train: Any = None, **options: Any) -> TransferRec:
         """The registry factory: `options` override TransferConfig fields (validated), `train`
-        (a FinetuneConfig or a mapping of its epochs/lr/batch_size/patience/seed/threads/...
-        fields) sets the training run. checkpoint_dir, resume and progress go to the trainer."""
+        (a mapping in the one training dialect: epochs, lr, batch_size, patience, seed,
+        threads, ...; see train.trainer.overlay_train) sets the training run. checkpoint_dir, resume and progress go to the trainer."""
         from shiftrec.models.torch_base import apply_overrides
 
         mode = Mode(mode)
@@ -335,14 +341,14 @@ class TransferRec:
         return self.item_text
 
     def fit(self, split: SeqSplit) -> TransferRec:
-        from shiftrec.models.transfer_fit import FinetuneConfig, item_keys_hash, train_on_split
+        from shiftrec.models.transfer_fit import item_keys_hash, train_on_split
 
         text = self._text_for(split)
         if split.n_items + 1 != text.shape[0]:
             raise InputError(f"item text table has {text.shape[0] - 1} items but the split "
                              f"has {split.n_items}")
         self.item_text = text
-        train_cfg = self.train_cfg or FinetuneConfig()
+        train_cfg = _train_config(self.train_cfg, self.name)
         if self.net is None:
             from shiftrec.train.trainer import seed_everything
 
@@ -353,8 +359,9 @@ class TransferRec:
         self.net, self.history = train_on_split(self.net, split, train_cfg,
                                                 checkpoint_dir=self.checkpoint_dir,
                                                 resume=self.resume, progress=self.progress)
-        self.manifest = {**self.manifest, "stage": "fit", "finetune_config": to_dict(train_cfg),
+        self.manifest = {**self.manifest, "stage": "fit", "train_config": to_dict(train_cfg),
                          "data_fingerprints": {split.name: split.meta.get("fingerprint")},
+                         "data_fingerprint": split.meta.get("fingerprint"),
                          "item_keys_hash": item_keys_hash(split)}
         return self
 
@@ -391,16 +398,21 @@ class TransferRec:
 
 
 def _train_config(train: Any, where: str) -> Any:
-    """A FinetuneConfig from None, a FinetuneConfig or a mapping of its fields."""
-    from shiftrec.config import overlay
-    from shiftrec.models.transfer_fit import FinetuneConfig
+    """The TrainConfig of a fit: None (FinetuneConfig's defaults), a TrainConfig, a
+    FinetuneConfig, or a mapping in the one training dialect (train.trainer.overlay_train)."""
+    from shiftrec.models.transfer_fit import FinetuneConfig, default_fit_train
+    from shiftrec.train.trainer import TrainConfig, overlay_train
 
-    if train is None or isinstance(train, FinetuneConfig):
+    if train is None:
+        return default_fit_train()
+    if isinstance(train, TrainConfig):
         return train
+    if isinstance(train, FinetuneConfig):
+        return train.train_config(TransferConfig().max_len)
     if not isinstance(train, dict):
         raise ConfigError(f"{where}.train: expected a mapping of training options")
     unused = sorted(set(train) & set(_UNUSED_TRAIN_KEYS))
     if unused:
         raise ConfigError(f"{where}.train: {unused} are not training options here; set model "
                           "options at the top level")
-    return overlay(FinetuneConfig(), train, where=f"{where}.train")
+    return overlay_train(default_fit_train(), train, where=f"{where}.train")

@@ -11,7 +11,7 @@ from typing import Any
 from shiftrec.data.splits import Seqs, SeqSplit
 from shiftrec.errors import InputError
 from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig
-from shiftrec.train.trainer import Device
+from shiftrec.train.trainer import Device, Phase, TrainConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
 DEFAULT_PRETRAINED = "amazon-minilm"
@@ -31,19 +31,25 @@ def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Fine-tuning (or training from scratch) on one target split with full cross-entropy."""
+    """Fine-tuning (or training from scratch) on one target split with full cross-entropy.
+
+    The training options (epochs, lr, weight_decay, batch_size, patience, steps_per_epoch,
+    seed, threads, device, valid_max_users) are the flat keys of the one training dialect
+    (train.trainer.overlay_train); `train_config()` turns them into the trainer's TrainConfig.
+    The defaults are the settings behind the README's Scientific transfer rows (lr 2e-3,
+    batch 1024, patience 3, at most 25 epochs)."""
 
     mode: Mode = Mode.INDUCTIVE
     freeze: Freeze = Freeze.NONE
-    epochs: int = 50
-    lr: float = 1e-3
+    epochs: int = 25
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    batch_size: int = 2048
-    patience: int = 5
+    batch_size: int = 1024
+    patience: int = 3
     steps_per_epoch: int = 0
     stride: int = 10
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # 0 = auto (train.threads); an explicit count is used as given
     device: Device = Device.AUTO  # auto = CUDA when present
     valid_max_users: int = 0
     # non-shape model settings applied on top of the checkpoint's (None = keep)
@@ -53,6 +59,19 @@ class FinetuneConfig:
     temperature: float | None = None
     # architecture for training from scratch (ignored when a checkpoint is given)
     model: TransferConfig = TransferConfig()
+
+    def train_config(self, max_len: int, name: str = "fit", freeze: tuple[str, ...] = ()
+                     ) -> TrainConfig:
+        phase = Phase(name=name, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+                      batch_size=self.batch_size, patience=self.patience,
+                      steps_per_epoch=self.steps_per_epoch, freeze=freeze)
+        return TrainConfig(phases=(phase,), seed=self.seed, device=self.device, max_len=max_len,
+                           threads=self.threads, valid_max_users=self.valid_max_users)
+
+
+def default_fit_train() -> TrainConfig:
+    """TransferRec's training run when none is given: FinetuneConfig's defaults."""
+    return FinetuneConfig().train_config(TransferConfig().max_len)
 
 
 def check_split(split: SeqSplit, what: str = "target") -> None:
@@ -73,28 +92,27 @@ def causal_batches(seqs: Seqs, max_len: int, stride: int) -> Any:
     return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)))
 
 
-def train_on_split(net: Any, split: SeqSplit, cfg: FinetuneConfig | None = None, *,
-                   checkpoint_dir: str | Path | None = None, resume: bool = False,
-                   progress: Callable[[Any], None] | None = None) -> tuple[Any, list]:
+def train_on_split(net: Any, split: SeqSplit, train_cfg: TrainConfig | None = None, *,
+                   stride: int = 10, checkpoint_dir: str | Path | None = None,
+                   resume: bool = False, progress: Callable[[Any], None] | None = None
+                   ) -> tuple[Any, list]:
     """Train an existing net on a split with full CE (used by TransferRec.fit); checkpoint_dir,
     resume and progress are handed to the trainer."""
-    from shiftrec.train.trainer import Phase, TrainConfig, train
+    from dataclasses import replace
 
-    cfg = cfg or FinetuneConfig()
+    from shiftrec.train.trainer import train
+
+    cfg = train_cfg or default_fit_train()
+    cfg = replace(cfg, max_len=net.cfg.max_len)
     check_split(split)
     net.objective = Objective.FULL_CE
-    phase = Phase(name="fit", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  batch_size=cfg.batch_size, patience=cfg.patience,
-                  steps_per_epoch=cfg.steps_per_epoch)
-    res = train(net, TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device,
-                                 max_len=net.cfg.max_len, threads=cfg.threads,
-                                 valid_max_users=cfg.valid_max_users),
-                causal_batches(split.train, net.cfg.max_len, cfg.stride), split.valid,
+    res = train(net, cfg, causal_batches(split.train, net.cfg.max_len, stride), split.valid,
                 checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     return net, res.history
 
 
 def item_keys_hash(split: SeqSplit) -> str:
-    import hashlib
+    """Fingerprint of the split's item map (models.artifact.item_map_fingerprint)."""
+    from shiftrec.models.artifact import item_map_fingerprint
 
-    return hashlib.sha1("\n".join(map(str, split.item_map.keys)).encode()).hexdigest()[:16]
+    return item_map_fingerprint(split)

@@ -61,7 +61,7 @@ class PretrainConfig:
     valid_users: int = 500  # per source domain, for early stopping (in-domain full ranking)
     stride: int = 10
     seed: int = 0
-    threads: int = 2
+    threads: int = 0  # 0 = auto (train.threads); an explicit count is used as given
     half_weights: bool = False  # store float16 weights (for a small shipped asset)
 
 
@@ -184,7 +184,7 @@ def _provenance(sources_meta: list[dict[str, Any]], seconds: float, result: Any,
             "best_epoch": [p.best_epoch for p in result.phases],
             "best_valid": [p.best_metric for p in result.phases],
             "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
-                         "torch_threads": torch.get_num_threads(),
+                         "torch_threads": result.threads or torch.get_num_threads(),
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
             "history": result.history}
 
@@ -209,8 +209,6 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
         check_split(s.split, f"source '{s.name}'")
     merged = merge_sources(sources, cfg.valid_users, cfg.seed)
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     net = build_net(cfg.model, merged.text)
     net.objective = Objective(cfg.model.objective)
     batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride)
@@ -256,7 +254,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     """
     import torch
 
-    from shiftrec.train.trainer import Phase, TrainConfig, train
+    from shiftrec.train.trainer import train
 
     check_split(split)
     text = np.asarray(text, dtype=np.float32)
@@ -264,8 +262,6 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
         raise InputError(f"text table has {text.shape[0] - 1} items but split '{split.name}' has "
                          f"{split.n_items}")
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     base: dict[str, Any] = {}
     if checkpoint is not None:
         net, man = load_checkpoint(checkpoint, text, encoder=encoder, overrides=_overrides(cfg))
@@ -280,11 +276,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
                           "use freeze 'none' to train from scratch")
     net.objective = Objective.FULL_CE
     batches = causal_batches(split.train, net.cfg.max_len, cfg.stride)
-    phase = Phase(name="finetune", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  batch_size=cfg.batch_size, patience=cfg.patience,
-                  steps_per_epoch=cfg.steps_per_epoch, freeze=freeze_prefixes(cfg.freeze))
-    tcfg = TrainConfig(phases=(phase,), seed=cfg.seed, device=cfg.device, max_len=net.cfg.max_len,
-                       threads=cfg.threads, valid_max_users=cfg.valid_max_users)
+    tcfg = cfg.train_config(net.cfg.max_len, "finetune", freeze_prefixes(cfg.freeze))
     t0 = time.perf_counter()
     ckpt = Path(out_dir) / "trainer" if out_dir is not None else None
     result = train(net, tcfg, batches, split.valid, checkpoint_dir=ckpt, resume=resume,
@@ -295,6 +287,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
               "finetune_config": to_dict(cfg), **base,
               "data_fingerprints": {meta["name"]: meta["fingerprint"]},
+              "data_fingerprint": meta["fingerprint"],
               "item_keys_hash": item_keys_hash(split),
               "provenance": _provenance([meta], seconds, result, cfg.seed)}
     if out_dir is not None:

@@ -176,10 +176,12 @@ class TrainResult:
     history: list[dict[str, Any]]  # one row per epoch: phase, epoch, loss, seconds, metrics
     seconds: float
     resumed_from: dict[str, int] | None = None
+    threads: int | None = None  # torch threads the run used (config.threads or the auto pick)
 
     def to_dict(self) -> dict[str, Any]:
         return {"phases": [vars(p) for p in self.phases], "history": self.history,
-                "seconds": self.seconds, "resumed_from": self.resumed_from}
+                "seconds": self.seconds, "resumed_from": self.resumed_from,
+                "threads": self.threads}
 
 
 class BatchSource(Protocol):
@@ -480,7 +482,9 @@ def train(module: Any, config: TrainConfig,
     n = resolve_threads(config.threads, module_hidden(module),
                         max(p.batch_size for p in config.phases))
     with torch_threads(n):
-        return _train(module, config, batches, valid, checkpoint_dir, resume, progress)
+        res = _train(module, config, batches, valid, checkpoint_dir, resume, progress)
+    res.threads = n
+    return res
 
 
 def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
