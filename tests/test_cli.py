@@ -61,3 +61,38 @@ def test_help_has_examples() -> None:
     for cmd in ("ingest", "prepare", "demo"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "shiftrec " + cmd in r.stdout
+
+
+@pytest.mark.parametrize("fmt, expect", [
+    ("generic", "timestamp_unit"), ("online-retail", "InvoiceDate"), ("unisrec", ".item2index"),
+    ("amazon-2018", "meta_<Category>.json.gz"), ("recbole", "unix seconds"),
+    ("amazon-csv", "items.csv"),
+])
+def test_ingest_format_help(fmt: str, expect: str) -> None:
+    r = run("ingest", fmt, "--help")
+    assert r.returncode == 0, r.stderr
+    assert f"format '{fmt}'" in r.stdout and expect in r.stdout
+    assert "required columns" in r.stdout and "timestamp units" in r.stdout and "companion files" in r.stdout
+    r = run("ingest", "--help")
+    assert all(f in r.stdout for f in ("generic", "online-retail", "unisrec", "preset"))
+
+
+def test_ingest_tie_order_shuffle(tmp_path: Path) -> None:
+    rows = ["InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"]
+    rows += [f"1,S{k},x,1,2011-01-01 10:00:00,1,10,UK" for k in range(8)]
+    p = tmp_path / "or.csv"
+    p.write_text("\n".join(rows) + "\n")
+    orders = []
+    for run_ in range(2):
+        out = tmp_path / f"o{run_}"
+        r = run("ingest", "online-retail", str(p), "--recipe", "unisrec", "--tie-order", "shuffle",
+                "--seed", "0", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        import polars as pl
+
+        orders.append(pl.read_parquet(out / "events.parquet")["item_id"].to_list())
+        meta = json.loads((out / "manifest.json").read_text())["meta"]["online_retail"]
+        assert meta == {"user": "invoice", "tie_order": "shuffle", "seed": 0}
+    assert orders[0] == orders[1] and sorted(orders[0]) == [f"S{k}" for k in range(8)]
+    r = run("ingest", "generic", str(p), "--tie-order", "shuffle", "-o", str(tmp_path / "g"))
+    assert r.returncode == 2 and "--tie-order does not apply" in r.stderr

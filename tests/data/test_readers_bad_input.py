@@ -180,3 +180,76 @@ def test_online_retail_xlsx(tmp_path: Path) -> None:
     assert r.events.height == 2 and r.filtered["cancellation"] == 1
     assert r.events["user_id"].to_list() == ["17850", "17850"]
     assert r.items.filter(pl.col("item_id") == "85123A")["title"][0] == "WHITE HANGING HEART"
+
+
+def _tied_retail(tmp_path: Path) -> Path:
+    # invoice 1 holds 6 items at one timestamp (a tie), invoice 2 three items at three times
+    rows = pl.DataFrame({
+        "InvoiceNo": ["1"] * 6 + ["2"] * 3,
+        "StockCode": [f"S{k}" for k in range(6)] + ["A", "B", "C"],
+        "Description": ["x"] * 9,
+        "Quantity": [1] * 9,
+        "InvoiceDate": ["2011-01-01 10:00:00"] * 6 + ["2011-01-02 10:00:00", "2011-01-03 10:00:00",
+                        "2011-01-01 09:00:00"],
+        "UnitPrice": [1.0] * 9,
+        "CustomerID": [10.0] * 9,
+        "Country": ["UK"] * 9,
+    })
+    p = tmp_path / "or.csv"
+    rows.write_csv(p)
+    return p
+
+
+def _cleaned(read):  # noqa: ANN001, ANN202
+    ds, _, _ = clean(read, name="t")
+    return ds.events.select("user_id", "item_id", "timestamp")
+
+
+def test_tie_order_file_keeps_file_order(tmp_path: Path) -> None:
+    from shiftrec.data.readers import UNISREC_RECIPE
+
+    ev = _cleaned(read_online_retail(_tied_retail(tmp_path), UNISREC_RECIPE))
+    assert ev.filter(pl.col("user_id") == "1")["item_id"].to_list() == [f"S{k}" for k in range(6)]
+    assert ev.filter(pl.col("user_id") == "2")["item_id"].to_list() == ["C", "A", "B"]
+
+
+def test_tie_order_shuffle_is_seeded_and_only_reorders_ties(tmp_path: Path) -> None:
+    from shiftrec.data.readers import UNISREC_RECIPE, TieOrder
+
+    p = _tied_retail(tmp_path)
+    base = _cleaned(read_online_retail(p, UNISREC_RECIPE))
+    runs = {seed: _cleaned(read_online_retail(p, UNISREC_RECIPE, tie_order=TieOrder.SHUFFLE, seed=seed))
+            for seed in (0, 1, 2, 3)}
+    again = _cleaned(read_online_retail(p, UNISREC_RECIPE, tie_order="shuffle", seed=0))
+    assert runs[0].equals(again)  # deterministic per seed
+    orders = {tuple(r.filter(pl.col("user_id") == "1")["item_id"]) for r in runs.values()}
+    assert len(orders) > 1  # the seed changes the order inside the tie
+    for r in runs.values():
+        # same events, same (user, time) sequence; only the order inside a tie can differ
+        assert r.select("user_id", "timestamp").equals(base.select("user_id", "timestamp"))
+        assert sorted(r.rows()) == sorted(base.rows())
+        # user 2 has no tie: its order is the time order, whatever the seed
+        assert r.filter(pl.col("user_id") == "2")["item_id"].to_list() == ["C", "A", "B"]
+
+
+def test_reader_table_is_uniform(tmp_path: Path) -> None:
+    import dataclasses
+
+    from shiftrec.data.readers import READERS, ReadOptions, read
+    from shiftrec.errors import ConfigError
+
+    for name, spec in READERS.items():
+        assert spec.required_columns and spec.timestamp_units and spec.description
+        assert spec.options <= {f.name for f in dataclasses.fields(ReadOptions)}
+        text = spec.help_text(name)
+        assert "required columns" in text and "timestamp units" in text and "companion files" in text
+    p = write(tmp_path, "ev.csv", HEADER + "u1,i1,2024-01-01,view\nu2,i2,2024-01-02,view\n")
+    via_table = read("generic", ReadOptions(path=p, columns=ColumnMap(event_type="event_type")))
+    direct = read_generic(p, ColumnMap(event_type="event_type"))
+    assert via_table.events.equals(direct.events)
+    with pytest.raises(ConfigError, match="--tie-order does not apply to format 'generic'"):
+        read("generic", ReadOptions(path=p, tie_order="shuffle"))
+    with pytest.raises(ConfigError, match="valid formats"):
+        read("xml", ReadOptions(path=p))
+    with pytest.raises(ConfigError, match="file, shuffle"):
+        ReadOptions(path=p, tie_order="random")
