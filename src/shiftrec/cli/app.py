@@ -21,6 +21,10 @@ class _OneLineErrors(typer.core.TyperGroup):
         except ShiftrecError as e:
             typer.echo(f"error: {e.one_line()}", err=True)
             raise typer.Exit(2) from None
+        except OSError as e:  # the file system refused (permission, disk full, read-only) mid-write
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            typer.echo(f"error: {where}{e.strerror or e}", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
