@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-ingest install clean
+.PHONY: demo test lint bench-ingest install clean system-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,10 +17,22 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# Debian's chromium (the browser tests drive it through Playwright; browsers cannot be downloaded
+# here) and a CJK font (Chinese in the matplotlib PNGs). Instant when both are present.
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+system-deps:
+	@if [ -x $(CHROMIUM) ] && [ -f $(CJK_FONT) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei; \
+	else echo "note: run 'apt-get install -y chromium fonts-wqy-microhei' as root for the browser tests and Chinese plots"; fi
+
 demo: $(STAMP)
 	$(BIN)/shiftrec demo
+	@echo "open the report: xdg-open out/demo/report.html   (file://$(CURDIR)/out/demo/report.html)"
+	@echo "serve the demo run: $(BIN)/shiftrec serve out/demo/run --port 8000   then open http://127.0.0.1:8000/" 
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -75,5 +75,5 @@ def page(browser):
 def shot(page, name: str, **kw) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     p = SHOTS / name
-    page.screenshot(path=str(p), **kw)
+    page.screenshot(path=str(p), style="header { position: static !important; }", **kw)
     return p

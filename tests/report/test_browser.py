@@ -49,7 +49,7 @@ def test_report_in_browser(page, demo_en) -> None:
     page.select_option("#pair-select", str(other))
     l2, r2 = sankey_nodes(pairs[other]["matrix"])
     assert page.locator("#chart-sankey g.sankey-node").count() == len(l2) + len(r2)
-    shot(page, "report_migration.png", full_page=False, clip=_clip(page, "#sec-migration"))
+    shot(page, "report_migration.png", full_page=True, clip=_clip(page, "#sec-migration"))
     # searching a user shows their timeline and recommendations with reasons
     users = d["shoppers"]["users"]
     u = next(x for x in users[3:] if x.get("recs", {}).get("items") and x["shifts"])
@@ -65,17 +65,18 @@ def test_report_in_browser(page, demo_en) -> None:
     assert rows.first.locator(".reason").count() >= 1
     assert u["recs"]["items"][0]["title"] in rows.first.inner_text()
     page.locator("#sec-shoppers").scroll_into_view_if_needed()
-    shot(page, "report_shoppers.png", clip=_clip(page, "#sec-shoppers"))
+    shot(page, "report_shoppers.png", full_page=True, clip=_clip(page, "#sec-shoppers"))
     page.goto(Path(rep["path"]).resolve().as_uri() + "#sec-models")
     page.wait_for_selector("body[data-ready='1']")
-    shot(page, "report_models.png", clip=_clip(page, "#sec-models"))
+    shot(page, "report_models.png", full_page=True, clip=_clip(page, "#sec-models"))
     assert errors == []
     assert remote == []
 
 
 def _clip(page, sel: str) -> dict:
-    page.locator(sel).scroll_into_view_if_needed()
-    b = page.locator(sel).bounding_box()
+    """Page coordinates of an element, for a full-page screenshot clip."""
+    b = page.eval_on_selector(sel, "e => { const r = e.getBoundingClientRect(); return "
+                              "{x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; }")
     return {"x": b["x"], "y": b["y"], "width": b["width"], "height": min(b["height"], 1400)}
 
 
@@ -94,8 +95,8 @@ def test_chinese_report_renders_chinese(page, demo_zh) -> None:
     labels = page.eval_on_selector_all("#chart-sankey g.sankey-node text", "els => els.map(e => e.textContent)")
     labels = [t for t in labels if t and t.strip()]
     assert labels and all(re.search("[\u4e00-\u9fff]", t) for t in labels)
-    p = shot(page, "report_zh_shoppers.png", clip=_clip(page, "#sec-shoppers"))
-    shot(page, "report_zh_migration.png", clip=_clip(page, "#sec-migration"))
+    p = shot(page, "report_zh_shoppers.png", full_page=True, clip=_clip(page, "#sec-shoppers"))
+    shot(page, "report_zh_migration.png", full_page=True, clip=_clip(page, "#sec-migration"))
     assert p.stat().st_size > 20_000
     assert errors == [] and remote == []
 
