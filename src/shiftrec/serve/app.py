@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shiftrec.data.schema import EVENT_TYPES
 from shiftrec.errors import ShiftrecError
 from shiftrec.serve.recommender import MAX_K, Recommender
+from shiftrec.serve.recommender import Query as RecQuery
 from shiftrec.serve.store import EventStore, StoredEvent, default_store_url, redact
 
 MAX_BODY = 1 << 20  # bytes
@@ -221,6 +222,7 @@ class Service:
         self.write_lock = threading.Lock()  # events/items vs a reload's replay + swap
         self.started = time.time()
         self.rec = self._load(self.run_dir)
+        self.batcher = Batcher(self)
         self.run_created = self.rec.manifest.get("created")
         self.reloads = 0
 
@@ -271,6 +273,55 @@ class Service:
 
     def close(self) -> None:
         self.store.close()
+
+
+class Batcher:
+    """Micro-batching of recommendation requests: the requests that arrive while a batch is
+    being scored are answered together by one model call (no added wait: a lone request is
+    scored at once). Runs on the event loop."""
+
+    def __init__(self, svc: Service, max_batch: int = 64) -> None:
+        self.svc = svc
+        self.max_batch = max_batch
+        self.pending: list[tuple[RecQuery, Any]] = []
+        self.scheduled = False
+        self.batches = 0
+        self.batched_requests = 0
+
+    async def submit(self, q: RecQuery) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending.append((q, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        import asyncio
+
+        batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
+        if self.pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self.scheduled = False
+        rec = self.svc.rec
+        self.batches += 1
+        self.batched_requests += len(batch)
+        try:
+            answers = rec.recommend_batch([q for q, _ in batch])
+        except Exception:  # noqa: BLE001 - answer each alone, so one bad query fails alone
+            for q, fut in batch:
+                try:
+                    fut.set_result(rec.recommend_batch([q])[0])
+                except Exception as e:  # noqa: BLE001
+                    fut.set_exception(e)
+            return
+        for (_, fut), a in zip(batch, answers, strict=True):
+            if not fut.done():
+                fut.set_result(a)
 
 
 def _err(status: int, field: str, message: str) -> Any:
@@ -325,16 +376,15 @@ def create_app(svc: Service) -> Any:
             k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
             exclude_seen: bool = True, explain: bool = True) -> Any:
         """Top-k for a user, with reasons and the user's detected shift."""
-        return _recs_response(svc.rec.recommend(user_id, k, exclude_seen=exclude_seen,
-                                                explain=explain))
+        return _recs_response(await svc.batcher.submit(RecQuery(user_id, None, k, exclude_seen,
+                                                             explain)))
 
     @app.post("/v1/recommendations", response_model=M["RecsOut"], tags=["recommend"])
     async def anonymous_recommendations(body: HistoryIn) -> Any:
         """Top-k for an anonymous session's history of item ids (unknown ids are ignored and
         listed in `ignored_items`)."""
-        return _recs_response(svc.rec.recommend(list(body.history), body.k,
-                                                exclude_seen=body.exclude_seen,
-                                                explain=body.explain))
+        return _recs_response(await svc.batcher.submit(RecQuery(
+            None, list(body.history), body.k, body.exclude_seen, body.explain)))
 
     @app.get("/v1/users/{user_id}/interests", tags=["interest"])
     async def interests(user_id: Annotated[str, Field_path()]) -> Any:
@@ -362,7 +412,9 @@ def create_app(svc: Service) -> Any:
         return PlainTextResponse(svc.metrics.text({
             "shiftrec_process_peak_rss_bytes": rss,
             "shiftrec_catalogue_items": svc.rec.n_items,
-            "shiftrec_store_commits": svc.store.commits}),
+            "shiftrec_store_commits": svc.store.commits,
+            "shiftrec_recommend_batches": svc.batcher.batches,
+            "shiftrec_recommend_batched_requests": svc.batcher.batched_requests}),
             media_type="text/plain; version=0.0.4")
 
     # ------------------------------------------------------------------ writes

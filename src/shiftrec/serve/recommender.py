@@ -78,6 +78,17 @@ class Recommendations:
 
 
 @dataclass
+class Query:
+    """One recommendation request: a user id, or (user None) an anonymous history."""
+
+    user: str | None = None
+    history: list[str] | None = None
+    k: int = 10
+    exclude_seen: bool = True
+    explain: bool = True
+
+
+@dataclass
 class _User:
     items: list[int]
     times: list[int]
@@ -412,43 +423,60 @@ class Recommender:
         are ignored and listed in `ignored`."""
         if isinstance(user, list | tuple):
             history, user = list(user), None
-        if not 1 <= int(k) <= MAX_K:
-            raise InputError(f"k must be in 1..{MAX_K}, got {k}", column="k")
+        return self.recommend_batch([Query(user, history, k, exclude_seen, explain)])[0]
+
+    def _prepare(self, q: Query) -> tuple[list[int], list[int], list[Any], list[str]]:
+        if not 1 <= int(q.k) <= MAX_K:
+            raise InputError(f"k must be in 1..{MAX_K}, got {q.k}", column="k")
         ignored: list[str] = []
-        if user is not None:
-            items, times, shifts = self.snapshot(str(user))
-        else:
-            items, times = [], []
-            for iid in history or []:
-                idx = self.resolve(str(iid))
-                if idx is None:
-                    ignored.append(str(iid))
-                else:
-                    items.append(idx)
-            times = list(range(len(items)))
-            shifts = self._history_shifts(items, times) if items else []
-        cold = not items
-        if cold:
-            s = self.popularity.copy()
-        else:
-            s = self.score(items, times)
-        if len(s) < self.n_items + 1:  # items added after the model: not scored by it
-            s = np.concatenate([s, np.full(self.n_items + 1 - len(s), -np.inf, np.float32)])
-        s[0] = -np.inf
-        if exclude_seen and items:
-            s[np.asarray(items, np.int64)] = -np.inf
-        kk = min(int(k), int(np.isfinite(s).sum()))
-        if kk <= 0:
-            top = np.zeros(0, np.int64)
-        else:
-            part = np.argpartition(-s, kk - 1)[:kk]
-            top = part[np.lexsort((part, -s[part]))]
-        why = self.reasons(items, times, shifts, top, cold) if explain else [[] for _ in top]
-        out = [RecItem(str(self.item_ids[i]), str(self.domains[i]), self.titles[i],
-                       self.categories[i], self.prices[i], float(s[i]), why[j])
-               for j, i in enumerate(top.tolist())]
-        return Recommendations(None if user is None else str(user), self.model_name, out,
-                               self.shift_summary(shifts, items), cold, ignored)
+        if q.user is not None:
+            items, times, shifts = self.snapshot(str(q.user))
+            return items, times, shifts, ignored
+        items = []
+        for iid in q.history or []:
+            idx = self.resolve(str(iid))
+            if idx is None:
+                ignored.append(str(iid))
+            else:
+                items.append(idx)
+        times = list(range(len(items)))
+        shifts = self._history_shifts(items, times) if items else []
+        return items, times, shifts, ignored
+
+    def recommend_batch(self, queries: list[Query]) -> list[Recommendations]:
+        """Answer many queries with one model call (what the service does with the requests
+        that arrive together)."""
+        prep = [self._prepare(q) for q in queries]
+        warm = [j for j, p in enumerate(prep) if p[0]]
+        scores: dict[int, np.ndarray] = {}
+        if warm:
+            sc = np.asarray(self.model.score([np.asarray(prep[j][0], np.int64) for j in warm],
+                                             [np.asarray(prep[j][1], np.int64) for j in warm]),
+                            np.float32)
+            scores = {j: sc[r] for r, j in enumerate(warm)}
+        out = []
+        for j, (q, (items, times, shifts, ignored)) in enumerate(zip(queries, prep, strict=True)):
+            cold = not items
+            s = self.popularity.copy() if cold else scores[j].copy()
+            if len(s) < self.n_items + 1:  # items added after the model: not scored by it
+                s = np.concatenate([s, np.full(self.n_items + 1 - len(s), -np.inf, np.float32)])
+            s[0] = -np.inf
+            if q.exclude_seen and items:
+                s[np.asarray(items, np.int64)] = -np.inf
+            kk = min(int(q.k), int(np.isfinite(s).sum()))
+            if kk <= 0:
+                top = np.zeros(0, np.int64)
+            else:
+                part = np.argpartition(-s, kk - 1)[:kk]
+                top = part[np.lexsort((part, -s[part]))]
+            why = self.reasons(items, times, shifts, top, cold) if q.explain \
+                else [[] for _ in top]
+            recs = [RecItem(str(self.item_ids[i]), str(self.domains[i]), self.titles[i],
+                            self.categories[i], self.prices[i], float(s[i]), why[r])
+                    for r, i in enumerate(top.tolist())]
+            out.append(Recommendations(None if q.user is None else str(q.user), self.model_name,
+                                       recs, self.shift_summary(shifts, items), cold, ignored))
+        return out
 
     def recommend_many(self, user_ids: list[str], k: int = 10, batch_size: int = 256,
                        progress: Any = None) -> pl.DataFrame:
