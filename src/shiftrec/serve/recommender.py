@@ -358,7 +358,7 @@ class Recommender:
         w = cfg.recency_decay ** np.arange(len(h) - 1, -1, -1)
         tg = np.asarray(targets, np.int64)
         ok = tg < n
-        sub = f.sim[h][:, tg[ok]].toarray() * w[:, None]  # (len(h), n_ok)
+        sub = f.sim[h].toarray()[:, tg[ok]] * w[:, None]  # (len(h), n_ok)
         best = sub.argmax(0) if sub.size else np.zeros(0, np.int64)
         vals = sub[best, np.arange(sub.shape[1])] if sub.size else np.zeros(0)
         j = 0

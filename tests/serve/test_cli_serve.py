@@ -1,0 +1,63 @@
+"""`shiftrec package`, `recommend` (table, --json, --all), `export-events`; one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from typer.testing import CliRunner
+
+from shiftrec.cli.app import app
+
+
+def _run(*args: str):
+    from shiftrec.cli.app import main  # noqa: F401 - the real entry point turns errors into lines
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=True)
+
+
+def test_package_then_recommend(tmp_path, store_data):
+    from shiftrec.models.itemknn import ItemKNN
+
+    ds, split = store_data
+    ds.save(tmp_path / "ds")
+    split.save(tmp_path / "split")
+    ItemKNN().fit(split).save(tmp_path / "m")
+    r = _run("package", str(tmp_path / "m"), "--split", str(tmp_path / "split"), "--dataset",
+             str(tmp_path / "ds"), "-o", str(tmp_path / "run"))
+    assert r.exit_code == 0, r.output
+    user = str(split.user_ids[0])
+    r = _run("recommend", str(tmp_path / "run"), "--user", user, "-k", "3")
+    assert r.exit_code == 0 and "reasons" in r.output and "score" in r.output
+    r = _run("recommend", str(tmp_path / "run"), "--user", user, "-k", "3", "--json")
+    body = json.loads(r.output)
+    assert len(body["items"]) == 3 and body["items"][0]["reasons"]
+    r = _run("recommend", str(tmp_path / "run"), "--all", "-o", str(tmp_path / "recs.parquet"),
+             "-k", "4")
+    assert r.exit_code == 0, r.output
+    df = pl.read_parquet(tmp_path / "recs.parquet")
+    assert df.height == 4 * len(split.user_ids) and set(df.columns) == {"user_id", "rank",
+                                                                        "item_id", "score"}
+
+
+def test_export_events_cli(tmp_path):
+    from shiftrec.data.schema import Dataset
+    from shiftrec.serve.store import EventStore, StoredEvent
+
+    url = f"sqlite:///{tmp_path / 'e.sqlite'}"
+    s = EventStore(url)
+    s.append([StoredEvent(f"e{i}", "u", "I1", "store", 1_700_000_000_000_000 + i, "view")
+              for i in range(3)])
+    s.close()
+    r = _run("export-events", "--store", url, "-o", str(tmp_path / "exp"))
+    assert r.exit_code == 0, r.output
+    assert Dataset.load(tmp_path / "exp").events.height == 3
+
+
+def test_bad_run_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "shiftrec.cli", "recommend", str(tmp_path / "no"),
+                        "--user", "u"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "run folder not found" in p.stderr
