@@ -3,7 +3,9 @@
   python bench/sasrec_speed.py speed [--hidden 64 300] [--epochs 3]
       per hidden size: training samples (supervised prefixes) per second and seconds per epoch
       (median over >= 3 epochs of the real trainer, no validation inside the timing), full-ranking
-      evaluation users/s on the 8442 validation users, peak RSS; plus the same network trained
+      evaluation users/s on the 8442 validation users (and, in "eval_speed_same_run", the
+      pre-issue-11 ranking path and the current one timed alternately on the same trained net,
+      wall and CPU seconds, ranks checked identical), peak RSS; plus the same network trained
       RecBole's way (every prefix as its own sample, padded to 50, batch 2048) timed over a few
       steps and extrapolated to an epoch, on the same machine at the same time.
   python bench/sasrec_speed.py converge --hidden 64 --dropout 0.5 --lr 0.001 [--no-bucket]
@@ -122,6 +124,60 @@ def prefix_step_seconds(net: Any, split: Any, batch: int, steps: int, lr: float)
     return times
 
 
+def reference_rank_targets(model: Any, evalset: Any, batch_size: int = 1024,
+                           max_len: int = 50) -> np.ndarray:
+    """The full-ranking path before issue 11, verbatim (users in evaluation order, a NaN pass,
+    and greater/equal counts over the s[:, 1:] view), kept to time it beside the current one."""
+    ranks = np.empty(len(evalset), dtype=np.int64)
+    for a in range(0, len(evalset), batch_size):
+        b = min(a + batch_size, len(evalset))
+        hist = [evalset.history[i][-max_len:] for i in range(a, b)]
+        times = [evalset.history.times_of(i)[-max_len:] for i in range(a, b)]
+        s = np.asarray(model.score(hist, times), dtype=np.float32)[:, 1:]
+        if s.dtype.kind == "f" and np.isnan(s).any():
+            s = np.where(np.isnan(s), -np.inf, s)
+        tg = evalset.target[a:b]
+        t = s[np.arange(len(tg)), tg - 1][:, None]
+        ranks[a:b] = ((s > t).sum(axis=1) + (s == t).sum(axis=1) - 1 + 1).astype(np.int64)
+    return ranks
+
+
+def eval_speed(net: Any, split: Any, repeats: int) -> dict[str, Any]:
+    """Full-ranking evaluation of the 8442 validation users, the reference (pre-issue-11) path
+    and the current evaluate.ranking.rank_targets alternately, `repeats` times each, scoring
+    through the same trainer.ModuleScorer; the ranks must be identical. Wall and CPU seconds
+    (CPU time is what contention from other processes does not inflate)."""
+    from shiftrec.evaluate.metrics import all_metrics
+    from shiftrec.evaluate.ranking import rank_targets
+    from shiftrec.train.trainer import ModuleScorer
+
+    net.eval()
+    scorer = ModuleScorer(net, "cpu", 50, False, threads=None)
+    es = split.valid
+    runs: dict[str, list[tuple[float, float]]] = {"reference": [], "current": []}
+    ranks: dict[str, np.ndarray] = {}
+    for _ in range(repeats):
+        for name, fn in (("reference", lambda: reference_rank_targets(scorer, es, 1024)),
+                         ("current", lambda: rank_targets(scorer, es, batch_size=1024))):
+            w, c = time.perf_counter(), time.process_time()
+            ranks[name] = fn()
+            runs[name].append((time.perf_counter() - w, time.process_time() - c))
+    if not np.array_equal(ranks["reference"], ranks["current"]):
+        raise SystemExit("current ranking differs from the reference path")
+    out: dict[str, Any] = {"users": len(es), "repeats": repeats, "ranks_identical": True,
+                           "metrics_identical": all_metrics(ranks["reference"]) == all_metrics(ranks["current"])}
+    for name, r in runs.items():
+        w = statistics.median(x for x, _ in r)
+        c = statistics.median(x for _, x in r)
+        out[name] = {"wall_s": [round(x, 3) for x, _ in r], "cpu_s": [round(x, 3) for _, x in r],
+                     "users_per_s_median_wall": round(len(es) / w), "users_per_cpu_s_median": round(len(es) / c)}
+    out["speedup_wall"] = round(out["current"]["users_per_s_median_wall"]
+                                / out["reference"]["users_per_s_median_wall"], 2)
+    out["speedup_cpu"] = round(out["current"]["users_per_cpu_s_median"]
+                               / out["reference"]["users_per_cpu_s_median"], 2)
+    return out
+
+
 def cmd_speed(args: argparse.Namespace) -> None:
     import torch
 
@@ -148,6 +204,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         met = evaluate_module(net, split.valid, "cpu", 50, 1024)
         ev_s = time.perf_counter() - t
+        ev_cmp = eval_speed(net, split, args.eval_repeats)
         rss_ours = peak_rss_mb()
         pre = prefix_step_seconds(net, split, args.batch, args.prefix_steps, 1e-3)
         n_steps = -(-src.n_targets // args.batch)
@@ -164,6 +221,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
             "train_samples_per_s": round(src.n_targets / med, 1),
             "eval_users": len(split.valid), "eval_seconds": round(ev_s, 2),
             "eval_users_per_s": round(len(split.valid) / ev_s, 1),
+            "eval_speed_same_run": ev_cmp,
             "valid_ndcg@10_after_epochs": {str(args.epochs): round(met["ndcg@10"], 4)},
             "recbole_style_same_net": {"steps_timed": len(pre), "median_step_s": round(statistics.median(pre), 3),
                                        "steps_per_epoch": n_steps,
@@ -258,6 +316,7 @@ def main() -> None:
     s.add_argument("--prefix-steps", type=int, default=3)
     s.add_argument("--no-bucket", action="store_true")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--eval-repeats", type=int, default=5)
     c = sub.add_parser("converge")
     c.add_argument("--hidden", type=int, default=64)
     c.add_argument("--dropout", type=float, default=0.5)

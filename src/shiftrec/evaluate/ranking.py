@@ -17,28 +17,95 @@ import numpy as np
 from shiftrec.data.splits import EvalSet, SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.evaluate.metrics import KS, all_metrics, ranks_from_scores
+from shiftrec.evaluate.slices import PopularityBins, popularity_metrics, target_train_counts
 from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
 
+#: Scores held at once by rank_targets (floats): rows per model.score call are capped at
+#: SCORE_BUDGET // (n_items + 1) so a large catalogue cannot allocate gigabytes per batch.
+SCORE_BUDGET = 1 << 24
+FIRST_BATCH = 256
 
-def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 512, max_len: int = 50,
+
+def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 2048, max_len: int = 50,
                  exclude_history: bool = False, progress: Any = None) -> np.ndarray:
-    """Score every item for each user in `evalset` and return the 1-based rank of the target."""
-    if len(evalset) == 0:
+    """Score every item for each user in `evalset` and return the 1-based rank of the target
+    (evaluation order), counting the items that score at least as high (no sort; see
+    metrics.ranks_from_scores for ties and NaN).
+
+    Users are scored in order of history length (`batch_size` at a time, fewer when the
+    catalogue is large; see SCORE_BUDGET), so each batch holds histories of similar length and a
+    sequence model pads little; the ranks are put back in evaluation order. `model.score` may
+    return a numpy array or a torch tensor: a tensor on an accelerator is ranked there (only the
+    ranks come back), a CPU tensor is ranked through numpy without a copy.
+    """
+    n = len(evalset)
+    if n == 0:
         raise InputError("evaluation split is empty: no user has enough events to evaluate")
-    ranks = np.empty(len(evalset), dtype=np.int64)
-    for a in range(0, len(evalset), batch_size):
-        b = min(a + batch_size, len(evalset))
-        hist = [evalset.history[i][-max_len:] for i in range(a, b)]
-        times = [evalset.history.times_of(i)[-max_len:] for i in range(a, b)]
-        scores = np.asarray(model.score(hist, times), dtype=np.float32)
-        if exclude_history:
-            for r, h in enumerate(hist):
-                keep = h[h != evalset.target[a + r]]
-                scores[r, keep] = -np.inf
-        ranks[a:b] = ranks_from_scores(scores, evalset.target[a:b])
+    ranks = np.empty(n, dtype=np.int64)
+    lens = np.minimum(evalset.history.lengths(), max_len)
+    order = np.argsort(lens, kind="stable")
+    batch_size = max(1, batch_size)
+    step, a = min(batch_size, FIRST_BATCH), 0
+    while a < n:
+        rows = order[a:a + step]
+        hist = [evalset.history[i][-max_len:] for i in rows]
+        times = [evalset.history.times_of(i)[-max_len:] for i in rows]
+        scores = model.score(hist, times)
+        if a == 0:
+            # the first (small) call shows the catalogue size: cap the rows per call by it
+            step = max(1, min(batch_size, SCORE_BUDGET // max(1, _n_cols(scores))))
+        tgt = np.asarray(evalset.target[rows])
+        ranks[rows] = _rank_batch(scores, tgt, hist if exclude_history else None)
         if progress is not None:
-            progress(b - a)
+            progress(len(rows))
+        a += len(rows)
     return ranks
+
+
+def _n_cols(scores: Any) -> int:
+    return int(scores.shape[1]) if getattr(scores, "ndim", 0) == 2 else 1
+
+
+def _rank_batch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:
+    """Ranks of one batch of scores (numpy array or torch tensor) as float32, like the scores
+    evaluation has always ranked; `exclude` (the histories) masks each history item other
+    than the target to -inf."""
+    if type(scores).__module__.startswith("torch"):
+        if scores.device.type != "cpu":
+            return _rank_torch(scores, targets, exclude)
+        scores = scores.detach().numpy()
+    scores = np.asarray(scores, dtype=np.float32)
+    if exclude is not None:
+        r, c = _history_cells(exclude, targets)
+        scores[r, c] = -np.inf
+    return ranks_from_scores(scores, targets)
+
+
+def _history_cells(histories: list[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) of every history item that is not the row's target."""
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    rows = np.repeat(np.arange(len(histories)), lens)
+    items = np.concatenate(histories).astype(np.int64) if lens.sum() else np.zeros(0, np.int64)
+    keep = items != targets[rows]
+    return rows[keep], items[keep]
+
+
+def _rank_torch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | None) -> np.ndarray:
+    """ranks_from_scores on the scores' device (same counts: s >= target, padding column off,
+    NaN or -inf target = the number of real items)."""
+    import torch
+
+    s = scores.detach().float()
+    tg = torch.as_tensor(targets, dtype=torch.long, device=s.device)
+    if exclude is not None:
+        r, c = _history_cells(exclude, targets)
+        s = s.clone()
+        s[torch.as_tensor(r, device=s.device), torch.as_tensor(c, device=s.device)] = float("-inf")
+    t = s.gather(1, tg[:, None])
+    ranks = (s >= t).sum(1) - (s[:, 0] >= t[:, 0]).long()
+    low = ~(t[:, 0] > float("-inf"))
+    ranks = torch.where(low, torch.full_like(ranks, s.shape[1] - 1), ranks)
+    return ranks.cpu().numpy().astype(np.int64)
 
 
 class EvalSplit(enum.StrEnum):
@@ -95,6 +162,9 @@ class UserRanks:
     which: str
     split_kind: str | None = None
     fingerprint: str | None = None
+    #: training interactions of each user's target item (evaluate.slices); None when unknown
+    #: (not stored in the ranks file: metrics.json holds the slice metrics it gives)
+    target_train_count: np.ndarray | None = None
 
     @classmethod
     def of(cls, split: SeqSplit, which: str, ranks: np.ndarray) -> UserRanks:
@@ -107,7 +177,7 @@ class UserRanks:
         users = np.asarray(es.users, dtype=np.int64)
         return cls(np.asarray(split.user_ids[users]).astype(str), users,
                    np.asarray(es.target, dtype=np.int64), np.asarray(ranks, dtype=np.int64), which,
-                   split.kind, split.meta.get("fingerprint"))
+                   split.kind, split.meta.get("fingerprint"), target_train_counts(split, es))
 
     def digest(self, field_name: str) -> str:
         a = getattr(self, field_name)
@@ -129,9 +199,20 @@ def ranks_path(metrics_path: str | Path) -> Path:
 
 def write_metrics(path: str | Path, metrics: dict[str, Any], model_manifest: dict[str, Any] | None,
                   data_manifest: dict[str, Any] | None, *, split: str | None = None,
-                  per_user: UserRanks | None = None, **extra: Any) -> None:
+                  per_user: UserRanks | None = None,
+                  popularity_bins: PopularityBins = PopularityBins(), **extra: Any) -> None:
     """metrics.json (metrics at the top level, the model's and the data's manifests) and, with
-    `per_user`, the per-user ranks beside it (metrics.ranks.npz), recorded under "per_user"."""
+    `per_user`, the per-user ranks beside it (metrics.ranks.npz), recorded under "per_user".
+
+    When the per-user ranks know each target's training count (UserRanks.of does), metrics.json
+    also holds "slices": {"cold": metrics, "warm": metrics} by target-item popularity in
+    training and "slice_definitions": {"popularity": the bin edges and ranges} (evaluate.slices).
+    """
+    if per_user is not None and per_user.target_train_count is not None and "slices" not in extra:
+        ks = tuple(sorted({int(k.split("@")[1]) for k in metrics if k.startswith("ndcg@")})) or KS
+        extra["slices"] = popularity_metrics(per_user.rank, per_user.target_train_count,
+                                             popularity_bins, ks)
+        extra["slice_definitions"] = {"popularity": popularity_bins.describe()}
     if per_user is not None:
         if split is not None and split != per_user.which:
             raise InputError(f"metrics of the {split} split but per-user ranks of the "
