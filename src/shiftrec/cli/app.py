@@ -167,6 +167,9 @@ def ingest(
     bot_per_minute: Annotated[int | None, typer.Option(help="drop users above N events/minute")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML overlay for the cleaning config")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder for presets")] = None,
+    engine: Annotated[str, typer.Option(help="auto | memory | streaming (generic: out of core, for a "
+                                             "file, a folder of partitions or a glob; auto streams "
+                                             "above 5M input rows)")] = "auto",
 ) -> None:
     """Read a source, clean it, write events/items parquet, quarantine and ingest_report.json.
 
@@ -182,14 +185,15 @@ def ingest(
 
       shiftrec ingest generic my_log.csv --items items.csv --map user_id=visitor --map item_id=sku --map timestamp=ts --map event_type=event
 
+      shiftrec ingest generic 'logs/date=*/part-*.parquet' --engine streaming -o out/big
+
       shiftrec ingest generic --help   (the format's required columns, timestamp units, companion files)
     """
     from shiftrec.config import load_yaml
     from shiftrec.data.clean import CleanConfig, DedupMode
-    from shiftrec.data.pipeline import check_output_path
+    from shiftrec.data.pipeline import check_output_path, ingest_source
     from shiftrec.data.pipeline import ingest as run_ingest
     from shiftrec.data.readers import READERS, ReadOptions, Recipe
-    from shiftrec.data.readers import read as read_format
     from shiftrec.errors import ConfigError, unknown_name
 
     try:
@@ -201,10 +205,16 @@ def ingest(
         raise unknown_name("format", fmt, [*READERS, "preset"])
     check_output_path(out)
     name = Path(path).name.split(".")[0]
+    if any(ch in path for ch in "*?["):  # a glob: the first folder without a pattern names it
+        name = next((p.name for p in Path(path).parents if not any(ch in str(p) for ch in "*?[")),
+                    "dataset") or "dataset"
     with _progress() as prog:
         task = prog.add_task(f"reading {path}", total=3)
         if fmt == "preset":
             from shiftrec.data.presets import load_preset
+
+            if engine not in ("auto", "memory"):
+                raise ConfigError(f"--engine {engine} reads the generic format only, not presets")
 
             read, preset_cfg = load_preset(path, data_root)
             cfg = preset_cfg if (kcore == 0 and dedup == "exact" and bot_per_minute is None) else cfg
@@ -216,10 +226,12 @@ def ingest(
                 kw["columns"], kw["item_columns"] = _column_maps(m, from_file, mapping, path)
             opts = ReadOptions(path=Path(path), items=items, domain=domain, name=name_,
                                recipe=recipe or Recipe.STORE, tie_order=tie_order, seed=seed, **kw)
-            read = read_format(fmt, opts)
         cfg = load_yaml(cfg, config)
         prog.update(task, advance=1, description="cleaning")
-        report = run_ingest(read, cfg, out, name)
+        if fmt == "preset":
+            report = run_ingest(read, cfg, out, name)
+        else:
+            report = ingest_source(fmt, opts, cfg, out, name, engine)
         prog.update(task, advance=2, description="written")
     con = _console()
     s = report["summary"]

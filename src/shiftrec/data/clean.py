@@ -116,6 +116,78 @@ def kcore_mask(u: np.ndarray, i: np.ndarray, k_user: int, k_item: int) -> tuple[
             return alive, iters
 
 
+def time_window(cfg: CleanConfig) -> tuple[datetime, datetime]:
+    """The accepted [min_time, max_time] of a config (max_time None: now + 1 day)."""
+    lo = _ts(cfg.min_time)
+    hi = _ts(cfg.max_time) if cfg.max_time else datetime.now(UTC) + timedelta(days=1)
+    return lo, hi
+
+
+def _apply_rule(ev: pl.DataFrame, rule: str, keep: pl.Expr | pl.Series, counts: dict[str, int],
+                removed: list[pl.DataFrame] | None) -> pl.DataFrame:
+    mask = ev.select(keep.alias("k")).to_series() if isinstance(keep, pl.Expr) else keep
+    mask = mask.fill_null(False)
+    n_drop = int(ev.height - mask.sum())
+    counts[rule] = counts.get(rule, 0) + n_drop
+    if n_drop and removed is not None:
+        removed.append(ev.filter(~mask).select(FILTER_COLS).with_columns(
+            pl.all().cast(pl.String), pl.lit(rule).alias("rule")))
+    return ev.filter(mask) if n_drop else ev
+
+
+def apply_user_rules(ev: pl.DataFrame, items: pl.DataFrame, cfg: CleanConfig,
+                     window: tuple[datetime, datetime]
+                     ) -> tuple[pl.DataFrame, dict[str, int], list[pl.DataFrame]]:
+    """The rules that look at one user's events only (missing ids, time range, dedup, unknown
+    item, bot burst), in order, on events sorted stably by (user, time). Returns the kept events,
+    the count per rule (every rule of the config, zeros included) and the removed rows (when
+    `cfg.keep_filtered_rows`). Applying it to disjoint sets of whole users and concatenating is
+    the same as applying it once: the out-of-core engine relies on that."""
+    counts: dict[str, int] = {}
+    removed: list[pl.DataFrame] | None = [] if cfg.keep_filtered_rows else None
+
+    def apply(rule: str, keep: pl.Expr | pl.Series) -> None:
+        nonlocal ev
+        ev = _apply_rule(ev, rule, keep, counts, removed)
+
+    apply("missing_user_id", pl.col("user_id").is_not_null() & (pl.col("user_id") != ""))
+    apply("missing_item_id", pl.col("item_id").is_not_null() & (pl.col("item_id") != ""))
+    lo, hi = window
+    apply("timestamp_out_of_range", pl.col("timestamp").is_between(lo, hi))
+    if cfg.dedup == DedupMode.EXACT:
+        apply("duplicate", first_distinct_sorted(
+            ev, ["user_id", "item_id", "timestamp", "event_type", "value", "domain"]))
+    elif cfg.dedup == DedupMode.USER_ITEM:  # the earliest event of each (user, item, domain)
+        apply("duplicate", first_distinct(ev, ["user_id", "item_id", "domain"]))
+    if cfg.drop_unknown_items and items.height:
+        cat_domains = items["domain"].unique()
+        if cat_domains.len() == 1 and ev["domain"].n_unique() == 1:
+            keep = ev["item_id"].is_in(items["item_id"].implode())
+            if ev.height and ev["domain"][0] != cat_domains[0]:
+                keep = pl.repeat(True, ev.height, eager=True, dtype=pl.Boolean)
+        else:
+            known = items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
+            flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
+                                                       maintain_order="left")
+            keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
+        apply("unknown_item", keep)
+    if cfg.bot_max_events_per_minute:
+        # a user is bot-like if any sliding 60 s window holds more than N events
+        n = cfg.bot_max_events_per_minute
+        bots = ev.select("user_id", "timestamp").filter(
+            (pl.col("timestamp").shift(-n).over("user_id") - pl.col("timestamp"))
+            < timedelta(seconds=60))["user_id"].unique()
+        apply("bot_burst", ~pl.col("user_id").is_in(bots.implode()))
+    return ev, counts, removed or []
+
+
+def user_codes(ev: pl.DataFrame) -> np.ndarray:
+    """Dense user codes of events sorted by user (users are contiguous): a user's code counts the
+    user changes before it."""
+    return np.cumsum(ev.select((pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True)
+                               .alias("c"))["c"].to_numpy()) - 1
+
+
 def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset"
           ) -> tuple[Dataset, dict[str, Any], pl.DataFrame]:
     """Apply the cleaning rules in order. Returns (dataset, report, filtered_rows).
@@ -129,52 +201,17 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
     removed: list[pl.DataFrame] = []
     if read.filtered_rows is not None and cfg.keep_filtered_rows:
         removed.append(read.filtered_rows.with_columns(pl.all().cast(pl.String)))
+    ev, counts, rule_rows = apply_user_rules(ev, read.items, cfg, time_window(cfg))
+    for rule, n in counts.items():
+        filtered[rule] = filtered.get(rule, 0) + n
+    removed.extend(rule_rows)
 
-    def apply(rule: str, keep: pl.Expr | pl.Series) -> None:
+    def apply(rule: str, keep: pl.Series) -> None:
         nonlocal ev
-        mask = ev.select(keep.alias("k")).to_series() if isinstance(keep, pl.Expr) else keep
-        mask = mask.fill_null(False)
-        n_drop = int(ev.height - mask.sum())
-        filtered[rule] = filtered.get(rule, 0) + n_drop
-        if n_drop and cfg.keep_filtered_rows:
-            removed.append(ev.filter(~mask).select(FILTER_COLS).with_columns(
-                pl.all().cast(pl.String), pl.lit(rule).alias("rule")))
-        if n_drop:
-            ev = ev.filter(mask)
+        ev = _apply_rule(ev, rule, keep, filtered, removed if cfg.keep_filtered_rows else None)
 
-    apply("missing_user_id", pl.col("user_id").is_not_null() & (pl.col("user_id") != ""))
-    apply("missing_item_id", pl.col("item_id").is_not_null() & (pl.col("item_id") != ""))
-    lo = _ts(cfg.min_time)
-    hi = _ts(cfg.max_time) if cfg.max_time else datetime.now(UTC) + timedelta(days=1)
-    apply("timestamp_out_of_range", pl.col("timestamp").is_between(lo, hi))
-    if cfg.dedup == DedupMode.EXACT:
-        apply("duplicate", first_distinct_sorted(
-            ev, ["user_id", "item_id", "timestamp", "event_type", "value", "domain"]))
-    elif cfg.dedup == DedupMode.USER_ITEM:  # the earliest event of each (user, item, domain)
-        apply("duplicate", first_distinct(ev, ["user_id", "item_id", "domain"]))
-    if cfg.drop_unknown_items and read.items.height:
-        cat_domains = read.items["domain"].unique()
-        if cat_domains.len() == 1 and ev["domain"].n_unique() == 1:
-            keep = ev["item_id"].is_in(read.items["item_id"].implode())
-            if ev["domain"][0] != cat_domains[0]:
-                keep = pl.repeat(True, ev.height, eager=True, dtype=pl.Boolean)
-        else:
-            known = read.items.select("domain", "item_id").with_columns(pl.lit(True).alias("__known"))
-            flag = ev.select("domain", "item_id").join(known, on=["domain", "item_id"], how="left",
-                                                       maintain_order="left")
-            keep = flag["__known"].fill_null(False) | ~flag["domain"].is_in(cat_domains.implode())
-        apply("unknown_item", keep)
-    if cfg.bot_max_events_per_minute:
-        # a user is bot-like if any sliding 60 s window holds more than N events
-        n = cfg.bot_max_events_per_minute
-        bots = ev.select("user_id", "timestamp").filter(
-            (pl.col("timestamp").shift(-n).over("user_id") - pl.col("timestamp"))
-            < timedelta(seconds=60))["user_id"].unique()
-        apply("bot_burst", ~pl.col("user_id").is_in(bots.implode()))
     iters = 0
-    # users are contiguous after the sort: a user's code counts the user changes before it
-    u = np.cumsum(ev.select((pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True)
-                            .alias("c"))["c"].to_numpy()) - 1
+    u = user_codes(ev)  # users are contiguous after the sort
     _, i = item_user_codes(ev, users=False)
     if cfg.kcore_user or cfg.kcore_item:
         alive, iters = kcore_mask(u, i, cfg.kcore_user, cfg.kcore_item)
@@ -205,7 +242,7 @@ def clean(read: ReadResult, cfg: CleanConfig | None = None, name: str = "dataset
         "kcore_iterations": iters,
         "catalogue": {"items_in": read.items.height, "items_kept": items.height,
                       "items_quarantined": 0 if read.items_quarantine is None else read.items_quarantine.height},
-        "quarantine_reasons": (q.group_by("reason").len().sort("len", descending=True)
+        "quarantine_reasons": (q.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
                                .rows() if q.height else []),
         "summary": summary,
         "config": {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in cfg.__dict__.items()},

@@ -27,6 +27,34 @@ def ingest(read: ReadResult, cfg: CleanConfig, out_dir: str | Path, name: str) -
     return report
 
 
+def ingest_source(fmt: str, opts: Any, cfg: CleanConfig, out_dir: str | Path, name: str,
+                  engine: str = "auto", stream: Any = None) -> dict[str, Any]:
+    """Read format `fmt` with `opts` (a `ReadOptions`) and ingest it with an engine (`Engine`):
+    memory reads everything then cleans; streaming (generic format only: a file, a folder of
+    partitions or a glob) works out of core with the same result; auto streams inputs above
+    `outofcore.AUTO_STREAMING_ROWS` rows."""
+    from shiftrec.data.outofcore import Engine, choose_engine, ingest_streaming
+    from shiftrec.data.readers import read as read_format
+    from shiftrec.data.readers.generic import list_inputs
+    from shiftrec.errors import ConfigError
+
+    try:
+        eng = Engine(engine)
+    except ValueError:
+        raise ConfigError(f"--engine must be one of {[e.value for e in Engine]}") from None
+    check_output_path(out_dir)
+    if fmt == "generic":
+        eng = choose_engine(eng, list_inputs(opts.path), opts.file_format)
+    elif eng == Engine.STREAMING:
+        raise ConfigError(f"--engine streaming reads the generic format only, not '{fmt}'")
+    if eng == Engine.STREAMING:
+        from shiftrec.data.readers import READERS, check_options
+
+        check_options(fmt, READERS[fmt], opts)
+        return ingest_streaming(opts, cfg, out_dir, name, stream)
+    return ingest(read_format(fmt, opts), cfg, out_dir, name)
+
+
 def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = SplitKind.LEAVE_ONE_OUT,
             max_len: int = 50, test_start: float | None = None, valid_start: float | None = None,
             sources: list[str] | None = None, target: str | None = None) -> dict[str, SeqSplit]:

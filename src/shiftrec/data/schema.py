@@ -127,10 +127,7 @@ class Dataset:
         out = Path(folder)
         self.events.write_parquet(out / "events.parquet")
         self.items.write_parquet(out / "items.parquet")
-        manifest = make_manifest(
-            "dataset", name=self.name, schema_version=SCHEMA_VERSION,
-            fingerprint=self.fingerprint(), counts=self.summary(), meta=self.meta, **(extra or {}))
-        write_json(out / "manifest.json", manifest)
+        write_dataset_manifest(out, self.name, self.fingerprint(), self.summary(), self.meta, extra)
         return out
 
     def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -144,6 +141,15 @@ class Dataset:
     def load(cls, path: str | Path) -> Dataset:
         """Alias of `open_dataset(path)` (kept for callers outside shiftrec.data)."""
         return open_dataset(path)
+
+
+def write_dataset_manifest(folder: str | Path, name: str, fingerprint: str, counts: dict[str, Any],
+                           meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """The manifest.json of a dataset folder (`Dataset.write_into`; the out-of-core ingest writes
+    events bucket by bucket and gives the fingerprint and counts it computed on the way)."""
+    write_json(Path(folder) / "manifest.json", make_manifest(
+        "dataset", name=name, schema_version=SCHEMA_VERSION, fingerprint=fingerprint,
+        counts=counts, meta=meta, **(extra or {})))
 
 
 def open_dataset(path: str | Path) -> Dataset:

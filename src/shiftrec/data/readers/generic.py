@@ -122,12 +122,49 @@ def _blank(df: pl.DataFrame, c: str) -> pl.Series:
     return col.is_null()
 
 
+MISSING = "missing required field"
+BAD_TIMESTAMP = "unparseable timestamp (not a date, or out of range)"
+BAD_EVENT_TYPE = f"unknown event type (valid: {', '.join(EVENT_TYPES)})"
+BAD_VALUE = "value is not a finite number"
+
+
+def quarantine_priority(cmap: ColumnMap) -> dict[tuple[str, str], int]:
+    """(column, reason) -> rank of the quarantine parts `map_events` returns, in its order (a row
+    is quarantined once, under its first fault)."""
+    specs = [(c, MISSING) for c in (cmap.user_id, cmap.item_id, cmap.timestamp)]
+    specs.append((cmap.timestamp, BAD_TIMESTAMP))
+    if cmap.event_type:
+        specs.append((cmap.event_type, BAD_EVENT_TYPE))
+    if cmap.value:
+        specs.append((cmap.value, BAD_VALUE))
+    out: dict[tuple[str, str], int] = {}
+    for k, spec in enumerate(specs):
+        out.setdefault(spec, k)
+    return out
+
+
+def too_many_bad(first: pl.DataFrame, n_bad: int, n_rows: int, path: Path) -> InputError:
+    """The error for a file whose share of bad rows says the format or mapping is wrong; `first`
+    is the quarantine entry of its first bad row."""
+    bad_val = json.loads(first["raw"][0]).get(first["column"][0])
+    return InputError(f"{first['reason'][0]} (value {bad_val!r}; {n_bad} of {n_rows} rows bad, "
+                      "check the format/mapping)", path=path, row=int(first["row"][0]),
+                      column=first["column"][0])
+
+
+def is_too_bad(n_bad: int, n_rows: int, max_bad_fraction: float = MAX_BAD_FRACTION) -> bool:
+    return n_bad > 0 and (n_bad == n_rows or n_bad / n_rows > max_bad_fraction)
+
+
 def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
-               max_bad_fraction: float = MAX_BAD_FRACTION) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+               max_bad_fraction: float = MAX_BAD_FRACTION, check: bool = True,
+               keep_row: bool = False) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Map source columns to canonical events; quarantine each row with a missing required field
     (user, item, timestamp) or a field that fails to parse: a timestamp that is not a date or is
     NaN / inf / out of the datetime range, an unknown event type, a value that is not a finite
-    number. More than `max_bad_fraction` bad rows is an error (a wrong format or mapping)."""
+    number. More than `max_bad_fraction` bad rows is an error (a wrong format or mapping) unless
+    `check` is False (a caller mapping a file in chunks checks the whole file itself, with
+    `is_too_bad` and `too_many_bad`). `keep_row` keeps the 1-based `__row` column."""
     path = Path(source)
     required = [cmap.user_id, cmap.item_id, cmap.timestamp]
     optional = [c for c in (cmap.event_type, cmap.value, cmap.domain, cmap.session_id) if c]
@@ -142,8 +179,7 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
              as_str(cmap.item_id).alias("item_id"), ts.alias("timestamp")]
     # (source column, parsed output column, reason) for malformed fields, in priority order:
     # a field is malformed when the source has a value and parsing it gave null
-    checks: list[tuple[str, str, str]] = [
-        (cmap.timestamp, "timestamp", "unparseable timestamp (not a date, or out of range)")]
+    checks: list[tuple[str, str, str]] = [(cmap.timestamp, "timestamp", BAD_TIMESTAMP)]
     if cmap.event_type:
         raw = pl.col(cmap.event_type)
         if df.schema[cmap.event_type] != pl.String:
@@ -151,8 +187,7 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
         raw_vals = df.select(raw.unique().drop_nulls())[cmap.event_type].to_list()
         lut = {v: EVENT_SYNONYMS.get(v.strip().lower()) for v in raw_vals}
         exprs.append(raw.replace_strict(lut, default=None, return_dtype=pl.String).alias("event_type"))
-        checks.append((cmap.event_type, "event_type",
-                       f"unknown event type (valid: {', '.join(EVENT_TYPES)})"))
+        checks.append((cmap.event_type, "event_type", BAD_EVENT_TYPE))
     else:
         exprs.append(pl.lit(cmap.default_event_type).alias("event_type"))
     if cmap.value:
@@ -160,7 +195,7 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
         v = v.cast(pl.Float64) if df.schema[cmap.value].is_numeric() else \
             v.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
         exprs.append(pl.when(v.is_finite()).then(v).otherwise(None).alias("value"))
-        checks.append((cmap.value, "value", "value is not a finite number"))
+        checks.append((cmap.value, "value", BAD_VALUE))
     exprs.append((as_str(cmap.domain).fill_null(cmap.default_domain) if cmap.domain
                   else pl.lit(cmap.default_domain)).alias("domain"))
     if cmap.session_id:
@@ -168,11 +203,12 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
     out = df.lazy().select(*exprs).collect()
     # masks in priority order: a row is quarantined once, under its first fault
     masks: list[tuple[pl.Series, str, str]] = [
-        (_blank(df, c), c, "missing required field") for c in required]
+        (_blank(df, c), c, MISSING) for c in required]
     for src, dst, reason in checks:
         masks.append((~_blank(df, src) & out[dst].is_null(), src, reason))
+    drop = [] if keep_row else ["__row"]
     if not any(m.any() for m, _, _ in masks):
-        return out.drop("__row"), []
+        return out.drop(drop), []
     quarantine, seen = [], pl.repeat(False, df.height, eager=True, dtype=pl.Boolean)
     for m, col, reason in masks:
         fresh = m & ~seen
@@ -181,13 +217,9 @@ def map_events(df: pl.DataFrame, cmap: ColumnMap, source: str,
                                               source, col, reason))
         seen = seen | m
     n_bad = int(seen.sum())
-    if n_bad == df.height or n_bad / df.height > max_bad_fraction:
-        first = min(quarantine, key=lambda q: q["row"][0])
-        bad_val = json.loads(first["raw"][0]).get(first["column"][0])
-        raise InputError(f"{first['reason'][0]} (value {bad_val!r}; {n_bad} of {df.height} rows bad, "
-                         "check the format/mapping)", path=path, row=int(first["row"][0]),
-                         column=first["column"][0])
-    return out.filter(~seen).drop("__row"), quarantine
+    if check and is_too_bad(n_bad, df.height, max_bad_fraction):
+        raise too_many_bad(min(quarantine, key=lambda q: q["row"][0]), n_bad, df.height, path)
+    return out.filter(~seen).drop(drop), quarantine
 
 
 def map_items(df: pl.DataFrame, imap: ItemColumnMap, source: str, default_domain: str) -> pl.DataFrame:
@@ -217,24 +249,73 @@ def read_generic(events_path: str | Path, cmap: ColumnMap | None = None,
                                             item_columns=imap or ItemColumnMap(), file_format=fmt))
 
 
+INPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+
+
+def is_glob(path: str | Path) -> bool:
+    return any(ch in str(path) for ch in "*?[")
+
+
+def list_inputs(path: str | Path) -> list[Path]:
+    """The event files a PATH names: the file itself; every data file under a folder (recursive:
+    partitioned layouts such as date=2024-01-01/part-0.parquet; names starting with '.' or '_',
+    such as _SUCCESS, are skipped); or the files a glob matches (`**` recursive). Sorted by path:
+    that order is the input order (the tie order of events sharing a user and a time)."""
+    import glob
+
+    p = Path(path)
+    if is_glob(path):
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
+        if not files:
+            raise InputError("no file matches the pattern", path=p)
+        return files
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file()
+                       and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+                       and f.name.lower().removesuffix(".gz").endswith(INPUT_SUFFIXES))
+        if not files:
+            raise InputError(f"no data file ({', '.join(INPUT_SUFFIXES)}, optionally .gz) in the "
+                             "folder", path=p)
+        return files
+    return [p]
+
+
+def read_catalogue(opts: ReadOptions) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+    """(items, items quarantine or None, meta) of `opts.items` (empty catalogue when None)."""
+    meta: dict = {}
+    if opts.items is None:
+        return empty_items(), None, meta
+    idf, iq = read_frame(opts.items)
+    items, n_bad_price = _items_with_price_count(idf, opts.item_columns, str(opts.items),
+                                                 opts.columns.default_domain)
+    if n_bad_price:
+        meta["catalogue_prices_not_finite"] = n_bad_price
+    return items, (pl.concat(iq) if iq else empty_quarantine()), meta
+
+
 def read_generic_options(opts: ReadOptions) -> ReadResult:
     """Events file (CSV, TSV, Parquet, JSON lines, optionally .gz) mapped by `opts.columns`, and
-    an optional item catalogue mapped by `opts.item_columns`."""
+    an optional item catalogue mapped by `opts.item_columns`. PATH may also be a folder or a glob
+    of such files (`list_inputs`): each file is read as if alone (its own quarantine rows and
+    bad-row check) and the events are concatenated in path order."""
+    files = list_inputs(opts.path)
+    if len(files) > 1 or files[0] != Path(opts.path):
+        from dataclasses import replace
+
+        parts = [read_generic_options(replace(opts, path=f, items=None)) for f in files]
+        res = ReadResult.concat(parts)
+        res.items, res.items_quarantine, meta = read_catalogue(opts)
+        res.meta.update(meta)
+        if opts.items is not None:
+            res.sources.append(str(opts.items))
+        return res
     cmap = opts.columns
     df, q = read_frame(opts.path, opts.file_format)
     rows_in = df.height + sum(x.height for x in q)
     events, q2 = map_events(df, cmap, str(opts.path))
-    items = empty_items()
     sources = [str(opts.path)]
-    meta: dict = {}
-    items_q = None
+    items, items_q, meta = read_catalogue(opts)
     if opts.items is not None:
-        idf, iq = read_frame(opts.items)
-        items, n_bad_price = _items_with_price_count(idf, opts.item_columns, str(opts.items),
-                                                     cmap.default_domain)
-        if n_bad_price:
-            meta["catalogue_prices_not_finite"] = n_bad_price
-        items_q = pl.concat(iq) if iq else empty_quarantine()
         sources.append(str(opts.items))
     res = finish(events, items, q + q2, rows_in, sources, meta=meta)
     res.items_quarantine = items_q
