@@ -11,7 +11,7 @@
    (utime + stime of the server process / wall time; 2 cores = 200%);
 3. POST /v1/events in batches of 100 (fresh event ids): durable events/s with SQLite and with
    PostgreSQL (each counted in the store afterwards);
-4. 1M-item synthetic catalogue: FAISS IVF-SQ8 candidates (200) + exact re-scoring, in process,
+4. 1M-item synthetic catalogue: FAISS IVF-SQ8 candidates (500) + exact re-scoring, in process,
    batch of 1 query: p50/p99 and recall@10 against exact full scoring, per nprobe;
 5. peak RSS of the server (VmHWM); the load average before and after.
 
@@ -291,10 +291,10 @@ def bench_ann(n: int = 1_000_000, d: int = 64, n_queries: int = 1000) -> dict[st
     out: dict[str, Any] = {"items": n, "dim": d, "queries": n_queries,
                            "data": "4,096 gaussian clusters, unit noise; queries drawn alike"}
     t = time.perf_counter()
-    ann = AnnRetriever(items, AnnConfig(nlist=1024, nprobe=16, n_candidates=200))
+    ann = AnnRetriever(items, AnnConfig(nlist=1024, nprobe=16, n_candidates=500))
     out["build_s"] = round(time.perf_counter() - t, 2)
     res = {}
-    for nprobe in (8, 16, 32):
+    for nprobe in (16, 64, 128, 256):
         ann.index.nprobe = nprobe
         lat, got = [], []
         for i in range(n_queries):
@@ -337,14 +337,19 @@ def main(args: argparse.Namespace) -> None:
                  "installed); load generator = another process, raw HTTP/1.1 keep-alive on "
                  "loopback; both on the same 2 cores; server_cpu_share 1.0 = one core",
         "duration_s": args.duration, "repeats": args.repeats}
+    def section(key: str, fn: Any) -> None:
+        before = loadavg()
+        result[key] = fn()
+        result[key]["loadavg_before_after"] = [before, loadavg()]
+
     if not args.skip_recs:
-        result["recommendations_with_reasons"] = bench_recs(run, ids_file, args.repeats,
-                                                            args.duration)
+        section("recommendations_with_reasons",
+                lambda: bench_recs(run, ids_file, args.repeats, args.duration))
     if not args.skip_events:
-        result["events_post_batches_of_100"] = bench_events(run, ids_file, args.repeats,
-                                                            args.duration)
+        section("events_post_batches_of_100",
+                lambda: bench_events(run, ids_file, args.repeats, args.duration))
     if not args.skip_ann:
-        result["ann_1m_items"] = bench_ann()
+        section("ann_1m_items", bench_ann)
     result["machine"]["loadavg_after"] = loadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.merge else {}
