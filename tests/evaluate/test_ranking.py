@@ -9,7 +9,7 @@ import pytest
 
 from shiftrec.evaluate import ranking
 from shiftrec.evaluate.metrics import all_metrics, ranks_from_scores
-from shiftrec.evaluate.ranking import _rank_torch, evaluate, rank_targets
+from shiftrec.evaluate.ranking import _rank_torch, evaluate, rank_targets, top_k
 from tests.models.cyclic import cyclic_split
 
 
@@ -156,3 +156,21 @@ def test_evaluate_metrics_unchanged() -> None:
     met, ranks = evaluate(HashScorer(split.n_items), split, "test")
     ref = ref_rank_targets(HashScorer(split.n_items), split.test)
     assert np.array_equal(ranks, ref) and met == all_metrics(ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k", [1, 3, 10, 36, 50])
+def test_top_k_equals_full_stable_sort(seed: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = nasty_scores(rng, 60, 37)  # many ties, NaN, +-inf
+    s_ref = np.where(np.isnan(s[:, 1:]), -np.inf, s[:, 1:])
+    ref = np.argsort(-s_ref, axis=1, kind="stable")[:, :min(k, 36)] + 1
+    assert np.array_equal(top_k(s, k), ref)
+
+
+def test_top_k_by_hand() -> None:
+    # items 1..5 score 0.2, 0.9, 0.5, 0.9, 0.5 (column 0 = padding scores 9 and is never chosen):
+    # best 2 (0.9, lower index) then 4 (0.9); third place ties 3 and 5 at 0.5 -> item 3
+    s = np.array([[9.0, 0.2, 0.9, 0.5, 0.9, 0.5]])
+    assert top_k(s, 3).tolist() == [[2, 4, 3]]
+    assert top_k(s, 10).tolist() == [[2, 4, 3, 5, 1]]

@@ -108,6 +108,31 @@ def _rank_torch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | No
     return ranks.cpu().numpy().astype(np.int64)
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) item indices of the k best real items per row (column 0 = padding never chosen),
+    best first, ties in item-index order: exactly `np.argsort(-s[:, 1:], kind="stable")[:, :k] + 1`
+    (NaN counts as -inf), but from one partition pass plus a sort of k items per row, without
+    ordering (or copying the order of) the whole catalogue. k is capped at the item count."""
+    s = np.asarray(scores)[:, 1:]
+    b, n = s.shape
+    k = min(int(k), n)
+    if k <= 0 or b == 0:
+        return np.zeros((b, max(k, 0)), dtype=np.int64)
+    if s.dtype.kind == "f" and np.isnan(s).any():
+        s = np.where(np.isnan(s), -np.inf, s)
+    if k == n:
+        return np.argsort(-s, axis=1, kind="stable") + 1
+    thr = -np.partition(-s, k - 1, axis=1)[:, k - 1:k]  # the k-th best score of each row
+    above = s > thr
+    tie = s == thr
+    need = k - above.sum(1, keepdims=True)  # how many ties at the threshold make the cut
+    chosen = above | (tie & (np.cumsum(tie, axis=1) <= need))  # lowest item indices first
+    idx = np.nonzero(chosen)[1].reshape(b, k)  # ascending item index within each row
+    val = np.take_along_axis(s, idx, axis=1)
+    order = np.argsort(-val, axis=1, kind="stable")  # stable: ties keep item-index order
+    return np.take_along_axis(idx, order, axis=1).astype(np.int64) + 1
+
+
 class EvalSplit(enum.StrEnum):
     """Which held-out set to evaluate."""
 
