@@ -271,3 +271,30 @@ def test_cli_streaming_glob(tmp_path: Path, capsys: pytest.CaptureFixture,
         assert "balanced" in capsys.readouterr().out
     assert_same(outputs(tmp_path / "mem"), outputs(tmp_path / "st"))
     assert read_json(tmp_path / "st" / "ingest_report.json")["name"] == "events"
+
+
+@pytest.mark.slow  # starting a local Ray cluster takes about half a minute on a shared 2-core box
+def test_ray_engine_equals_memory(tmp_path: Path) -> None:
+    """`--engine ray` on a real local Ray cluster with 2 CPUs (tasks in worker processes): the
+    same dataset folder as the in-memory engine, errors raised the same way."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
+             log_to_driver=False)
+    try:
+        data = write_partitions(tmp_path)
+        opts = ReadOptions(path=data, items=tmp_path / "items.csv", columns=CMAP)
+        cfg = CleanConfig(kcore_user=2, kcore_item=2, max_time="2030-01-01")
+        ingest_source("generic", opts, cfg, tmp_path / "mem", "ds", engine="memory")
+        rep = ingest_source("generic", opts, cfg, tmp_path / "ray", "ds", engine="ray", stream=TINY)
+        assert rep["engine"]["name"] == "ray" and rep["engine"]["buckets"] >= 3
+        assert_same(outputs(tmp_path / "mem"), outputs(tmp_path / "ray"))
+        rep = read_json(tmp_path / "ray" / "ingest_report.json")
+        assert rep["engine"]["task_processes"] >= 2  # tasks ran in Ray worker processes
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        frame([(None, "b", k, "view", 1.0, "s") for k in range(3)]).write_parquet(bad / "p.parquet")
+        with pytest.raises(InputError, match="3 of 3 rows bad"):
+            ingest_source("generic", replace(opts, path=bad), cfg, tmp_path / "x", "ds",
+                          engine="ray", stream=TINY)
+    finally:
+        ray.shutdown()

@@ -167,9 +167,13 @@ def ingest(
     bot_per_minute: Annotated[int | None, typer.Option(help="drop users above N events/minute")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML overlay for the cleaning config")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder for presets")] = None,
-    engine: Annotated[str, typer.Option(help="auto | memory | streaming (generic: out of core, for a "
-                                             "file, a folder of partitions or a glob; auto streams "
-                                             "above 5M input rows)")] = "auto",
+    engine: Annotated[str, typer.Option(help="auto | memory | streaming | ray (generic: out of core, "
+                                             "for a file, a folder of partitions or a glob; auto "
+                                             "streams above 5M input rows; ray: the streaming "
+                                             "engine's tasks on a Ray cluster)")] = "auto",
+    address: Annotated[str | None, typer.Option(help="--engine ray: the cluster ('auto', "
+                                                     "'ray://HOST:10001'); default: RAY_ADDRESS, "
+                                                     "else a local Ray")] = None,
 ) -> None:
     """Read a source, clean it, write events/items parquet, quarantine and ingest_report.json.
 
@@ -231,7 +235,7 @@ def ingest(
         if fmt == "preset":
             report = run_ingest(read, cfg, out, name)
         else:
-            report = ingest_source(fmt, opts, cfg, out, name, engine)
+            report = ingest_source(fmt, opts, cfg, out, name, engine, address=address)
         prog.update(task, advance=2, description="written")
     con = _console()
     s = report["summary"]

@@ -70,6 +70,7 @@ class Engine(enum.StrEnum):
     AUTO = "auto"
     MEMORY = "memory"
     STREAMING = "streaming"
+    RAY = "ray"  # the streaming engine's tasks on a Ray cluster (`RayRunner`)
 
 
 #: `--engine auto` streams inputs estimated above this many rows (Parquet: exact, from the file
@@ -116,7 +117,7 @@ def _as_user(df: pl.DataFrame | pl.LazyFrame, col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String).str.strip_chars().alias("user_id")
 
 
-def _user_sample(files: list[Path], fmt: str | None, col: str, step: int, chunk: int) -> pl.Series:
+def _user_sample(files: list[Path], fmt: str | None, col: str, step: int) -> pl.Series:
     """Every `step`-th user id of every file (a file that cannot be scanned here is skipped: the
     sample only balances the buckets, the mapping pass reports the file's faults)."""
     parts: list[pl.Series] = []
@@ -169,30 +170,208 @@ def _ipc(df: pl.DataFrame, path: Path) -> None:
 
 
 def ingest_streaming(opts: ReadOptions, cfg: CleanConfig, out_dir: str | Path, name: str,
-                     scfg: StreamConfig | None = None) -> dict[str, Any]:
+                     scfg: StreamConfig | None = None, runner: Runner | None = None
+                     ) -> dict[str, Any]:
     """Read `opts.path` (a file, folder or glob of generic event files), clean and write the
-    dataset folder like `pipeline.ingest` does, out of core. Returns the ingest report."""
+    dataset folder like `pipeline.ingest` does, out of core. Returns the ingest report.
+
+    `runner` runs the per-file and per-bucket tasks (default: one after another in this process;
+    `ray_runner` spreads them over a Ray cluster); the result does not depend on it."""
     scfg = scfg or StreamConfig()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(dir=scfg.spill_dir or out.parent, prefix=f".{out.name}.spill."))
     try:
-        return _run(opts, cfg, out, name, scfg, spill)
+        return _run(opts, cfg, out, name, scfg, spill, runner or LocalRunner())
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: StreamConfig,
-         spill: Path) -> dict[str, Any]:
+class Runner:
+    """Runs `fn(**shared, **item)` for each item and returns the results in item order; the
+    first ShiftrecError in item order is raised (as a sequential loop would raise it)."""
+
+    name = "streaming"
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()  # the processes that ran tasks
+
+    def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
+        raise NotImplementedError
+
+
+class LocalRunner(Runner):
+    def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
+        import os
+
+        self.pids.add(os.getpid())
+        return [fn(**shared, **it) for it in items]
+
+
+class RayRunner(Runner):
+    """The tasks as Ray Data map tasks (one block per file or bucket, 1 CPU each) on a Ray cluster:
+    the running one if this process is connected, else `ray.init(address)` (None: the cluster
+    named by RAY_ADDRESS, else a new local one). Every worker needs shiftrec installed and must
+    see the inputs, the output's parent folder and the spill folder at the same paths (shared
+    storage such as NFS); the driver runs the k-core passes and writes the output."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        super().__init__()
+        try:
+            import ray
+        except ImportError:
+            from shiftrec.errors import ConfigError
+
+            raise ConfigError("--engine ray needs Ray: pip install 'ray[data]'") from None
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"address": address} if address else \
+                {"num_cpus": num_cpus, "include_dashboard": False}
+            ray.init(**kw, log_to_driver=False)
+
+    def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
+        import json
+
+        import ray.data
+
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        rows = [{"__i": k, **it} for k, it in enumerate(items)]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        out = ds.map(_ray_task, fn_kwargs={"fn": fn, "shared": shared}, num_cpus=1).take_all()
+        res = [json.loads(r["json"]) for r in sorted(out, key=lambda r: r["__i"])]
+        self.pids.update(r["__pid"] for r in out)
+        for r in res:  # the first error in item order, as a sequential loop would raise it
+            if "__error" in r:
+                from shiftrec import errors
+
+                e = r["__error"]
+                raise getattr(errors, e["cls"])(e["message"], path=e["path"], row=e["row"],
+                                                 column=e["column"])
+        return res
+
+
+def _ray_task(row: dict[str, Any], fn: Any, shared: dict[str, Any]) -> dict[str, Any]:
+    import json
+    import os
+
+    from shiftrec.errors import ShiftrecError
+
+    kw = {k: v for k, v in row.items() if k != "__i"}
+    try:
+        res = fn(**shared, **kw)
+    except ShiftrecError as e:
+        res = {"__error": {"cls": type(e).__name__, "message": e.message, "path": e.path,
+                           "row": e.row, "column": e.column}}
+    return {"__i": row["__i"], "__pid": os.getpid(), "json": json.dumps(res)}
+
+
+# ---- the tasks: each reads and writes only its own files under the spill folder ----------------
+
+def map_file(spill: str, fi: int, path: str, opts: ReadOptions, bounds: pl.Series,
+             chunk_rows: int) -> dict[str, Any]:
+    """Map file `fi` chunk by chunk into user-bucket parts; its quarantine in file order (the
+    reader's parts: read-level, then each fault in `map_events` order)."""
+    f, sp = Path(path), Path(spill)
     cmap = opts.columns
-    files = list_inputs(opts.path)
-    total = estimate_rows(files, opts.file_format)
-    n_buckets = max(1, math.ceil(total / scfg.bucket_rows))
-    step = max(1, total // scfg.sample_rows)
-    bounds = _boundaries(_user_sample(files, opts.file_format, cmap.user_id, step, scfg.chunk_rows),
-                         n_buckets)
-    n_buckets = bounds.len() + 1
     prio = quarantine_priority(cmap)
+    fmt = opts.file_format or detect_format(f)
+    rows_in = n_rows = n_bad = 0
+    read_q: list[pl.DataFrame] = []
+    map_q: list[pl.DataFrame] = []
+    for ci, (df, rq) in enumerate(_chunks(f, fmt, chunk_rows)):
+        rows_in += df.height + rq.height
+        n_rows += df.height
+        if rq.height:
+            read_q.append(rq)
+        ev, mq = map_events(df, cmap, str(f), check=False, keep_row=True)
+        del df
+        for part in mq:
+            n_bad += part.height
+            map_q.append(part.with_columns(pl.lit(prio[(part["column"][0], part["reason"][0])])
+                                           .alias("__p")))
+        ev = ev.lazy().select(*(pl.col(c).cast(t) if c in ev.columns else
+                                pl.lit(None, dtype=t).alias(c) for c, t in EVENT_SCHEMA.items()),
+                              pl.lit(fi, dtype=pl.UInt32).alias("__file"),
+                              pl.col("__row").cast(pl.UInt64)).collect()
+        b = bounds.search_sorted(ev["user_id"], side="right") if bounds.len() else \
+            pl.repeat(0, ev.height, eager=True, dtype=pl.UInt32)
+        for (k,), part in ev.with_columns(b.alias("__b")).partition_by(
+                "__b", as_dict=True, include_key=False).items():
+            _ipc(part, sp / "bucket" / f"{k:05d}" / f"{fi:06d}_{ci:06d}.ipc")
+    if is_too_bad(n_bad, n_rows):
+        first = min(map_q, key=lambda q: q["row"][0])
+        raise too_many_bad(first.head(1), n_bad, n_rows, f)
+    mq_all = (pl.concat(map_q).sort("__p", maintain_order=True).drop("__p")
+              if map_q else empty_quarantine())
+    q = pl.concat([*read_q, mq_all])
+    qf = None
+    if q.height:
+        qf = str(sp / "quarantine" / f"{fi:06d}.ipc")
+        _ipc(q, Path(qf))
+    return {"rows_in": rows_in, "quarantine": qf}
+
+
+def clean_bucket(spill: str, b: int, items: pl.DataFrame, cfg: CleanConfig,
+                 window: tuple[Any, Any]) -> dict[str, Any]:
+    """Sort bucket `b` as the in-memory engine sorts, apply the per-user rules; write its events,
+    user codes, distinct item keys (first-seen order) and each event's index into them."""
+    sp = Path(spill)
+    parts = sorted((sp / "bucket" / f"{b:05d}").glob("*.ipc"))
+    ev = (pl.concat([pl.read_ipc(p) for p in parts]) if parts else
+          pl.DataFrame(schema={**EVENT_SCHEMA, "__file": pl.UInt32, "__row": pl.UInt64}))
+    ev = ev.sort("user_id", "timestamp", "__file", "__row").drop("__file", "__row")
+    shutil.rmtree(sp / "bucket" / f"{b:05d}", ignore_errors=True)
+    ev, counts, rows = apply_user_rules(ev, items, cfg, window)
+    removed = {}
+    for part in rows:
+        rule = part["rule"][0]
+        removed[rule] = str(sp / "filtered" / f"{b:05d}_{rule}.ipc")
+        _ipc(part, Path(removed[rule]))
+    k = ev.select("domain", "item_id")
+    keys = k.unique(maintain_order=True).with_row_index("__k")
+    idx = k.join(keys, on=["domain", "item_id"], how="left", nulls_equal=True,
+                 maintain_order="left")["__k"]
+    _ipc(keys.drop("__k"), sp / "keys" / f"{b:05d}.ipc")
+    np.save(sp / f"u{b:05d}.npy", user_codes(ev).astype(np.int32))
+    np.save(sp / f"l{b:05d}.npy", idx.to_numpy().astype(np.int32))
+    _ipc(ev, sp / "clean" / f"{b:05d}.ipc")
+    return {"counts": counts, "removed": removed, "size": ev.height}
+
+
+def finish_bucket(spill: str, b: int, kcore_on: bool, keep_rows: bool) -> dict[str, Any]:
+    """Bucket `b` after the k-core: its final events file, the k-core's removed rows, the row
+    hashes of the content fingerprint, the item codes it uses and its counts."""
+    sp = Path(spill)
+    ev = pl.read_ipc(sp / "clean" / f"{b:05d}.ipc")
+    i = np.load(sp / f"i{b:05d}.npy")
+    u = np.load(sp / f"u{b:05d}.npy")
+    final = sp / "clean" / f"{b:05d}.ipc"
+    removed = None
+    if kcore_on and not (a := np.load(sp / f"a{b:05d}.npy")).all():
+        mask = pl.Series(a)
+        if keep_rows:
+            removed = str(sp / "filtered" / f"{b:05d}_kcore.ipc")
+            _ipc(ev.filter(~mask).select(FILTER_COLS)
+                 .with_columns(pl.all().cast(pl.String), pl.lit("kcore").alias("rule")), Path(removed))
+        ev, i, u = ev.filter(mask), i[a], u[a]
+        final = sp / "final" / f"{b:05d}.ipc"  # rewritten only when the k-core cut the bucket
+        _ipc(ev, final)
+    res: dict[str, Any] = {"events": ev.height, "removed": removed, "final": None}
+    if ev.height:
+        np.save(sp / f"used{b:05d}.npy", np.unique(i))
+        np.save(sp / f"h{b:05d}.npy", ev.select(pl.struct(FP_COLS).hash(seed=17))[:, 0].to_numpy())
+        ts = ev["timestamp"].dt.epoch("us")
+        res.update(users=int(np.count_nonzero(np.diff(u))) + 1,  # u is sorted
+                   t_min=int(ts.min()), t_max=int(ts.max()), final=str(final))
+    return res
+
+
+FP_COLS = ["user_id", "item_id", "timestamp", "domain"]
+
+
+def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: StreamConfig,
+         spill: Path, runner: Runner) -> dict[str, Any]:
     clock = [time.perf_counter()]
     secs: dict[str, float] = {}
 
@@ -200,87 +379,52 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
         clock.append(time.perf_counter())
         secs[phase] = round(clock[-1] - clock[-2], 3)
 
+    # 1. cut users into buckets
+    files = list_inputs(opts.path)
+    total = estimate_rows(files, opts.file_format)
+    step = max(1, total // scfg.sample_rows)
+    bounds = _boundaries(_user_sample(files, opts.file_format, opts.columns.user_id, step),
+                         max(1, math.ceil(total / scfg.bucket_rows)))
+    n_buckets = bounds.len() + 1
     lap("sample")
 
-    # 2. map chunk by chunk, spill events into user buckets
-    rows_in = 0
-    q_files: list[Path] = []
-    for fi, f in enumerate(files):
-        fmt = opts.file_format or detect_format(f)
-        n_rows = n_bad = 0
-        read_q: list[pl.DataFrame] = []
-        map_q: list[pl.DataFrame] = []
-        for ci, (df, rq) in enumerate(_chunks(f, fmt, scfg.chunk_rows)):
-            rows_in += df.height + rq.height
-            n_rows += df.height
-            if rq.height:
-                read_q.append(rq)
-            ev, mq = map_events(df, cmap, str(f), check=False, keep_row=True)
-            del df
-            for part in mq:
-                n_bad += part.height
-                map_q.append(part.with_columns(pl.lit(prio[(part["column"][0], part["reason"][0])])
-                                               .alias("__p")))
-            ev = ev.lazy().select(*(pl.col(c).cast(t) if c in ev.columns else
-                                    pl.lit(None, dtype=t).alias(c) for c, t in EVENT_SCHEMA.items()),
-                                  pl.lit(fi, dtype=pl.UInt32).alias("__file"),
-                                  pl.col("__row").cast(pl.UInt64)).collect()
-            b = bounds.search_sorted(ev["user_id"], side="right") if bounds.len() else \
-                pl.repeat(0, ev.height, eager=True, dtype=pl.UInt32)
-            for (k,), part in ev.with_columns(b.alias("__b")).partition_by(
-                    "__b", as_dict=True, include_key=False).items():
-                _ipc(part, spill / "bucket" / f"{k:05d}" / f"{fi:06d}_{ci:06d}.ipc")
-        if is_too_bad(n_bad, n_rows):
-            first = min(map_q, key=lambda q: q["row"][0])
-            raise too_many_bad(first.head(1), n_bad, n_rows, f)
-        mq_all = (pl.concat(map_q).sort("__p", maintain_order=True).drop("__p")
-                  if map_q else empty_quarantine())
-        q = pl.concat([*read_q, mq_all])
-        if q.height:
-            q_files.append(spill / "quarantine" / f"{fi:06d}.ipc")
-            _ipc(q, q_files[-1])
-
+    # 2. map every file into the buckets
+    mapped = runner.map(map_file, {"spill": str(spill), "opts": opts, "bounds": bounds,
+                                   "chunk_rows": scfg.chunk_rows},
+                        [{"fi": fi, "path": str(f)} for fi, f in enumerate(files)])
+    rows_in = sum(m["rows_in"] for m in mapped)
+    q_files = [Path(m["quarantine"]) for m in mapped if m["quarantine"]]
     lap("map")
     items, items_q, meta = read_catalogue(opts)  # after the events, as the reader does
 
-    # 3. per bucket: sort, per-user rules, global item codes
-    window = time_window(cfg)
+    # 3. clean every bucket; global item codes from the buckets' keys, in bucket order
+    cleaned = runner.map(clean_bucket, {"spill": str(spill), "items": items, "cfg": cfg,
+                                        "window": time_window(cfg)},
+                         [{"b": b} for b in range(n_buckets)])
     filtered: dict[str, int] = {}
-    removed: dict[tuple[int, int], Path] = {}
     rule_ix: dict[str, int] = {}
-    keys = pl.DataFrame(schema={"domain": pl.String, "item_id": pl.String, "code": pl.Int64})
-    sizes: list[int] = []
-    for b in range(n_buckets):
-        parts = sorted((spill / "bucket" / f"{b:05d}").glob("*.ipc"))
-        ev = (pl.read_ipc(parts[0]) if len(parts) == 1 else pl.concat([pl.read_ipc(p) for p in parts])
-              ) if parts else pl.DataFrame(schema={**EVENT_SCHEMA, "__file": pl.UInt32,
-                                                   "__row": pl.UInt64})
-        ev = ev.sort("user_id", "timestamp", "__file", "__row").drop("__file", "__row")
-        shutil.rmtree(spill / "bucket" / f"{b:05d}", ignore_errors=True)
-        ev, counts, rows = apply_user_rules(ev, items, cfg, window)
-        for rule, n in counts.items():
+    removed: dict[tuple[int, int], Path] = {}
+    for b, c in enumerate(cleaned):
+        for rule, n in c["counts"].items():
             filtered[rule] = filtered.get(rule, 0) + n
             rule_ix.setdefault(rule, len(rule_ix))
-        for part in rows:
-            removed[(rule_ix[part["rule"][0]], b)] = spill / "filtered" / f"{b:05d}_{part['rule'][0]}.ipc"
-            _ipc(part, removed[(rule_ix[part["rule"][0]], b)])
-        k = ev.select("domain", "item_id").join(keys, on=["domain", "item_id"], how="left",
-                                                 nulls_equal=True, maintain_order="left")
-        new = k.filter(pl.col("code").is_null()).select("domain", "item_id").unique(maintain_order=True)
+        for rule, path in c["removed"].items():
+            removed[(rule_ix[rule], b)] = Path(path)
+    keys = pl.DataFrame(schema={"domain": pl.String, "item_id": pl.String, "code": pl.Int64})
+    for b in range(n_buckets):
+        kb = pl.read_ipc(spill / "keys" / f"{b:05d}.ipc")
+        new = kb.join(keys, on=["domain", "item_id"], how="anti", nulls_equal=True,
+                      maintain_order="left")
         if new.height:
             keys = pl.concat([keys, new.with_columns(
                 pl.int_range(keys.height, keys.height + new.height, dtype=pl.Int64).alias("code"))])
-            k = ev.select("domain", "item_id").join(keys, on=["domain", "item_id"], how="left",
-                                                     nulls_equal=True, maintain_order="left")
-        np.save(spill / f"u{b:05d}.npy", user_codes(ev).astype(np.int32))
-        np.save(spill / f"i{b:05d}.npy", k["code"].to_numpy().astype(np.int32))
-        _ipc(ev, spill / "clean" / f"{b:05d}.ipc")
-        sizes.append(ev.height)
-        del ev, k
-
+        g = kb.join(keys, on=["domain", "item_id"], how="left", nulls_equal=True,
+                    maintain_order="left")["code"].to_numpy()
+        np.save(spill / f"i{b:05d}.npy", g[np.load(spill / f"l{b:05d}.npy")].astype(np.int32))
+    sizes = [c["size"] for c in cleaned]
     lap("clean")
 
-    # 4. iterative k-core across buckets
+    # 4. iterative k-core across buckets (the driver streams the buckets' code arrays)
     iters = 0
     n_items = keys.height
     kcore_on = bool(cfg.kcore_user or cfg.kcore_item)
@@ -312,48 +456,35 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
                 break
         filtered["kcore"] = filtered.get("kcore", 0) + sum(sizes) - alive_total
         rule_ix.setdefault("kcore", len(rule_ix))
-
     lap("kcore")
 
-    # 5. final events per bucket, fingerprint and summary
-    fp_cols = ["user_id", "item_id", "timestamp", "domain"]
+    # 5. final events per bucket; fingerprint (row hashes in bucket order) and summary
+    done = runner.map(finish_bucket, {"spill": str(spill), "kcore_on": kcore_on,
+                                      "keep_rows": cfg.keep_filtered_rows},
+                      [{"b": b} for b in range(n_buckets)])
     fp = hashlib.sha256()
-    fp.update(",".join(f"{c}:{EVENT_SCHEMA[c]}" for c in fp_cols).encode())
+    fp.update(",".join(f"{c}:{EVENT_SCHEMA[c]}" for c in FP_COLS).encode())
     used = np.zeros(n_items, dtype=bool)
-    n_users = n_events = 0
-    t_min = t_max = None
     finals: list[Path] = []
-    for b in range(n_buckets):
-        ev = pl.read_ipc(spill / "clean" / f"{b:05d}.ipc")
-        i = np.load(spill / f"i{b:05d}.npy")
-        u = np.load(spill / f"u{b:05d}.npy")
-        clean_file = spill / "clean" / f"{b:05d}.ipc"
-        if kcore_on and not (a := np.load(spill / f"a{b:05d}.npy")).all():
-            mask = pl.Series(a)
-            if cfg.keep_filtered_rows:
-                removed[(rule_ix["kcore"], b)] = spill / "filtered" / f"{b:05d}_kcore.ipc"
-                _ipc(ev.filter(~mask).select(FILTER_COLS)
-                     .with_columns(pl.all().cast(pl.String), pl.lit("kcore").alias("rule")),
-                     removed[(rule_ix["kcore"], b)])
-            ev, i, u = ev.filter(mask), i[a], u[a]
-            clean_file = spill / "final" / f"{b:05d}.ipc"
-            _ipc(ev, clean_file)
-        if ev.height:
-            used[i] = True
-            n_users += int(np.count_nonzero(np.diff(u))) + 1  # u is sorted
-            n_events += ev.height
-            fp.update(ev.select(pl.struct(fp_cols).hash(seed=17))[:, 0].to_numpy().tobytes())
-            lo, hi = ev["timestamp"].min(), ev["timestamp"].max()
-            t_min = lo if t_min is None or lo < t_min else t_min
-            t_max = hi if t_max is None or hi > t_max else t_max
-            finals.append(clean_file)  # the bucket's cleaned events, rewritten only if k-core cut
-        del ev
+    for b, d in enumerate(done):
+        if d["removed"]:
+            removed[(rule_ix["kcore"], b)] = Path(d["removed"])
+        if d["final"]:
+            finals.append(Path(d["final"]))
+            used[np.load(spill / f"used{b:05d}.npy")] = True
+            fp.update(np.load(spill / f"h{b:05d}.npy").tobytes())
+    n_events = sum(d["events"] for d in done)
+    n_users = sum(d.get("users", 0) for d in done)
+    span = None
+    if n_events:
+        us = pl.Series([min(d["t_min"] for d in done if d["final"]),
+                        max(d["t_max"] for d in done if d["final"])]).cast(pl.Datetime("us"))
+        span = [str(t) for t in us.dt.replace_time_zone("UTC")]
     used_keys = keys.filter(pl.Series(used)).select("domain", "item_id")
     kept_items = items.join(used_keys, on=["domain", "item_id"], how="semi", maintain_order="left")
     summary = {"users": n_users, "items": used_keys.height, "events": n_events,
                "domains": sorted(used_keys["domain"].unique().drop_nulls().to_list()),
-               "time_span": [str(t_min), str(t_max)] if n_events else None,
-               "catalogue_items": kept_items.height}
+               "time_span": span, "catalogue_items": kept_items.height}
     q_lf = pl.scan_ipc(q_files) if q_files else empty_quarantine().lazy()
     q_stats = q_lf.group_by("reason").len().collect()
     n_q = int(q_stats["len"].sum()) if q_stats.height else 0
@@ -374,7 +505,7 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
                                if n_q else []),
         "summary": summary,
         "config": {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in cfg.__dict__.items()},
-        "engine": {"name": Engine.STREAMING.value, "buckets": n_buckets,
+        "engine": {"name": runner.name, "buckets": n_buckets,
                    "chunk_rows": scfg.chunk_rows, "bucket_rows": scfg.bucket_rows},
     }
 
@@ -399,5 +530,6 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
             pl.scan_ipc([removed[k] for k in sorted(removed)]).sink_parquet(tmp / "filtered.parquet")
         lap("write")
         report["engine"]["seconds"] = secs
+        report["engine"]["task_processes"] = len(runner.pids)
         write_json(tmp / "ingest_report.json", make_manifest("ingest_report", **report))
     return report

@@ -28,12 +28,14 @@ def ingest(read: ReadResult, cfg: CleanConfig, out_dir: str | Path, name: str) -
 
 
 def ingest_source(fmt: str, opts: Any, cfg: CleanConfig, out_dir: str | Path, name: str,
-                  engine: str = "auto", stream: Any = None) -> dict[str, Any]:
+                  engine: str = "auto", stream: Any = None, address: str | None = None
+                  ) -> dict[str, Any]:
     """Read format `fmt` with `opts` (a `ReadOptions`) and ingest it with an engine (`Engine`):
     memory reads everything then cleans; streaming (generic format only: a file, a folder of
-    partitions or a glob) works out of core with the same result; auto streams inputs above
-    `outofcore.AUTO_STREAMING_ROWS` rows."""
-    from shiftrec.data.outofcore import Engine, choose_engine, ingest_streaming
+    partitions or a glob) works out of core with the same result; ray runs the streaming
+    engine's per-file and per-bucket tasks on a Ray cluster (`address`; None: local or
+    RAY_ADDRESS); auto streams inputs above `outofcore.AUTO_STREAMING_ROWS` rows."""
+    from shiftrec.data.outofcore import Engine, RayRunner, choose_engine, ingest_streaming
     from shiftrec.data.readers import read as read_format
     from shiftrec.data.readers.generic import list_inputs
     from shiftrec.errors import ConfigError
@@ -45,13 +47,16 @@ def ingest_source(fmt: str, opts: Any, cfg: CleanConfig, out_dir: str | Path, na
     check_output_path(out_dir)
     if fmt == "generic":
         eng = choose_engine(eng, list_inputs(opts.path), opts.file_format)
-    elif eng == Engine.STREAMING:
-        raise ConfigError(f"--engine streaming reads the generic format only, not '{fmt}'")
-    if eng == Engine.STREAMING:
+    elif eng in (Engine.STREAMING, Engine.RAY):
+        raise ConfigError(f"--engine {eng.value} reads the generic format only, not '{fmt}'")
+    if address is not None and eng != Engine.RAY:
+        raise ConfigError("--address applies to --engine ray only")
+    if eng in (Engine.STREAMING, Engine.RAY):
         from shiftrec.data.readers import READERS, check_options
 
         check_options(fmt, READERS[fmt], opts)
-        return ingest_streaming(opts, cfg, out_dir, name, stream)
+        runner = RayRunner(address) if eng == Engine.RAY else None
+        return ingest_streaming(opts, cfg, out_dir, name, stream, runner)
     return ingest(read_format(fmt, opts), cfg, out_dir, name)
 
 
