@@ -125,3 +125,104 @@ def test_train_shiftfusion_over_a_saved_model_with_topics(tmp_path):
     r = CliRunner().invoke(app, ["train", str(split_dir), "--model", "itemknn", "--topics",
                                  str(tmp_path / "topics"), "-o", str(tmp_path / "bad2")])
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError)
+
+
+def test_epochs_flag_overrides_only_epochs(tmp_path):
+    """`--epochs 3` sets the epochs and keeps sasrec's patience 10, lr 1e-3 and batch 2048
+    (setting one phase field used to reset the others to Phase()'s defaults, patience 5)."""
+    split_dir = cyclic_split(n_users=20, n_items=8).save(tmp_path / "split")
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("hidden: 8\ninner: 16\ntrain: {device: cpu}\n")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "sasrec", "--config",
+                                    str(cfg), "--epochs", "3", "--threads", "1",
+                                    "-o", str(tmp_path / "sas")])
+    assert r.exit_code == 0, r.output
+    tc = json.loads((tmp_path / "sas" / "manifest.json").read_text())["config"]["train"]
+    ph = tc["phases"][0]
+    assert (ph["epochs"], ph["patience"], ph["lr"], ph["batch_size"]) == (3, 10, 1e-3, 2048)
+    assert tc["threads"] == 1 and tc["device"] == "cpu"
+    # a YAML phase mapping also changes only what it names
+    cfg.write_text("hidden: 8\ninner: 16\ntrain: {device: cpu, phases: [{lr: 0.01}]}\n")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "sasrec", "--config",
+                                    str(cfg), "--epochs", "2", "-o", str(tmp_path / "sas2")])
+    assert r.exit_code == 0, r.output
+    ph = json.loads((tmp_path / "sas2" / "manifest.json").read_text())["config"]["train"]["phases"][0]
+    assert (ph["epochs"], ph["patience"], ph["lr"]) == (2, 10, 0.01)
+
+
+def test_resume_without_checkpoint_says_so(tmp_path):
+    from shiftrec.errors import ArtifactError
+
+    split_dir = cyclic_split(n_users=20, n_items=8).save(tmp_path / "split")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "sasrec", "--resume",
+                                    "-o", str(tmp_path / "fresh")])
+    assert isinstance(r.exception, ArtifactError)
+    assert "no checkpoint to resume from" in str(r.exception)
+    assert not (tmp_path / "fresh" / "manifest.json").exists()
+
+
+def test_train_accepts_a_dataset_folder_split_with_loo(tmp_path):
+    """One input convention: a dataset folder is split with the default leave-one-out and gives
+    the same metrics as its split folder from `prepare`."""
+    from shiftrec.data.schema import Dataset, conform_events, conform_items
+    from shiftrec.data.splits import leave_one_out
+    from tests.models.test_transfer import topic_domain, topic_vectors
+
+    raw, _ = topic_domain("shop", topic_vectors(3, 8, seed=1), seed=2)
+    ds = Dataset(conform_events(raw.events).collect(), conform_items(raw.items), name="shop")
+    ds.save(tmp_path / "ds")
+    leave_one_out(ds).save(tmp_path / "split")
+    outs = []
+    for src, name in ((tmp_path / "ds", "from-ds"), (tmp_path / "split", "from-split")):
+        r = CliRunner().invoke(_app(), ["train", str(src), "--model", "itemknn", "-o",
+                                        str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    assert outs[0]["ndcg@10"] == outs[1]["ndcg@10"]
+    for o in (tmp_path / "from-ds", tmp_path / "from-split"):
+        assert json.loads((o / "manifest.json").read_text())["item_keys_hash"]
+
+
+def test_model_sets_come_from_the_registry():
+    from shiftrec.cli.train import _names
+    from shiftrec.models.registry import REGISTRY
+
+    assert _names("needs_item_text") == {"transfer", "transfer-transductive"}
+    assert _names("torch") == {n for n, s in REGISTRY.items() if s.torch}
+    assert {"sasrec", "shiftaware"} <= _names("torch")
+    assert _names("needs_topics") == {"shiftaware", "topic_profile"}
+
+
+def test_shiftaware_and_topic_profile_train_from_the_cli(tmp_path):
+    import numpy as np
+
+    from shiftrec.interest.topics import Topics
+    from shiftrec.models.registry import load_model
+
+    split = cyclic_split(n_users=30, n_items=8)
+    split_dir = split.save(tmp_path / "split")
+    keys = split.item_map.keys[1:]
+    Topics(keys, np.arange(len(keys)) // 2, ["a", "b", "c", "d"], [[]] * 4, "test").save(tmp_path / "topics")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "topic_profile", "-o",
+                                    str(tmp_path / "tp")])
+    assert r.exit_code != 0 and "needs item topics" in str(r.exception)
+    for name in ("topic_profile", "shiftaware"):
+        args = ["train", str(split_dir), "--model", name, "--topics", str(tmp_path / "topics"),
+                "-o", str(tmp_path / name)]
+        if name == "shiftaware":
+            cfg = tmp_path / "sa.yaml"
+            cfg.write_text("hidden: 8\ninner: 16\ntrain: {device: cpu}\n")
+            args += ["--config", str(cfg), "--epochs", "2", "--threads", "1"]
+        r = CliRunner().invoke(_app(), args)
+        assert r.exit_code == 0, r.output
+        assert load_model(tmp_path / name, split=split).name == name
+
+
+def test_threads_option_on_every_compute_command():
+    from shiftrec.cli.transfer import register as register_transfer
+
+    app = _app()
+    register_transfer(app)
+    for cmd in ("train", "pretrain", "finetune", "evaluate"):
+        r = CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0 and "--threads" in r.output, cmd

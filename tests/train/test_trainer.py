@@ -257,3 +257,58 @@ def test_phases_pick_their_data_and_validation_by_key(split):
     assert [r["phase"] for r in res.history] == ["pre", "pre", "fine"]
     assert seen == [False, False]  # validators run in eval mode
     assert res.history[-1]["metrics"]["ndcg@10"] >= 0 and res.phases[0].best_metric == 0.5
+
+
+def test_resume_without_a_checkpoint_is_an_error(split, tmp_path):
+    from shiftrec.errors import ArtifactError
+
+    net = _fresh(split)
+    with pytest.raises(ArtifactError, match="no checkpoint to resume from"):
+        train(net, _cfg(Phase(epochs=1)), CausalBatches(split.train),
+              checkpoint_dir=tmp_path / "empty", resume=True)
+
+
+def test_overlay_train_changes_only_what_it_names():
+    from shiftrec.errors import ConfigError
+    from shiftrec.train.trainer import overlay_train
+
+    base = TrainConfig(phases=(Phase(name="a", epochs=200, patience=10, lr=1e-3),
+                               Phase(name="b", epochs=5, patience=2, freeze=("x.",))), seed=4)
+    cfg = overlay_train(base, {"epochs": 30, "threads": 1})
+    assert [p.epochs for p in cfg.phases] == [30, 30]
+    assert [p.patience for p in cfg.phases] == [10, 2] and cfg.phases[1].freeze == ("x.",)
+    assert cfg.seed == 4 and cfg.threads == 1
+    cfg = overlay_train(base, {"phases": [{"lr": 0.01}]})
+    assert cfg.phases[0].lr == 0.01 and cfg.phases[0].patience == 10 and len(cfg.phases) == 1
+    with pytest.raises(ConfigError, match="epochz"):
+        overlay_train(base, {"epochz": 3})
+    with pytest.raises(ConfigError, match="patiense"):
+        overlay_train(base, {"phases": [{"patiense": 3}]})
+
+
+def test_auto_threads_rule():
+    from shiftrec.train.threads import auto_threads, idle_cores, torch_threads
+
+    assert auto_threads(64, 1024, cores=8, load=0.0, env={}) == 1  # tiny matrices: one thread
+    assert auto_threads(300, 1024, cores=8, load=0.5, env={}) == 8
+    assert auto_threads(300, 1024, cores=2, load=2.0, env={}) == 1  # one core busy elsewhere
+    assert auto_threads(300, 1024, cores=8, load=0.0, env={"OMP_NUM_THREADS": "3"}) == 3
+    assert idle_cores(cores=4, load=9.0) == 1
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_training_sets_threads_for_the_call_only(split):
+    import torch
+
+    before = torch.get_num_threads()
+    net = _fresh(split)
+    net.hidden = 16  # train.threads reads the width from the module (or its cfg / config)
+    res = train(net, TrainConfig(phases=(Phase(epochs=1, lr=0.05, batch_size=64, patience=0),),
+                                 device="cpu", threads=0), CausalBatches(split.train))
+    assert res.threads == 1  # hidden <= 64, small batches: the auto rule picks one thread
+    assert torch.get_num_threads() == before

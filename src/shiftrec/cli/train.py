@@ -8,16 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-# models trained by train.trainer: they accept checkpoint_dir / resume / progress
-TRAINER_MODELS = {"sasrec", "transfer", "transfer-transductive"}
-# models whose `train:` options are flat (epochs, lr, batch_size, ...) instead of phases
-FLAT_TRAIN_MODELS = {"transfer", "transfer-transductive"}
-# models that need item text embeddings (`shiftrec encode DATASET --split SPLIT -o EMB`)
-TEXT_MODELS = {"transfer", "transfer-transductive"}
+
+# the CLI's model sets come from the registry's ModelSpec flags (models.registry)
+def _names(flag: str) -> set[str]:
+    from shiftrec.models.registry import names_where
+
+    return names_where(flag)
 
 
 def _model_options(config: Path | None, seed: int | None, epochs: int | None,
-                   flat_train: bool = False) -> dict[str, Any]:
+                   threads: int | None = None, torch_model: bool = True) -> dict[str, Any]:
+    """Model options from --config YAML, with --seed / --epochs / --threads set in its `train:`
+    mapping (the one training dialect: each flag changes only the field it names)."""
     import yaml
 
     from shiftrec.errors import ConfigError
@@ -32,42 +34,44 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None,
             raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}", path=config) from None
         if not isinstance(opts, dict):
             raise ConfigError("top level must be a mapping of model options", path=config)
-    if seed is not None or epochs is not None:
-        train = dict(opts.get("train") or {})
-        if seed is not None:
-            train["seed"] = seed
-        if epochs is not None and flat_train:
-            train["epochs"] = epochs
-        elif epochs is not None:
-            phases = [dict(p) for p in train.get("phases") or [{}]]
-            for p in phases:
-                p["epochs"] = epochs
-            train["phases"] = phases
-        opts["train"] = train
+    flags = {k: v for k, v in (("seed", seed), ("epochs", epochs), ("threads", threads))
+             if v is not None}
+    if flags and torch_model:
+        train = opts.get("train") or {}
+        if not isinstance(train, dict):
+            raise ConfigError("`train:` must be a mapping of training options", path=config)
+        opts["train"] = {**train, **flags}
     return opts
 
 
 def train_cmd(
-    split_dir: Annotated[Path, typer.Argument(help="split folder written by `shiftrec prepare`")],
-    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive, shiftfusion")] = "sasrec",
+    data: Annotated[str, typer.Argument(help="split folder written by `shiftrec prepare`, or a dataset folder / named dataset (split with the default leave-one-out)", metavar="SPLIT_OR_DATASET")],
+    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive, shiftfusion, shiftaware, topic_profile")] = "sasrec",
     out: Annotated[Path, typer.Option("--out", "-o", help="model folder to write")] = Path("out/model"),
-    config: Annotated[Path | None, typer.Option(help="YAML of model options (sasrec: `train:` with phases; transfer: `train:` with epochs, lr, batch_size, ...)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (trainer models)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="max epochs of every phase (trainer models)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML of model options; training options go under `train:` (epochs, lr, batch_size, patience, seed, threads, ...; `phases:` for several phases)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (torch models)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="max epochs of every phase (torch models); other training options keep their values")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads for training and scoring; 0 = auto (from the model size and the idle cores)")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out (an error when --out holds no checkpoint)")] = False,
     item_text: Annotated[Path | None, typer.Option(help="transfer models: item embeddings folder from `shiftrec encode DATASET --split SPLIT -o EMB`")] = None,
-    base_model: Annotated[Path | None, typer.Option(help="shiftfusion: a saved model folder to fuse with the item flows (default: train the `base:` of --config, sasrec)")] = None,
-    topics: Annotated[Path | None, typer.Option(help="shiftfusion: topics folder from `shiftrec topics`, for the shift gate (default: one gate bin)")] = None,
+    base_model: Annotated[Path | None, typer.Option(help="shiftfusion: a saved model folder to fuse with the item flows; shiftaware: a saved SASRec to warm-start from")] = None,
+    topics: Annotated[Path | None, typer.Option(help="topics folder from `shiftrec topics`: needed by shiftaware and topic_profile; shiftfusion's shift gate (default: one gate bin)")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
-    its manifest, and write full-ranking test metrics to --out/metrics.json (per-user ranks beside
-    it in metrics.ranks.npz, for `shiftrec compare`).
+    its manifest (file hashes, item-map fingerprint), and write full-ranking test metrics to
+    --out/metrics.json (per-user ranks beside it in metrics.ranks.npz, for `shiftrec compare`).
 
-    The transfer models (text-based) need the items' text embeddings aligned with the split.
+    Input (the same for train, finetune and evaluate): a split folder written by `shiftrec
+    prepare` is used as is; a dataset folder or a named dataset is split with the default
+    leave-one-out. The transfer models (text-based) need the items' text embeddings aligned
+    with the split.
 
     Examples:
 
       shiftrec train out/scientific-split --model sasrec -o out/sasrec
+
+      shiftrec train out/scientific-split --model sasrec --epochs 30 --threads 1 -o out/sasrec
 
       shiftrec train out/scientific-split --model itemknn -o out/knn
 
@@ -80,33 +84,40 @@ def train_cmd(
     from rich.console import Console
 
     from shiftrec.config import to_dict
-    from shiftrec.data.splits import SeqSplit
     from shiftrec.errors import ConfigError
     from shiftrec.evaluate.ranking import UserRanks, evaluate, write_metrics
     from shiftrec.manifest import read_json
-    from shiftrec.models.registry import MODELS, build_model
+    from shiftrec.models.registry import REGISTRY, build_model, spec
+    from shiftrec.pipelines.transfer import open_target
 
     con = Console()
-    if model not in MODELS:
-        from shiftrec.errors import unknown_name
-
-        raise unknown_name("model", model, MODELS)
-    opts = _model_options(config, seed, epochs, flat_train=model in FLAT_TRAIN_MODELS)
-    if model in TEXT_MODELS:
+    ms = spec(model)
+    text_models = _names("needs_item_text")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = auto), got {threads}")
+    opts = _model_options(config, seed, epochs, threads or None, torch_model=ms.torch)
+    if ms.needs_item_text:
         if item_text is not None:
             opts["item_text"] = item_text
         elif opts.get("item_text") is None:
             raise ConfigError(f"model '{model}' needs item text embeddings aligned with the split: "
-                              f"run `shiftrec encode DATASET --split {split_dir} -o EMB` and pass "
+                              f"run `shiftrec encode DATASET --split {data} -o EMB` and pass "
                               "--item-text EMB (or `shiftrec finetune`, which encodes the items itself)")
         elif not isinstance(opts["item_text"], str | Path):
             raise ConfigError("item_text must be the path of an item embeddings folder", path=config)
-    elif (base_model is not None or topics is not None) and model != "shiftfusion":
-        raise ConfigError(f"--base-model/--topics apply to shiftfusion, not '{model}'")
     elif item_text is not None or "item_text" in opts:
-        raise ConfigError(f"item text embeddings apply to the text models ({', '.join(sorted(TEXT_MODELS))}), "
+        raise ConfigError(f"item text embeddings apply to the text models ({', '.join(sorted(text_models))}), "
                           f"not '{model}'")
-    if model in TRAINER_MODELS:
+    uses_topics = ms.needs_topics or ms.needs_base
+    if topics is not None and not uses_topics:
+        raise ConfigError(f"--topics applies to {', '.join(sorted(_names('needs_topics') | _names('needs_base')))}, "
+                          f"not '{model}'")
+    if base_model is not None and not (ms.needs_base or model == "shiftaware"):
+        raise ConfigError(f"--base-model applies to shiftfusion (and shiftaware's warm start), not '{model}'")
+    if ms.needs_topics and topics is None and opts.get("item_topic") is None:
+        raise ConfigError(f"model '{model}' needs item topics: run `shiftrec topics DATASET -o TOPICS` "
+                          "and pass --topics TOPICS")
+    if ms.torch:
         def show(ev: Any) -> None:
             if ev.kind == "epoch":
                 m = ev.metrics.get("ndcg@10")
@@ -117,17 +128,31 @@ def train_cmd(
 
         opts |= {"checkpoint_dir": out / "trainer", "resume": resume, "progress": show}
     elif resume or seed is not None or epochs is not None:
-        raise ConfigError(f"--resume/--seed/--epochs apply to trainer models ({', '.join(sorted(TRAINER_MODELS))}), not '{model}'")
-    split = SeqSplit.load(split_dir)
+        torch_names = ", ".join(sorted(n for n, s in REGISTRY.items() if s.torch))
+        raise ConfigError(f"--resume/--seed/--epochs apply to the torch models ({torch_names}), not '{model}'")
+    target = open_target(data, data_root)
+    split = target.split
     con.print(f"training {model} on {split.name}: {len(split.user_ids):,} users, {split.n_items:,} items")
+    item_topic = None
+    if topics is not None:
+        from shiftrec.interest.topics import Topics
+
+        item_topic = Topics.load(topics).aligned(split.item_map)
     if model == "shiftfusion" and (base_model is not None or topics is not None):
-        rec = _fusion(split, opts, base_model, topics)
+        rec = _fusion(split, opts, base_model, item_topic)
     else:
+        if item_topic is not None:
+            opts["item_topic"] = item_topic
+        if base_model is not None:  # shiftaware: warm start from a saved SASRec
+            opts["init_from"] = base_model
         rec = build_model(model, **opts)
     rec.fit(split)
     rec.save(out)
     metrics, ranks = evaluate(rec, split, "test")
-    data_man = read_json(split_dir / "split.json") if (split_dir / "split.json").exists() else None
+    if target.split_dir is not None and (target.split_dir / "split.json").exists():
+        data_man = read_json(target.split_dir / "split.json")
+    else:
+        data_man = {"name": split.name, "split_kind": split.kind, "meta": split.meta}
     cfg = getattr(rec, "config", None)
     write_metrics(out / "metrics.json", metrics, read_json(out / "manifest.json"), data_man,
                   per_user=UserRanks.of(split, "test", ranks),
@@ -137,19 +162,18 @@ def train_cmd(
     con.print(f"wrote {out}/(manifest.json, metrics.json, metrics.ranks.npz, model weights)")
 
 
-def _fusion(split: Any, opts: dict[str, Any], base_model: Path | None, topics: Path | None) -> Any:
-    """A ShiftFusion over a saved base model and/or with the topics' interest gate."""
+def _fusion(split: Any, opts: dict[str, Any], base_model: Path | None, item_topic: Any) -> Any:
+    """A ShiftFusion over a saved base model (trained on this split's item map) and/or with the
+    topics' interest gate."""
     from shiftrec.errors import ConfigError
-    from shiftrec.interest.topics import Topics
     from shiftrec.models.fusion import ShiftFusion
     from shiftrec.models.registry import build_model, load_model
 
-    item_topic = Topics.load(topics).aligned(split.item_map) if topics is not None else None
     if base_model is None:
         return build_model("shiftfusion", item_topic=item_topic, **opts)
     if "base" in opts or "base_options" in opts:
         raise ConfigError("give the base either as --base-model or as `base:` in --config, not both")
-    base = load_model(base_model)
+    base = load_model(base_model, split=split)
     return ShiftFusion(base, base_fitted=True, item_topic=item_topic, **opts)
 
 

@@ -103,7 +103,8 @@ class SASRec:
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
         if self.net is None:
             raise ArtifactError("sasrec model is not fitted")
-        return score_module(self.net, histories, None, self.config.max_len)
+        return score_module(self.net, histories, None, self.config.max_len,
+                            threads=self.config.train.threads)
 
     def save(self, path: str | Path) -> None:
         if self.net is None:

@@ -320,7 +320,8 @@ class ShiftAware:
         self._check()
         if times is not None and len(times) != len(histories):
             raise InputError(f"times has {len(times)} rows but histories has {len(histories)}")
-        return score_module(self.net, histories, times, self.config.max_len)
+        return score_module(self.net, histories, times, self.config.max_len,
+                            threads=self.config.train.threads)
 
     def explain_gate(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None
                      ) -> dict[str, np.ndarray]:

@@ -374,11 +374,13 @@ class TransferRec:
         import torch
 
         from shiftrec.train.batches import pad_left
+        from shiftrec.train.threads import resolve_threads, torch_threads
 
         net = self._fitted("")
         net.eval()
         seq = torch.from_numpy(pad_left(histories, self.cfg.max_len))
-        with torch.no_grad():
+        threads = getattr(self.train_cfg, "threads", 0) or 0
+        with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
             return net.score_all(seq.to(net.text.device)).float().cpu().numpy()
 
     def save(self, path: str | Path) -> None:

@@ -63,6 +63,16 @@ def _demo_topics(ds: Dataset, cfg: StoreConfig, out: Path) -> tuple[Any, str]:
     return category_topics(ds.items), "category"
 
 
+def demo_sasrec(epochs: int = 8, threads: int = 0) -> Any:
+    """The demo's SASRec (also run by bench/threads.py): lr 2e-3, batch 1024, patience 2;
+    threads 0 = auto (train.threads)."""
+    from shiftrec.models.sasrec import SASRec
+    from shiftrec.train.trainer import Phase, TrainConfig
+
+    return SASRec(train=TrainConfig(phases=(Phase(epochs=epochs, lr=2e-3, batch_size=1024,
+                                                  patience=2),), threads=threads))
+
+
 def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
              step: Callable[[str], None] | None = None, sasrec_epochs: int = 8,
              servable: bool = True) -> dict[str, Any]:
@@ -103,8 +113,6 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
     from shiftrec.interest.slices import shift_slices
     from shiftrec.models.itemknn import ItemKNN
     from shiftrec.models.popularity import Popularity
-    from shiftrec.models.sasrec import SASRec
-    from shiftrec.train.trainer import Phase, TrainConfig
 
     stage("topics" + (" (use-multilingual)" if cfg.lang == "zh" else " (item categories)"))
     topics, topic_source = _demo_topics(ds, cfg, out)
@@ -118,8 +126,7 @@ def run_demo(out_dir: str | Path = "out/demo", cfg: StoreConfig | None = None,
         ("popularity", Popularity),
         ("itemknn", ItemKNN),
         ("topic_profile", lambda: TopicProfile(item_topic, topics.names)),
-        ("sasrec", lambda: SASRec(train=TrainConfig(phases=(
-            Phase(epochs=sasrec_epochs, lr=2e-3, batch_size=1024, patience=2),)))),
+        ("sasrec", lambda: demo_sasrec(sasrec_epochs)),
     ]
     from shiftrec.evaluate.ranking import UserRanks, sliced, write_metrics
     from shiftrec.manifest import read_json

@@ -298,8 +298,8 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
 # --------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int = 512
-                 ) -> tuple[dict[str, float], np.ndarray]:
+def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int = 512,
+                 threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
     """Full-ranking metrics over all items of the split (never sampled)."""
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.train.trainer import ModuleScorer
@@ -313,19 +313,19 @@ def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int
         raise InputError(f"model scores {net.n_items} items but split '{split.name}' has "
                          f"{split.n_items}")
     net.eval()
-    return evaluate(ModuleScorer(net, net.text.device, net.cfg.max_len), split, which,
+    return evaluate(ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads), split, which,
                     batch_size=batch_size, max_len=net.cfg.max_len)
 
 
 def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
-              which: str = "test") -> tuple[dict[str, float], np.ndarray]:
+              which: str = "test", threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
     """Evaluate a pretrained model on an unseen domain: only the item table changes (a
     transductive checkpoint drops its ID table and scores from text alone)."""
     man = read_manifest(checkpoint)
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), checkpoint)
     net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
                              overrides={"mode": Mode.INDUCTIVE})
-    return evaluate_net(net, split, which)
+    return evaluate_net(net, split, which, threads=threads)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -396,6 +396,59 @@ def make_source(ds: Any, encoder: str, *, name: str | None = None, max_users: in
                         cache_dir=cache_dir, progress=progress)
     return Source(name or ds.name, split, text,
                   meta={"dataset": ds.name, "max_users": max_users or None, "subsample_seed": seed})
+
+
+@dataclass
+class Target:
+    """What train, finetune and evaluate take: a split, and the dataset when one was given."""
+
+    name: str
+    split: SeqSplit
+    dataset: Any = None  # data.schema.Dataset when the input was a dataset (items' text)
+    split_dir: Path | None = None
+
+
+INPUT_HELP = ("a split folder written by `shiftrec prepare` (used as is), or a dataset folder "
+              "written by `shiftrec ingest` / a named dataset of the shared data folder (split "
+              "with the default leave-one-out, histories cut to the last 50)")
+
+
+def open_target(spec: str | Path, root: str | Path | None = None, max_len: int = 50) -> Target:
+    """The one input convention of train, finetune and evaluate (INPUT_HELP)."""
+    from shiftrec.data.splits import leave_one_out
+
+    p = Path(spec)
+    if p.is_dir() and (p / "split.json").exists():
+        split = SeqSplit.load(p)
+        return Target(split.name, split, None, p)
+    ds = load_dataset(spec, root)
+    return Target(ds.name, leave_one_out(ds, max_len), ds)
+
+
+def target_source(target: Target, encoder: str, *, item_text: str | Path | None = None,
+                  cache_dir: str | Path | None = None, text_cfg: Any = None) -> Source:
+    """A Source for a Target: item text from an embeddings folder (`shiftrec encode DATASET
+    --split SPLIT -o EMB`, aligned with the split's item map) or encoded from the dataset."""
+    from shiftrec.errors import ArtifactError
+
+    split = target.split
+    if item_text is not None:
+        from shiftrec.text.features import ItemEmbeddings
+
+        emb = ItemEmbeddings.load(item_text)
+        if emb.encoder != encoder:
+            raise ArtifactError(f"item embeddings come from encoder '{emb.encoder}' but the "
+                                f"checkpoint needs '{encoder}'", path=item_text)
+        return Source(target.name, split, np.asarray(emb.aligned(split.item_map), np.float32))
+    if target.dataset is None:
+        raise ConfigError(f"'{target.split_dir}' is a split folder: the text model needs its items' "
+                          "text: pass --item-text EMB (from `shiftrec encode DATASET --split "
+                          f"{target.split_dir} -o EMB`) or give the dataset instead of the split")
+    from shiftrec.text import TextConfig, encode_items
+
+    text = encode_items(target.dataset.items, split.item_map, encoder, text_cfg or TextConfig(),
+                        cache_dir=cache_dir)
+    return Source(target.name, split, text, meta={"dataset": target.dataset.name})
 
 
 def sources_from_dataset(ds: Any, encoder: str, **kw: Any) -> list[Source]:
