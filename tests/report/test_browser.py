@@ -103,26 +103,10 @@ def test_chinese_report_renders_chinese(page, demo_zh) -> None:
 
 # ---------------------------------------------------------------- live dashboard
 
-SERVER = """
-import sys, uvicorn
-from shiftrec.serve.app import Service, create_app
-from shiftrec.report.dashboard import mount
-run, store, port, token = sys.argv[1:5]
-svc = Service(run, store, token=token)
-uvicorn.run(mount(create_app(svc), poll_ms=500), host="127.0.0.1", port=int(port), log_level="warning")
-"""
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _serve_cli_mounts_dashboard() -> bool:
-    src = (ROOT / "src/shiftrec/cli/serve.py")
-    return src.is_file() and any("report.dashboard" in line and not line.strip().startswith("#")
-                                 for line in src.read_text(encoding="utf-8").splitlines())
 
 
 def test_live_dashboard(page, demo_en, tmp_path) -> None:
@@ -131,10 +115,8 @@ def test_live_dashboard(page, demo_en, tmp_path) -> None:
     port, token = _free_port(), "test-token-123"
     env = {**os.environ, "SHIFTREC_TOKEN": token, "OMP_NUM_THREADS": "1"}
     store = f"sqlite:///{tmp_path / 'events.sqlite'}"
-    if _serve_cli_mounts_dashboard():  # the real `shiftrec serve` once it mounts the dashboard
-        cmd = [sys.executable, "-m", "shiftrec.cli", "serve", str(run), "--port", str(port), "--store", store]
-    else:  # the same service app + mount(), in its own uvicorn process
-        cmd = [sys.executable, "-c", SERVER, str(run), store, str(port), token]
+    # the real `shiftrec serve`, which mounts the dashboard at /
+    cmd = [sys.executable, "-m", "shiftrec.cli", "serve", str(run), "--port", str(port), "--store", store]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

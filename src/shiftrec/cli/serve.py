@@ -154,7 +154,9 @@ def serve_cmd(
     url = store or default_store_url(run_dir)
     svc = Service(run_dir, url, token=token, auth_reads=auth_reads)
     app = create_app(svc)
-    # LEAD: mount the report dashboard at GET / here (shiftrec.report.dashboard.mount(app))
+    from shiftrec.report.dashboard import mount
+
+    mount(app)  # the live dashboard at GET / (report/ sits above serve/, so the CLI joins them)
     r = svc.rec
     typer.echo(f"serving run {r.manifest.get('name')} (model {r.model_name}, {r.n_items:,} items, "
                f"{r.n_users:,} users) on http://{host}:{port}  store {redact(url)} "
