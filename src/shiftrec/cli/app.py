@@ -55,12 +55,6 @@ def _progress():  # noqa: ANN202
                     transient=True, console=err, disable=not err.is_terminal)
 
 
-def _formats() -> list[str]:
-    from shiftrec.data.readers import READERS
-
-    return list(READERS)
-
-
 def _parse_map(pairs: list[str] | None, mapping: Path | None) -> tuple[dict[str, str], set[str]]:
     """(field -> column, the fields that came from the YAML file)."""
     from shiftrec.errors import ConfigError

@@ -199,14 +199,6 @@ class ShiftEvents:
             "statistic": self.statistic.astype(np.float64),
         })
 
-    def events_for(self, i: int, user: str) -> list[ShiftEvent]:
-        rows = np.flatnonzero(self.user == i)
-        return [ShiftEvent(user, int(self.event_index[r]), int(self.time[r]),
-                           tuple(np.flatnonzero(self.left[r]).tolist()),
-                           tuple(np.flatnonzero(self.entered[r]).tolist()),
-                           float(self.magnitude[r]), float(self.confidence[r]),
-                           float(self.statistic[r])) for r in rows]
-
 
 def jsd_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Jensen-Shannon divergence (bits) between matching rows of two distributions."""
@@ -455,16 +447,6 @@ class ShiftDetector:
         T, L = self.T, self.cfg.lag
         return StateTable(np.zeros((n_users, 3, T)), np.full((n_users, L), -1, np.int64), np.zeros((n_users, L)),
                           np.zeros(n_users, np.int64), np.zeros(n_users), np.zeros(n_users, np.int64))
-
-    def grow(self, table: StateTable, n_users: int) -> StateTable:
-        """Table with room for `n_users` rows (new rows are fresh states)."""
-        extra = n_users - len(table.n)
-        if extra <= 0:
-            return table
-        new = self.init_table(extra)
-        return StateTable(*[np.concatenate([getattr(table, f), getattr(new, f)]) for f in
-                            ("state", "ring_topic", "ring_time", "n", "last_t", "cooldown")],
-                          user_ids=table.user_ids)
 
     def update_many(self, table: StateTable, rows: np.ndarray, topics: np.ndarray, times: np.ndarray
                     ) -> ShiftEvents:

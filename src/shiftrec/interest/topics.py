@@ -463,11 +463,6 @@ def save_topics(topics: Topics, out_dir: str | Path, items: pl.DataFrame | None 
                        config=None if cfg is None else to_dict(cfg))
 
 
-def item_titles(items: pl.DataFrame) -> list[str]:
-    """The text learned topics are built from: the title, else the description."""
-    return _titles(items)
-
-
 def embed_items(items: pl.DataFrame, encoder: str = "tfidf", cache_dir: str | Path | None = None,
                 progress: Progress | None = None, dim: int = 64) -> tuple[np.ndarray, str]:
     """Embeddings of item titles for learned topics: 'tfidf' (TF-IDF + SVD, fast, no model) or

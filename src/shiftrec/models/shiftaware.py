@@ -39,7 +39,6 @@ the time signals fall back to an 'unknown' bucket and the global popularity row.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from shiftrec.config import to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.models.artifact import item_map_fingerprint
+from shiftrec.models.shiftaware_features import DAY, FEATURE_NAMES, N_FEATURES, GateMode
 from shiftrec.models.torch_base import (
     apply_overrides,
     check_shapes,
@@ -59,12 +59,8 @@ from shiftrec.models.torch_base import (
 )
 from shiftrec.train.trainer import Phase, TrainConfig, TrainResult, score_module
 
-DAY = 86400
+__all__ = ["DAY", "FEATURE_NAMES", "N_FEATURES", "GateMode", "ShiftAware", "ShiftAwareConfig"]
 
-
-class GateMode(enum.StrEnum):
-    SHIFT = "shift"  # prior weights from the shift-detector features + transformer state
-    FIXED = "fixed"  # one learned constant weight per prior
 
 
 def _default_train() -> TrainConfig:
@@ -139,9 +135,6 @@ class ShiftAwareConfig:
         return self.n_trend + int(self.topic_prior) + int(self.flow_prior)
 
 
-FEATURE_NAMES = ("jsd", "slow_entropy", "fast_entropy", "length", "last_gap", "fast_top_share",
-                 "model_on_slow", "model_on_fast", "model_topic_entropy")
-N_FEATURES = len(FEATURE_NAMES)
 
 
 # ----------------------------------------------------------------------------- data-side tables

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftrec.models.layers import LN_EPS, TransformerBlock, init_embeddings, left_align
-from shiftrec.models.shiftaware import DAY, N_FEATURES, GateMode
+from shiftrec.models.shiftaware_features import DAY, N_FEATURES, GateMode
 
 
 class ShiftAwareNet(nn.Module):

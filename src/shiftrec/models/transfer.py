@@ -21,8 +21,6 @@ The torch modules live in models.transfer_net (imported when `build_net` builds 
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,65 +30,22 @@ from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import atomic_write_bytes
+from shiftrec.models.transfer_config import (
+    Freeze,
+    Mode,
+    Objective,
+    TransferConfig,
+    batch_inputs,
+    check_text_table,
+)
 
 MODEL_KIND = "transfer-model"
 WEIGHTS = "model.safetensors"
 ITEM_TEXT = "item_text.safetensors"
 MANIFEST = "manifest.json"
 
-
-class Mode(enum.StrEnum):
-    INDUCTIVE = "inductive"
-    TRANSDUCTIVE = "transductive"
-
-
-class Objective(enum.StrEnum):
-    FULL_CE = "full_ce"
-    CONTRASTIVE = "contrastive"
-
-
-class Freeze(enum.StrEnum):
-    """Which parameters stay fixed when fine-tuning a pretrained model."""
-
-    NONE = "none"  # train everything
-    ENCODER = "encoder"  # freeze the transformer (UniSRec's parameter-efficient fine-tuning)
-    ADAPTOR = "adaptor"  # freeze the text adaptor, train the transformer
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """Architecture and objective settings. Sizes must match a checkpoint to load it."""
-
-    hidden: int = 128  # UniSRec used 300 with 8 experts; 128/4 trains ~3x faster on a CPU
-    n_layers: int = 2
-    n_heads: int = 2
-    inner: int = 256
-    n_experts: int = 4
-    max_len: int = 50
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    adaptor_dropout: float = 0.2
-    gate_noise: bool = True
-    temperature: float = 0.07
-    mode: Mode = Mode.INDUCTIVE
-    objective: Objective = Objective.FULL_CE
-    seq_weight: float = 0.001  # weight of the sequence-sequence contrastive term (pretraining)
-    item_drop: float = 0.2  # item-dropout rate of the sequence augmentation (pretraining)
-
-    def arch(self) -> dict[str, Any]:
-        """The fields that decide tensor shapes (checked when loading)."""
-        return {k: getattr(self, k) for k in ("hidden", "n_layers", "n_heads", "inner", "n_experts",
-                                              "max_len")}
-
-
-def check_text_table(text: np.ndarray) -> np.ndarray:
-    text = np.asarray(text, dtype=np.float32)
-    if text.ndim != 2 or text.shape[0] < 2:
-        raise InputError(f"item text table must be (n_items + 1, dim) with at least one item; "
-                         f"got shape {tuple(text.shape)}")
-    if not np.isfinite(text).all():
-        raise InputError("item text table contains NaN or infinite values")
-    return text
+__all__ = ["Freeze", "Mode", "Objective", "TransferConfig", "TransferRec", "batch_inputs",
+           "build_net", "check_text_table", "load_checkpoint", "save_checkpoint"]
 
 
 def build_net(cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = None) -> Any:
@@ -100,21 +55,6 @@ def build_net(cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = No
 
     text = check_text_table(text)
     return TransferNet(cfg, text, n_id_items)
-
-
-# Batch keys (train.batches.CausalBatches): the input window "seq" (left-aligned, right-padded
-# with 0) and, aligned with it, "labels": the next item at each position (0 = not supervised).
-SEQ_KEYS = ("seq", "input", "inputs")
-TARGET_KEYS = ("labels", "target", "targets")
-
-
-def batch_inputs(batch: dict[str, Any]) -> tuple[Any, Any]:
-    seq = next((batch[k] for k in SEQ_KEYS if k in batch), None)
-    tgt = next((batch[k] for k in TARGET_KEYS if k in batch), None)
-    if seq is None or tgt is None:
-        raise InputError(f"training batch needs an input key ({'/'.join(SEQ_KEYS)}) and a target key "
-                         f"({'/'.join(TARGET_KEYS)}); got {sorted(batch)}")
-    return seq.long(), tgt.long()
 
 
 ENCODER_PREFIXES = ("pos.", "ln.", "blocks.")

@@ -10,7 +10,7 @@ from typing import Any
 
 from shiftrec.data.splits import Seqs, SeqSplit
 from shiftrec.errors import InputError
-from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig
+from shiftrec.models.transfer_config import Freeze, Mode, Objective, TransferConfig
 from shiftrec.train.trainer import Device, Phase, TrainConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "assets" / "pretrained"

@@ -10,7 +10,7 @@ from torch import nn
 
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.models.layers import LN_EPS, TransformerBlock, init_linear
-from shiftrec.models.transfer import (
+from shiftrec.models.transfer_config import (
     Mode,
     Objective,
     TransferConfig,
