@@ -51,8 +51,8 @@ def need_browser() -> None:
         pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="package")  # closed when tests/report ends: Playwright's sync API keeps
+def browser():                     # an event loop running in the main thread while it is open
     need_browser()
     from playwright.sync_api import sync_playwright
 

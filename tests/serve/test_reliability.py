@@ -5,6 +5,7 @@ every operation of the OpenAPI schema (no 5xx)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import random
 import threading
@@ -64,7 +65,9 @@ def _load(server: Server, users: list[str], items: list[str], n: int, concurrenc
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-    asyncio.run(run())
+    # own thread, own event loop: never collides with a loop another test left running
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
     return stats
 
 
