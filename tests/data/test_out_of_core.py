@@ -26,7 +26,7 @@ from shiftrec.errors import InputError
 from shiftrec.manifest import read_json
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
-TINY = StreamConfig(chunk_rows=5, bucket_rows=6, sample_rows=50)
+TINY = StreamConfig(chunk_rows=5, bucket_rows=6, sample_rows=50, workers=1)
 CMAP = ColumnMap(event_type="event_type", value="value", session_id="session_id")
 
 
@@ -201,7 +201,7 @@ def test_streaming_equals_memory_random(tmp_path: Path, seed: int) -> None:
     cfg = CleanConfig(kcore_user=3, kcore_item=3, bot_max_events_per_minute=60,
                       max_time="2030-01-01")
     mem, st, rep = run_both(tmp_path, opts, cfg, StreamConfig(chunk_rows=97, bucket_rows=250,
-                                                              sample_rows=500))
+                                                              sample_rows=500, workers=1))
     assert rep["engine"]["buckets"] >= 5
     assert mem["report"]["filtered_by_rule"]["duplicate"] > 0
     assert mem["report"]["kcore_iterations"] >= 2
@@ -216,6 +216,22 @@ def test_user_item_dedup_and_no_filtered_rows(tmp_path: Path) -> None:
     mem, st, _ = run_both(tmp_path, opts, cfg)
     assert mem["filtered"] is None
     assert_same(mem, st)
+
+
+def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
+    """The default runner spreads the file and bucket tasks over local processes."""
+    data = write_partitions(tmp_path)
+    opts = ReadOptions(path=data, items=tmp_path / "items.csv", columns=CMAP)
+    cfg = CleanConfig(kcore_user=2, kcore_item=2, max_time="2030-01-01")
+    mem, st, rep = run_both(tmp_path, opts, cfg, replace(TINY, workers=2))
+    assert rep["engine"]["workers"] == 2 and rep["engine"]["task_processes"] == 2
+    assert_same(mem, st)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    frame([(None, "b", k, "view", 1.0, "s") for k in range(3)]).write_parquet(bad / "p.parquet")
+    with pytest.raises(InputError, match="3 of 3 rows bad"):
+        ingest_source("generic", replace(opts, path=bad), cfg, tmp_path / "x", "ds",
+                      engine="streaming", stream=replace(TINY, workers=2))
 
 
 def test_too_many_bad_rows_is_the_same_error(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class StreamConfig:
     chunk_rows: int = 1_000_000  # input rows mapped at a time (Parquet; a text file is one chunk)
     bucket_rows: int = 2_000_000  # target events per user bucket (cleaned in memory at once)
     sample_rows: int = 200_000  # user ids sampled to cut the buckets
+    workers: int = 0  # processes running the per-file / per-bucket tasks (0: min(4, CPUs))
     spill_dir: Path | None = None  # default: a temporary folder beside the output
 
 
@@ -181,9 +182,15 @@ def ingest_streaming(opts: ReadOptions, cfg: CleanConfig, out_dir: str | Path, n
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(dir=scfg.spill_dir or out.parent, prefix=f".{out.name}.spill."))
+    if runner is None:
+        import os
+
+        n = scfg.workers or min(4, os.cpu_count() or 1)
+        runner = PoolRunner(n) if n > 1 else LocalRunner()
     try:
-        return _run(opts, cfg, out, name, scfg, spill, runner or LocalRunner())
+        return _run(opts, cfg, out, name, scfg, spill, runner)
     finally:
+        runner.close()
         shutil.rmtree(spill, ignore_errors=True)
 
 
@@ -198,6 +205,60 @@ class Runner:
 
     def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
         raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def _call(fn: Any, shared: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """fn(**shared, **kw), a ShiftrecError returned as data (re-raised by `_raise_first`)."""
+    import os
+
+    from shiftrec.errors import ShiftrecError
+
+    try:
+        res = fn(**shared, **kw)
+    except ShiftrecError as e:
+        res = {"__error": {"cls": type(e).__name__, "message": e.message, "path": e.path,
+                           "row": e.row, "column": e.column}}
+    return {"__pid": os.getpid(), "res": res}
+
+
+def _raise_first(results: list[dict[str, Any]]) -> list[Any]:
+    """The results, or the first error in item order, as a sequential loop would raise it."""
+    from shiftrec import errors
+
+    for r in results:
+        if isinstance(r, dict) and "__error" in r:
+            e = r["__error"]
+            raise getattr(errors, e["cls"])(e["message"], path=e["path"], row=e["row"],
+                                             column=e["column"])
+    return results
+
+
+class PoolRunner(Runner):
+    """The tasks in `workers` local processes (spawned once per ingest): peak memory is about
+    `workers` + 1 times one task's."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self._pool: Any = None
+
+    def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        out = [f.result() for f in [self._pool.submit(_call, fn, shared, it) for it in items]]
+        self.pids.update(r["__pid"] for r in out)
+        return _raise_first([r["res"] for r in out])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 class LocalRunner(Runner):
@@ -240,30 +301,15 @@ class RayRunner(Runner):
         ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
         out = ds.map(_ray_task, fn_kwargs={"fn": fn, "shared": shared}, num_cpus=1).take_all()
         res = [json.loads(r["json"]) for r in sorted(out, key=lambda r: r["__i"])]
-        self.pids.update(r["__pid"] for r in out)
-        for r in res:  # the first error in item order, as a sequential loop would raise it
-            if "__error" in r:
-                from shiftrec import errors
-
-                e = r["__error"]
-                raise getattr(errors, e["cls"])(e["message"], path=e["path"], row=e["row"],
-                                                 column=e["column"])
-        return res
+        self.pids.update(r["__pid"] for r in res)
+        return _raise_first([r["res"] for r in res])
 
 
 def _ray_task(row: dict[str, Any], fn: Any, shared: dict[str, Any]) -> dict[str, Any]:
     import json
-    import os
 
-    from shiftrec.errors import ShiftrecError
-
-    kw = {k: v for k, v in row.items() if k != "__i"}
-    try:
-        res = fn(**shared, **kw)
-    except ShiftrecError as e:
-        res = {"__error": {"cls": type(e).__name__, "message": e.message, "path": e.path,
-                           "row": e.row, "column": e.column}}
-    return {"__i": row["__i"], "__pid": os.getpid(), "json": json.dumps(res)}
+    return {"__i": row["__i"], "json": json.dumps(_call(fn, shared, {k: v for k, v in row.items()
+                                                                    if k != "__i"}))}
 
 
 # ---- the tasks: each reads and writes only its own files under the spill folder ----------------
@@ -462,6 +508,7 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
     done = runner.map(finish_bucket, {"spill": str(spill), "kcore_on": kcore_on,
                                       "keep_rows": cfg.keep_filtered_rows},
                       [{"b": b} for b in range(n_buckets)])
+    lap("finish")
     fp = hashlib.sha256()
     fp.update(",".join(f"{c}:{EVENT_SCHEMA[c]}" for c in FP_COLS).encode())
     used = np.zeros(n_items, dtype=bool)
@@ -531,5 +578,6 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
         lap("write")
         report["engine"]["seconds"] = secs
         report["engine"]["task_processes"] = len(runner.pids)
+        report["engine"]["workers"] = getattr(runner, "workers", 1)
         write_json(tmp / "ingest_report.json", make_manifest("ingest_report", **report))
     return report
