@@ -3,6 +3,7 @@ occurs in training (evaluate.slices; cold = at most 5 training interactions by d
 
     python bench/cold_items.py [--edges 5] [--max-epochs 80] [--models pop,itemknn,sasrec,sasrec+flows]
     python bench/cold_items.py --models ft-ind --metrics-from RUN/metrics.json   # add a saved run
+    python bench/cold_items.py --reslice --edges 5,20   # other bins from the stored per-user ranks
 
 Dataset: Scientific, UniSRec's files, leave-one-out (the split of bench/baselines.py and
 bench/transfer_table.py). Training interactions = the training sequences (SeqSplit.train).
@@ -12,7 +13,8 @@ sasrec+flows: that SASRec fused with item-kNN flows (ShiftFusion, weight chosen 
 A model's row can also come from a saved run's metrics.json (its per-user ranks): for the text
 model, fine-tune with `shiftrec finetune` and pass the run with --metrics-from.
 
-Paired tests (NDCG@10, per user, within each slice) compare each model with item-kNN.
+Paired tests (NDCG@10, per user, within each slice) compare each model with item-kNN and with
+SASRec (mean_a = the reference, mean_b = the model; t-test p and bootstrap 95% CI of b - a).
 Results merge into bench/results/cold_items.json.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -95,6 +98,8 @@ def main() -> None:
     ap.add_argument("--metrics-from", type=Path, default=None,
                     help="take the (single) model's test ranks from this saved run")
     ap.add_argument("--note", default=None, help="recorded with a --metrics-from row")
+    ap.add_argument("--reslice", action="store_true",
+                    help="no training: slice the per-user ranks stored by earlier runs with --edges")
     args = ap.parse_args()
     bins = PopularityBins(tuple(int(x) for x in args.edges.split(",")))
     split = load_split()
@@ -111,9 +116,18 @@ def main() -> None:
     ranks_all: dict[str, np.ndarray] = {}
     fitted: dict[str, Any] = {}
     names = [x.strip() for x in args.models.split(",") if x.strip()]
+    if args.reslice:
+        names = list(data.get("ranks", {}))
     for name in names:
         t = time.perf_counter()
-        if args.metrics_from is not None:
+        if args.reslice:
+            ranks = np.asarray(data["ranks"][name])
+            src = next((v["models"][name] for v in data.values()
+                        if isinstance(v, dict) and name in v.get("models", {})), {})
+            info = {k: v for k, v in src.items() if k in ("note", "from_run", "epochs_run", "best_epoch",
+                                                          "settings", "flow_weight", "smoothing")}
+            info["resliced_from_stored_ranks_of"] = src.get("command")
+        elif args.metrics_from is not None:
             ur, man = read_user_ranks(args.metrics_from)
             if ur.which != "test" or not np.array_equal(ur.target, es.target):
                 sys.exit(f"{args.metrics_from}: not the test ranks of this split")
@@ -126,25 +140,31 @@ def main() -> None:
         row = {"all": {k: all_metrics(ranks)[k] for k in KEYS},
                **{b: {k: (all_metrics(ranks[m])[k] if m.any() else None) for k in KEYS}
                   for b, m in masks.items()},
-               "wall_seconds": round(time.perf_counter() - t, 1), **info}
+               "wall_seconds": round(time.perf_counter() - t, 1), **info,
+               "command": "SHIFTREC_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 15 python "
+                          + shlex.join(["bench/cold_items.py", *sys.argv[1:]])}
         res["models"][name] = row
         print(name, {b: round(row[b]["ndcg@10"] or 0, 4) for b in ["all", *masks]}, flush=True)
-    # paired tests against item-kNN within each slice (the models of this run, or saved ranks)
-    ref = ranks_all.get("itemknn")
-    if ref is None and "itemknn" in res["models"] and "ranks_itemknn" in data:
-        ref = np.asarray(data["ranks_itemknn"])
-    if ref is not None:
-        for name, r in ranks_all.items():
-            if name == "itemknn":
+    # per-user test ranks of every model (this run's and earlier ones'), for paired tests
+    # within each slice against item-kNN and SASRec
+    stored = data.setdefault("ranks", {})
+    for name, r in ranks_all.items():
+        stored[name] = np.asarray(r).tolist()
+    refs = [x for x in ("itemknn", "sasrec") if x in stored]
+    for name in res["models"]:
+        if name not in stored:
+            continue
+        r = np.asarray(stored[name])
+        for ref_name in refs:
+            if ref_name == name:
                 continue
-            res["models"][name]["paired_vs_itemknn_ndcg@10"] = {
+            ref = np.asarray(stored[ref_name])
+            res["models"][name][f"paired_vs_{ref_name}_ndcg@10"] = {
                 b: {k: v for k, v in paired_test(ref[m], r[m], k=10).items()
                     if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
                 for b, m in {"all": np.ones(len(r), bool), **masks}.items() if m.any()}
-    if "itemknn" in ranks_all:
-        data["ranks_itemknn"] = ranks_all["itemknn"].tolist()  # for later --metrics-from rows
     data[key] = res
-    data["command"] = "SHIFTREC_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 15 python bench/cold_items.py " + " ".join(sys.argv[1:])
+    data.pop("command", None)
     data["machine"] = {"load_avg_1_5_15": list(os.getloadavg()), "cpus": os.cpu_count(),
                        "shared_with_other_agents": True}
     OUT.parent.mkdir(parents=True, exist_ok=True)
