@@ -33,6 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "cold_items.json"
+RANKS = ROOT / "bench" / "results" / "cold_items.ranks.npz"  # per-user test ranks of each model
 KEYS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr")
 
 
@@ -107,7 +108,12 @@ def main() -> None:
     tc = target_train_counts(split, es)
     masks = popularity_slices(tc, bins)
     data = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if RANKS.exists():
+        with np.load(RANKS, allow_pickle=False) as z:
+            data["ranks"] = {k: z[k].astype(np.int64) for k in z.files}
     key = "edges_" + "_".join(map(str, bins.edges))
+    if args.reslice and key in data:
+        sys.exit(f"{key} holds trained rows already; --reslice is for bins not yet in {OUT.name}")
     res = data.setdefault(key, {"dataset": "scientific (UniSRec files), leave-one-out, test",
                                 "bins": bins.describe(), "models": {}})
     res["bins"] = bins.describe()
@@ -149,7 +155,7 @@ def main() -> None:
     # within each slice against item-kNN and SASRec
     stored = data.setdefault("ranks", {})
     for name, r in ranks_all.items():
-        stored[name] = np.asarray(r).tolist()
+        stored[name] = np.asarray(r, dtype=np.int64)
     refs = [x for x in ("itemknn", "sasrec") if x in stored]
     for name in res["models"]:
         if name not in stored:
@@ -168,6 +174,8 @@ def main() -> None:
     data["machine"] = {"load_avg_1_5_15": list(os.getloadavg()), "cpus": os.cpu_count(),
                        "shared_with_other_agents": True}
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(RANKS, **{k: np.asarray(v, dtype=np.int32) for k, v in data.pop("ranks").items()})
+    data["ranks_file"] = RANKS.name + " (per-user test ranks in evaluation order, one array per model)"
     OUT.write_text(json.dumps(data, indent=1) + "\n")
 
 
