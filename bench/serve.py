@@ -25,6 +25,8 @@ import asyncio
 import json
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -180,8 +182,64 @@ def loadgen(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+WRK_LUA = """
+local users = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/v1/users/" .. users[(i %% #users) + 1] .. "/recommendations?k=10")
+end
+"""
+
+
+def _ms(text: str) -> float:
+    v = float(re.match(r"[\d.]+", text).group())
+    return v / 1000 if text.endswith("us") else v * 1000 if text.endswith("s") and \
+        not text.endswith("ms") else v
+
+
+def wrk_recs(server: Server, concurrency: int, duration: float, ids_file: Path) -> dict[str, Any]:
+    """GET recommendations with wrk (C, one thread): the load generator's own CPU stays small,
+    so the server's share is what the machine leaves it."""
+    users = json.loads(ids_file.read_text())["users"]
+    rng = random.Random(0)
+    lua = ids_file.parent / "recs.lua"
+    lua.write_text(WRK_LUA % ",".join(json.dumps(rng.choice(users)) for _ in range(5000)))
+    c0, t0 = cpu_ticks(server.proc.pid), time.time()
+    p = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency",
+                        "-s", str(lua), f"http://127.0.0.1:{server.port}"],
+                       capture_output=True, text=True, check=True)
+    c1, t1 = cpu_ticks(server.proc.pid), time.time()
+    txt = p.stdout
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", txt, re.M))
+    n = int(re.search(r"(\d+) requests in", txt).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
+    errs = re.search(r"Socket errors: (.*)", txt)
+    return {"requests": n, "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)",
+                                                        txt).group(1)),
+            "p50_ms": _ms(pct["50"]), "p90_ms": _ms(pct["90"]), "p99_ms": _ms(pct["99"]),
+            "non_2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errs.group(1) if errs else None,
+            "server_cpu_share": round((c1 - c0) / (t1 - t0), 3), "client": "wrk"}
+
+
+def reasons_sample(server: Server, ids_file: Path, n: int = 200) -> dict[str, int]:
+    """Answers (k=10) checked one by one: every item has at least one reason."""
+    import httpx
+
+    users = json.loads(ids_file.read_text())["users"][:n]
+    bad = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+        for u in users:
+            r = c.get(f"/v1/users/{u}/recommendations", params={"k": 10})
+            bad += r.status_code != 200 or any(not it["reasons"] for it in r.json()["items"])
+    return {"checked": len(users), "answers_without_reasons": bad}
+
+
 def run_load(server: Server, kind: str, concurrency: int, duration: float,
              ids_file: Path) -> dict[str, Any]:
+    if kind == "recs" and shutil.which("wrk"):
+        return wrk_recs(server, concurrency, duration, ids_file)
     c0, t0 = cpu_ticks(server.proc.pid), time.time()
     p = subprocess.run([sys.executable, __file__, "loadgen", "--port", str(server.port),
                         "--kind", kind, "--concurrency", str(concurrency), "--duration",
@@ -214,6 +272,8 @@ def bench_recs(run: Path, ids_file: Path, repeats: int, duration: float) -> dict
                       f"{res[str(c)]['p50_ms']:.1f} ms, p99 {res[str(c)]['p99_ms']:.1f} ms, "
                       f"server cpu {res[str(c)]['server_cpu_share']:.2f}", flush=True)
             res["server_peak_rss_mb"] = round(vm_hwm_mb(s.proc.pid), 1)
+            res["reasons_check"] = reasons_sample(s, ids_file)
+            res["client"] = "wrk -t1 (C)" if shutil.which("wrk") else "python asyncio"
         finally:
             s.stop()
     return res
@@ -334,8 +394,10 @@ def main(args: argparse.Namespace) -> None:
                 "base": "sasrec", "sasrec_epochs": SASREC_EPOCHS, "items": rec.n_items,
                 "users": rec.n_users, "topics": len(rec.topic_names)},
         "setup": "server = one `shiftrec serve` process (uvicorn, httptools, uvloop when "
-                 "installed); load generator = another process, raw HTTP/1.1 keep-alive on "
-                 "loopback; both on the same 2 cores; server_cpu_share 1.0 = one core",
+                 "installed); load generator = wrk -t1 for recommendations (else and for "
+                 "events: raw asyncio HTTP/1.1 keep-alive in another process), loopback; both "
+                 "on the same 2 cores, shared with other work (see loadavg); "
+                 "server_cpu_share 1.0 = one core",
         "duration_s": args.duration, "repeats": args.repeats}
     def section(key: str, fn: Any) -> None:
         before = loadavg()

@@ -166,7 +166,12 @@ def serve_cmd(
     if reload:
         _watch(svc, Path(run_dir))
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        import gc
+
+        gc.collect()
+        gc.freeze()  # the loaded run's objects: never scanned again by the cyclic collector
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    proxy_headers=False, server_header=False, date_header=False)
     finally:
         svc.close()
 

@@ -517,6 +517,49 @@ def Field_path() -> Any:  # noqa: N802 - a FastAPI parameter marker
     return PathParam(min_length=1, max_length=256)
 
 
+_RECS_PREFIX, _RECS_SUFFIX = "/v1/users/", "/recommendations"
+_RECS_ROUTE = "/v1/users/{user_id}/recommendations"
+_TRUE = frozenset(("1", "true", "on", "yes", "t", "y"))
+_FALSE = frozenset(("0", "false", "off", "no", "f", "n"))
+
+
+def _fast_recs_query(path: str, qs: bytes) -> RecQuery | None:
+    """The query of a plain, valid `GET /v1/users/{user_id}/recommendations[?k=&exclude_seen=
+    &explain=]`; None for anything else (odd ids, unknown or repeated parameters, bad values),
+    which then takes the full FastAPI route and its validation errors."""
+    user = path[len(_RECS_PREFIX):-len(_RECS_SUFFIX)]
+    if not 1 <= len(user) <= 256 or "/" in user:
+        return None
+    k, exclude_seen, explain = 10, True, True
+    if qs:
+        from urllib.parse import parse_qsl
+
+        try:
+            pairs = parse_qsl(qs.decode("latin-1"), keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            return None
+        seen: set[str] = set()
+        for key, v in pairs:
+            if key in seen:
+                return None
+            seen.add(key)
+            if key == "k":
+                if not v.isascii() or not v.isdigit() or not 1 <= int(v) <= MAX_K:
+                    return None
+                k = int(v)
+            elif key in ("exclude_seen", "explain"):
+                low = v.lower()
+                if low not in _TRUE and low not in _FALSE:
+                    return None
+                if key == "explain":
+                    explain = low in _TRUE
+                else:
+                    exclude_seen = low in _TRUE
+            else:
+                return None
+    return RecQuery(user, None, k, exclude_seen, explain)
+
+
 class _Guard:
     """Bearer auth on writes (and reads with --auth-reads), 413 over the body limit, metrics."""
 
@@ -548,7 +591,25 @@ class _Guard:
                 (b"content-length", str(len(body)).encode()), *(headers or [])]})
             await send_wrap({"type": "http.response.body", "body": body})
 
+        route_name = None
         try:
+            if method == "GET" and not svc.auth_reads and path.startswith(_RECS_PREFIX) \
+                    and path.endswith(_RECS_SUFFIX):
+                q = _fast_recs_query(path, scope.get("query_string", b""))
+                if q is not None:  # the hot route, answered without the FastAPI stack
+                    route_name = _RECS_ROUTE
+                    try:
+                        body = json.dumps((await svc.batcher.submit(q)).to_dict(),
+                                          ensure_ascii=False, allow_nan=False,
+                                          separators=(",", ":")).encode()
+                    except ShiftrecError as e:
+                        await reply(422 if e.column else 400, e.column or "", e.message)
+                        return
+                    await send_wrap({"type": "http.response.start", "status": 200,
+                                     "headers": [(b"content-type", b"application/json"),
+                                                 (b"content-length", str(len(body)).encode())]})
+                    await send_wrap({"type": "http.response.body", "body": body})
+                    return
             headers = dict(scope.get("headers") or [])
             is_write = method == "POST" and path in WRITE_PATHS
             needs_auth = is_write or (svc.auth_reads and path.startswith("/v1/"))
@@ -581,5 +642,6 @@ class _Guard:
             await self.app(scope, recv_wrap, send_wrap)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or (path if path in WRITE_PATHS else "unmatched")
+            name = route_name or getattr(route, "path", None) or (
+                path if path in WRITE_PATHS else "unmatched")
             svc.metrics.observe(method, name, status[0], time.perf_counter() - t0)

@@ -358,7 +358,7 @@ class Recommender:
         w = cfg.recency_decay ** np.arange(len(h) - 1, -1, -1)
         tg = np.asarray(targets, np.int64)
         ok = tg < n
-        sub = f.sim[h].toarray()[:, tg[ok]] * w[:, None]  # (len(h), n_ok)
+        sub = self._sim_block(h, tg[ok]) * w[:, None]  # (len(h), n_ok)
         best = sub.argmax(0) if sub.size else np.zeros(0, np.int64)
         vals = sub[best, np.arange(sub.shape[1])] if sub.size else np.zeros(0)
         j = 0
@@ -367,6 +367,37 @@ class Recommender:
                 if vals[j] > 0:
                     out[i] = (int(h[best[j]]), float(vals[j]))
                 j += 1
+        return out
+
+    def _sim_block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Dense sim[rows][:, cols] read straight from the CSR arrays (scipy's fancy
+        indexing costs more than the few entries it returns)."""
+        sim = self.item_flows.sim
+        out = np.zeros((len(rows), len(cols)), np.float64)
+        if not len(rows) or not len(cols) or not hasattr(sim, "indptr"):
+            if len(rows) and len(cols):
+                out[:] = sim[rows].toarray()[:, cols]
+            return out
+        ip = sim.indptr
+        starts, ends = ip[rows], ip[rows + 1]
+        lens = ends - starts
+        total = int(lens.sum())
+        if total == 0:
+            return out
+        row_of = np.repeat(np.arange(len(rows)), lens)
+        pos = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(starts, lens)
+        c = sim.indices[pos]
+        order = np.argsort(cols, kind="stable")
+        sc = cols[order]
+        j = np.searchsorted(sc, c)
+        j[j >= len(sc)] = 0
+        hit = sc[j] == c
+        if hit.any():
+            # a column may repeat among the targets: fill the first, then copy to the others
+            out[row_of[hit], order[j[hit]]] = sim.data[pos[hit]]
+            for a in range(1, len(sc)):
+                if sc[a] == sc[a - 1]:
+                    out[:, order[a]] = out[:, order[a - 1]]
         return out
 
     def _title(self, i: int) -> str:
