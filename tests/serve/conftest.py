@@ -131,8 +131,9 @@ def free_port() -> int:
 class Server:
     """`shiftrec serve RUN` in a subprocess (a real uvicorn)."""
 
-    def __init__(self, run: Path, store: str, port: int | None = None) -> None:
-        self.run, self.store = run, store
+    def __init__(self, run: Path, store: str, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.run, self.store, self.args = run, store, args
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -146,7 +147,7 @@ class Server:
         env = {**os.environ, "SHIFTREC_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shiftrec.cli", "serve", str(self.run), "--port",
-             str(self.port), "--store", self.store], env=env, stdout=subprocess.DEVNULL,
+             str(self.port), "--store", self.store, *self.args], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         t0 = time.time()
         while time.time() - t0 < timeout:

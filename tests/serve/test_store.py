@@ -115,3 +115,77 @@ def test_two_service_processes_write_to_one_postgresql(knn_run):
         for s in servers:
             s.stop()
         drop_schema(schema)
+
+
+def test_a_service_catches_up_on_events_another_replica_stored(knn_run, store_url):
+    """Two services on one store: events posted to A reach B's user state with catch_up
+    (what `shiftrec serve` runs every --sync-interval), in store order, once."""
+    from fastapi.testclient import TestClient
+
+    from shiftrec.serve.app import Service, create_app
+    from tests.serve.conftest import TOKEN
+
+    a = Service(knn_run, store_url, token=TOKEN)
+    b = Service(knn_run, store_url, token=TOKEN)
+    try:
+        ca, cb = TestClient(create_app(a)), TestClient(create_app(b))
+        user = a.rec.user_ids()[3]
+        ids = [a.rec.item_ids[i] for i in range(1, 9)]
+        evs = [{"user_id": user, "item_id": x, "timestamp": 1.8e9 + j, "event_id": f"r{j}"}
+               for j, x in enumerate(ids)] + \
+              [{"user_id": "rep-new", "item_id": ids[0], "timestamp": 1.8e9}]
+        n0 = cb.get(f"/v1/users/{user}/interests").json()["n_events"]
+        assert ca.post("/v1/events", json={"events": evs}, headers=AUTH).json()["stored"] == 9
+        assert cb.get(f"/v1/users/{user}/interests").json()["n_events"] == n0  # not yet
+        assert b.catch_up() == 9
+        assert b.catch_up() == 0  # once
+        for u in (user, "rep-new"):
+            assert cb.get(f"/v1/users/{u}/interests").json() == \
+                ca.get(f"/v1/users/{u}/interests").json()
+            assert cb.get(f"/v1/users/{u}/recommendations").json() == \
+                ca.get(f"/v1/users/{u}/recommendations").json()
+        # B's own write lands after A's in the store: both apply it in that order
+        one = [{"user_id": user, "item_id": ids[1], "timestamp": 1.8e9 + 99}]
+        assert cb.post("/v1/events", json={"events": one}, headers=AUTH).json()["stored"] == 1
+        a.catch_up()
+        assert a.rec.snapshot(user)[0] == b.rec.snapshot(user)[0]
+        assert b.applied_seq == a.applied_seq
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_serve_processes_on_postgresql_see_each_others_events(knn_run):
+    if not pg_available():
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+    import time
+
+    import httpx
+
+    url, schema = pg_schema_url()
+    a = Server(knn_run, url, args=("--sync-interval", "0.2"))
+    b = Server(knn_run, url, args=("--sync-interval", "0.2"))
+    try:
+        a.start()
+        b.start()
+        items = [f"I{i:07d}" for i in range(1, 13)]
+        evs = [{"user_id": "pg-replica-user", "item_id": x, "timestamp": 1.8e9 + 60 * j}
+               for j, x in enumerate(items)]
+        r = httpx.post(a.url + "/v1/events", json={"events": evs}, headers=AUTH, timeout=30)
+        assert r.status_code == 200 and r.json()["stored"] == len(evs)
+        want = httpx.get(a.url + "/v1/users/pg-replica-user/recommendations").json()
+        assert not want["cold"]
+        deadline = time.time() + 20
+        while True:
+            got = httpx.get(b.url + "/v1/users/pg-replica-user/interests").json()
+            if got["n_events"] == len(evs) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert got["n_events"] == len(evs)
+        assert got == httpx.get(a.url + "/v1/users/pg-replica-user/interests").json()
+        assert httpx.get(b.url + "/v1/users/pg-replica-user/recommendations").json() == want
+        assert "shiftrec_events_caught_up_total 12" in httpx.get(b.url + "/metrics").text
+    finally:
+        a.stop()
+        b.stop()
+        drop_schema(schema)

@@ -118,6 +118,9 @@ def serve_cmd(
     auth_reads: Annotated[bool, typer.Option("--auth-reads", help="require the token on reads too")] = False,
     reload: Annotated[bool, typer.Option("--reload", help="swap in RUN_DIR again when it is rewritten (retrained)")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    snapshot_dir: Annotated[Path | None, typer.Option(help="live user state snapshot: written every --snapshot-every s and on shutdown, loaded on start so only later events are replayed (default RUN_DIR/../serve-snapshot with the default SQLite store; give one per replica with PostgreSQL)")] = None,
+    snapshot_every: Annotated[float, typer.Option(help="seconds between snapshots (0: only on shutdown)")] = 300.0,
+    sync_interval: Annotated[float, typer.Option(help="seconds between looks at the store for events other replicas stored (0: never; a replica always sees its own writes at once)")] = 0.5,
 ) -> None:
     """Serve recommendations with reasons over HTTP (FastAPI + uvicorn); events posted to
     /v1/events are stored durably and update the user's state at once. OpenAPI at /openapi.json.
@@ -152,7 +155,9 @@ def serve_cmd(
             with os.fdopen(fd, "w") as f:
                 f.write(token + "\n")
     url = store or default_store_url(run_dir)
-    svc = Service(run_dir, url, token=token, auth_reads=auth_reads)
+    if snapshot_dir is None and store is None:
+        snapshot_dir = Path(run_dir).resolve().parent / "serve-snapshot"
+    svc = Service(run_dir, url, token=token, auth_reads=auth_reads, snapshot_dir=snapshot_dir)
     app = create_app(svc)
     from shiftrec.report.dashboard import mount
 
@@ -160,11 +165,15 @@ def serve_cmd(
     r = svc.rec
     typer.echo(f"serving run {r.manifest.get('name')} (model {r.model_name}, {r.n_items:,} items, "
                f"{r.n_users:,} users) on http://{host}:{port}  store {redact(url)} "
-               f"({svc.events_replayed:,} stored events replayed)")
+               f"({svc.events_replayed:,} stored events replayed"
+               + (f" after snapshot {snapshot_dir} at seq {svc.snapshot_seq:,}"
+                  if svc.snapshot_loaded else "") + ")")
     if made is not None:
         typer.echo(f"write token in {made} (set SHIFTREC_TOKEN or --token-file to choose one)")
     if reload:
         _watch(svc, Path(run_dir))
+    _every(sync_interval, svc.catch_up, "store-sync")
+    _every(snapshot_every, svc.write_snapshot, "snapshot-writer")
     try:
         import gc
 
@@ -174,6 +183,23 @@ def serve_cmd(
                     proxy_headers=False, server_header=False, date_header=False)
     finally:
         svc.close()
+
+
+def _every(seconds: float, fn: object, name: str) -> None:
+    """Call fn() every `seconds` in a daemon thread (0: never); errors are printed, the
+    loop goes on."""
+    if seconds <= 0:
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                fn()  # type: ignore[operator]
+            except Exception as e:  # noqa: BLE001 - keep serving
+                typer.echo(f"{name} failed: {e}", err=True)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def _watch(svc: object, run_dir: Path) -> None:

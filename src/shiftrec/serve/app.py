@@ -165,6 +165,7 @@ class Metrics:
         self.events_stored = 0
         self.events_duplicate = 0
         self.events_rejected = 0
+        self.events_caught_up = 0
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -198,7 +199,9 @@ class Metrics:
                     ("shiftrec_events_stored_total", self.events_stored, "events stored durably"),
                     ("shiftrec_events_duplicate_total", self.events_duplicate,
                      "events already stored (idempotent retries)"),
-                    ("shiftrec_events_rejected_total", self.events_rejected, "events rejected")):
+                    ("shiftrec_events_rejected_total", self.events_rejected, "events rejected"),
+                    ("shiftrec_events_caught_up_total", self.events_caught_up,
+                     "events stored by other replicas, picked up from the store")):
                 out += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {v}"]
         for name, v in extra.items():
             out += [f"# TYPE {name} gauge", f"{name} {v}"]
@@ -211,45 +214,95 @@ class Service:
 
     def __init__(self, run_dir: str | Path, store_url: str | None = None, *,
                  token: str | None = None, auth_reads: bool = False, encoder: Any = None,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, snapshot_dir: str | Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.token = token
         self.auth_reads = auth_reads
         self.encoder = encoder
         self.max_body = max_body
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
         self.metrics = Metrics()
         self.store = EventStore(store_url or default_store_url(run_dir))
         self.write_lock = threading.Lock()  # events/items vs a reload's replay + swap
         self.started = time.time()
-        self.rec = self._load(self.run_dir)
+        self.applied_seq = 0  # every stored event with seq <= this is in self.rec
+        self.snapshot_loaded: dict[str, Any] | None = None
+        self.snapshot_seq = 0  # applied_seq of the latest snapshot written or loaded
+        self.rec = self._load(self.run_dir, use_snapshot=True)
         self.batcher = Batcher(self)
         self.run_created = self.rec.manifest.get("created")
         self.reloads = 0
 
-    def _load(self, run_dir: Path) -> Recommender:
+    def _load(self, run_dir: Path, use_snapshot: bool = False) -> Recommender:
         rec = Recommender.load(run_dir, encoder=self.encoder)
-        self._replay(rec)
+        self._replay(rec, use_snapshot)
         return rec
 
-    def _replay(self, rec: Recommender) -> None:
-        """Items added at run time, then every stored event in arrival order."""
+    def _replay(self, rec: Recommender, use_snapshot: bool = False) -> None:
+        """Items added at run time, then the stored events in arrival order: all of them, or
+        (a valid snapshot) the snapshot's user state plus the events stored after it."""
         if rec.can_add_items:
             items = self.store.items()
             if items:
                 rec.add_items(items)
-        batch: list[tuple[str, int, int]] = []
+        start = 0
+        self.snapshot_loaded = None
+        if use_snapshot and self.snapshot_dir is not None:
+            from shiftrec.serve.snapshot import load_snapshot
+
+            got = load_snapshot(self.snapshot_dir, rec, self.store)
+            if got is not None:
+                start = int(got["seq"])
+                self.snapshot_loaded = got
+                self.snapshot_seq = start
+        self.applied_seq = start
+        self.events_replayed = self._apply_after(rec)
+
+    def _apply_after(self, rec: Recommender) -> int:
+        """Apply to `rec` every stored event after `applied_seq` (own writes and those of other
+        replicas sharing the store), in seq order; returns how many were applied."""
         n = 0
-        for row in self.store.iter_events():
-            _, _eid, user, item, _dom, ts_us, *_ = row
-            idx = rec.resolve(item)
-            if idx is not None:
-                batch.append((user, idx, ts_us // 1_000_000))
-                n += 1
-            if len(batch) >= 10_000:
-                rec.observe(batch)
-                batch = []
-        rec.observe(batch)
-        self.events_replayed = n
+        while True:
+            rows = self.store.events_after(self.applied_seq)
+            if not rows:
+                return n
+            batch: list[tuple[str, int, int]] = []
+            for row in rows:
+                _, _eid, user, item, _dom, ts_us, *_ = row
+                idx = rec.resolve(item)
+                if idx is None and rec.can_add_items:  # an item another replica added
+                    new = [it for it in self.store.items() if rec.resolve(it["item_id"]) is None]
+                    if new:
+                        rec.add_items(new)
+                    idx = rec.resolve(item)
+                if idx is not None:
+                    batch.append((user, idx, ts_us // 1_000_000))
+                    n += 1
+            rec.observe(batch)
+            self.applied_seq = int(rows[-1][0])
+
+    def catch_up(self) -> int:
+        """Pick up the events other replicas stored since the last look."""
+        with self.write_lock:
+            n = self._apply_after(self.rec)
+        if n:
+            with self.metrics.lock:
+                self.metrics.events_caught_up += n
+        return n
+
+    def write_snapshot(self) -> Path | None:
+        """Write the live user state (as of `applied_seq`) to `snapshot_dir`, when set and
+        when anything changed since the last snapshot."""
+        if self.snapshot_dir is None:
+            return None
+        from shiftrec.serve.snapshot import write_snapshot
+
+        with self.write_lock:
+            if self.applied_seq == self.snapshot_seq and self.snapshot_dir.is_dir():
+                return None
+            path = write_snapshot(self.snapshot_dir, self.rec, self.store, self.applied_seq)
+            self.snapshot_seq = self.applied_seq
+        return path
 
     def reload(self, run_dir: str | Path | None = None) -> dict[str, Any]:
         """Load a (retrained) run beside the serving one, replay the store into it and swap;
@@ -257,7 +310,7 @@ class Service:
         new_dir = Path(run_dir) if run_dir else self.run_dir
         rec = Recommender.load(new_dir, encoder=self.encoder)  # slow part, no lock held
         with self.write_lock:  # no event lands between the replay and the swap
-            self._replay(rec)
+            self._replay(rec, use_snapshot=False)
             self.rec, self.run_dir = rec, new_dir
             self.run_created = rec.manifest.get("created")
             self.reloads += 1
@@ -271,7 +324,9 @@ class Service:
             return False
         return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
 
-    def close(self) -> None:
+    def close(self, snapshot: bool = True) -> None:
+        if snapshot:
+            self.write_snapshot()
         self.store.close()
 
 
@@ -462,12 +517,9 @@ def create_app(svc: Service) -> Any:
                                     int(ts * 1e6),
                                     ev.event_type, ev.value, ev.session_id, now_us))
             idx_of.append(i)
-        with svc.write_lock:
-            new = svc.store.append(good)
-            rec = svc.rec
-            fresh = [(e.user_id, rec.resolve(e.item_id), e.ts_us // 1_000_000)
-                     for e, n in zip(good, new, strict=True) if n]
-            rec.observe([f for f in fresh if f[1] is not None])
+        new = svc.store.append(good)  # durable (committed) here
+        with svc.write_lock:  # then applied in store order, with any other replica's events
+            svc._apply_after(svc.rec)
         n_new = sum(new)
         m = svc.metrics
         with m.lock:

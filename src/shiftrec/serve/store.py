@@ -8,7 +8,11 @@ early. Events carry a unique `event_id` (the client's, one derived from an Idemp
 a random one): `INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id` stores a
 retried event once, also across service processes sharing one PostgreSQL.
 
-Rows keep arrival order (`seq`), the order replayed on restart.
+Rows keep arrival order (`seq`), the order replayed on restart and read by replicas catching
+up (`events_after`). On PostgreSQL each write transaction first takes
+`LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE` (writers queue, readers never wait), so `seq`
+values are handed out in commit order: a replica that has read every event up to seq S never
+later sees a smaller seq commit (gaps left by ON CONFLICT DO NOTHING are never filled).
 """
 
 from __future__ import annotations
@@ -121,6 +125,8 @@ class EventStore:
         self._init_schema()
         self._q: queue.Queue[tuple[str, list[Any], Future] | None] = queue.Queue()
         self._closed = False
+        self._reader: Any = None
+        self._read_lock = threading.Lock()
         self.commits = 0
         self._writer = threading.Thread(target=self._writer_loop, name="event-store-writer",
                                         daemon=True)
@@ -169,6 +175,8 @@ class EventStore:
         cur = self._con.cursor()
         try:
             cur.execute("BEGIN")
+            if isinstance(self.dialect, _Postgres):  # seq in commit order across replicas
+                cur.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
             results = []
             for kind, rows, _ in jobs:
                 results.append(self._insert(cur, kind, rows))
@@ -244,6 +252,26 @@ class EventStore:
         finally:
             con.close()
 
+    def events_after(self, seq: int, limit: int = 50_000) -> list[tuple[Any, ...]]:
+        """(seq, *EVENT_COLS) rows with seq > `seq`, in order, at most `limit`; one kept
+        reader connection (autocommit: each call sees every commit so far)."""
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = self._read_con()
+            cur = self._reader.cursor()
+            cur.execute(f"SELECT seq, {', '.join(EVENT_COLS)} FROM events WHERE seq > "
+                        f"{self.dialect.ph} ORDER BY seq LIMIT {int(limit)}", (int(seq),))
+            return cur.fetchall()
+
+    def event_id_at(self, seq: int) -> str | None:
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = self._read_con()
+            cur = self._reader.cursor()
+            cur.execute(f"SELECT event_id FROM events WHERE seq = {self.dialect.ph}", (int(seq),))
+            row = cur.fetchone()
+            return None if row is None else str(row[0])
+
     def items(self) -> list[dict[str, Any]]:
         con = self._read_con()
         try:
@@ -268,6 +296,10 @@ class EventStore:
             self._q.put(None)
             self._writer.join(timeout=30)
             self._con.close()
+            with self._read_lock:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
 
 
 def default_store_url(run_dir: str | Path) -> str:
