@@ -268,3 +268,49 @@ def test_odd_recommendation_queries_take_the_validating_route(client, svc, qs):
     assert r.status_code in (200, 422), r.text  # FastAPI's answer (unknown params are ignored)
     if qs.startswith(("k=0", "k=1001", "k=abc", "explain")):
         assert r.status_code == 422 and r.json()["detail"][0]["field"] in ("k", "explain")
+
+
+def test_restart_from_a_snapshot_replays_only_later_events_and_answers_the_same(knn_run,
+                                                                                tmp_path):
+    url = f"sqlite:///{tmp_path / 'ev.sqlite'}"
+    snap = tmp_path / "snap"
+    s1 = Service(knn_run, url, token=TOKEN, snapshot_dir=snap)
+    c1 = TestClient(create_app(s1))
+    user = s1.rec.user_ids()[5]
+    evs = _topic_events(s1, user, 1, 12, 1.75e9) + _topic_events(s1, "snap-new", 2, 5, 1.75e9)
+    assert c1.post("/v1/events", json={"events": evs}, headers=AUTH).json()["stored"] == 17
+    s1.close()  # writes the snapshot
+    assert (snap / "_COMPLETE").is_file()
+    s2 = Service(knn_run, url, token=TOKEN)  # events after the snapshot, no snapshot kept
+    later = _topic_events(s2, user, 3, 4, 1.76e9) + _topic_events(s2, "snap-later", 0, 3, 1.76e9)
+    assert TestClient(create_app(s2)).post("/v1/events", json={"events": later},
+                                           headers=AUTH).json()["stored"] == 7
+    s2.close()
+    with_snap = Service(knn_run, url, token=TOKEN, snapshot_dir=snap)
+    full = Service(knn_run, url, token=TOKEN)
+    try:
+        assert with_snap.snapshot_loaded is not None and with_snap.events_replayed == 7
+        assert full.snapshot_loaded is None and full.events_replayed == 24
+        cs, cf = TestClient(create_app(with_snap)), TestClient(create_app(full))
+        for u in (user, "snap-new", "snap-later", with_snap.rec.user_ids()[0]):
+            for q in ("recommendations?k=20", "interests"):
+                a, b = cs.get(f"/v1/users/{u}/{q}").json(), cf.get(f"/v1/users/{u}/{q}").json()
+                assert a == b
+        assert cs.get(f"/v1/users/{user}/interests").json()["n_events"] == \
+            len(full.rec._base[user][0]) + 16
+    finally:
+        with_snap.close(snapshot=False)
+        full.close()
+
+
+def test_a_snapshot_of_another_store_is_ignored(knn_run, tmp_path):
+    snap = tmp_path / "snap"
+    s1 = Service(knn_run, f"sqlite:///{tmp_path / 'a.sqlite'}", token=TOKEN, snapshot_dir=snap)
+    TestClient(create_app(s1)).post("/v1/events", json={"events": _topic_events(
+        s1, "x", 1, 3, 1.75e9)}, headers=AUTH)
+    s1.close()
+    s2 = Service(knn_run, f"sqlite:///{tmp_path / 'b.sqlite'}", token=TOKEN, snapshot_dir=snap)
+    try:
+        assert s2.snapshot_loaded is None and not s2.rec.has_user("x")
+    finally:
+        s2.close(snapshot=False)
