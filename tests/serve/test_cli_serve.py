@@ -61,3 +61,40 @@ def test_bad_run_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "shiftrec.cli", "recommend", str(tmp_path / "no"),
                         "--user", "u"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "run folder not found" in p.stderr
+
+
+def test_reload_watcher_swaps_in_a_rewritten_run(tmp_path, knn_run, text_run):
+    """`shiftrec serve --reload`: when RUN_DIR is swapped for a retrained run (a new manifest
+    `created`), the watcher reloads it; live events are replayed into the new run."""
+    import shutil
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from shiftrec.cli.serve import _watch
+    from shiftrec.serve.app import Service, create_app
+    from tests.serve.conftest import AUTH, TOKEN, FakeEncoder
+
+    run = tmp_path / "run"
+    shutil.copytree(knn_run, run)
+    svc = Service(run, f"sqlite:///{tmp_path / 'ev.sqlite'}", token=TOKEN,
+                  encoder=FakeEncoder())
+    try:
+        c = TestClient(create_app(svc))
+        c.post("/v1/events", json={"events": [{"user_id": "w", "item_id": "I0000001",
+                                               "timestamp": 1.7e9}]}, headers=AUTH)
+        _watch(svc, run, interval=0.2)
+        time.sleep(0.6)
+        assert svc.reloads == 0  # nothing changed: no reload
+        new = tmp_path / ".run.new"
+        shutil.copytree(text_run, new)
+        old = tmp_path / ".run.old"
+        run.rename(old)
+        new.rename(run)
+        deadline = time.time() + 30
+        while svc.reloads == 0 and time.time() < deadline:
+            time.sleep(0.1)
+        assert svc.reloads == 1 and c.get("/healthz").json()["model"] == "transfer"
+        assert c.get("/v1/users/w/interests").json()["n_events"] == 1
+    finally:
+        svc.close()

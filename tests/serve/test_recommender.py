@@ -158,6 +158,31 @@ def test_sequence_models_have_no_flow_reason(tmp_path, store_data):
         assert "flow" not in kinds and "popular" not in kinds
 
 
+def test_sequence_reason_iff_the_model_score_is_the_only_signal(tmp_path, store_data, knn_run):
+    from shiftrec.models.registry import build_model
+
+    ds, split = store_data
+    run = make_run(tmp_path, build_model("sasrec", **_SASREC).fit(split), ds, split, "s")
+    rec = Recommender.load(run)
+    n_seq = n_other = 0
+    for u in rec.user_ids()[:30]:
+        for it in rec.recommend(u, k=20).items:
+            kinds = [r.kind for r in it.reasons]
+            assert kinds, "every item has a reason"
+            if "sequence" in kinds:
+                n_seq += 1
+                assert kinds == ["sequence"]  # only when no shift/topic signal holds
+                assert "(sasrec)" in it.reasons[0].text and "follows from your last" in \
+                    it.reasons[0].text
+            else:
+                n_other += 1
+                assert set(kinds) <= {"shift", "topic"}
+    assert n_seq > 0 and n_other > 0  # both sides exercised
+    knn = Recommender.load(knn_run)  # not a sequence model: never this reason
+    assert all(r.kind != "sequence" for u in knn.user_ids()[:30]
+               for it in knn.recommend(u, k=20).items for r in it.reasons)
+
+
 def test_topic_and_shift_reasons_follow_their_signals(knn_run):
     rec = Recommender.load(knn_run)
     sizes = np.bincount(rec.item_topic[rec.item_topic >= 0])

@@ -202,13 +202,13 @@ def _every(seconds: float, fn: object, name: str) -> None:
     threading.Thread(target=loop, name=name, daemon=True).start()
 
 
-def _watch(svc: object, run_dir: Path) -> None:
+def _watch(svc: object, run_dir: Path, interval: float = 2.0) -> threading.Thread:
     """Reload the run when its manifest changes (the run folder is swapped in atomically)."""
     from shiftrec.manifest import read_json
 
     def loop() -> None:
         while True:
-            time.sleep(2.0)
+            time.sleep(interval)
             try:
                 created = read_json(run_dir / "manifest.json").get("created") \
                     if (run_dir / "_COMPLETE").is_file() else None
@@ -218,7 +218,9 @@ def _watch(svc: object, run_dir: Path) -> None:
             except Exception as e:  # noqa: BLE001 - keep serving the old run
                 typer.echo(f"reload failed, still serving the previous run: {e}", err=True)
 
-    threading.Thread(target=loop, name="run-reloader", daemon=True).start()
+    th = threading.Thread(target=loop, name="run-reloader", daemon=True)
+    th.start()
+    return th
 
 
 def export_events_cmd(
