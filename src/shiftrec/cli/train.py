@@ -3,6 +3,7 @@ metrics (thin adapter over models.registry, train.trainer and evaluate.ranking).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -147,6 +148,8 @@ def train_cmd(
             opts["init_from"] = base_model
         rec = build_model(model, **opts)
     rec.fit(split)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return  # under torchrun only rank 0 saves, evaluates and writes metrics
     rec.save(out)
     metrics, ranks = evaluate(rec, split, "test")
     if target.split_dir is not None and (target.split_dir / "split.json").exists():

@@ -16,7 +16,9 @@ validation by key (`Phase.data`), freezes parameters by name prefix, and restore
 when it ends. A checkpoint (safetensors + JSON manifest) is written atomically after every epoch;
 `resume=True` continues from it exactly. Under torchrun (WORLD_SIZE > 1) the trainer joins the
 process group (gloo on CPU, nccl on CUDA), every rank draws the same global batch and trains on
-its own slice of rows, and only rank 0 evaluates and writes checkpoints.
+its own slice of rows (its loss weighted by its share of the batch's targets, so that the
+averaged gradient and the logged loss are those of the global batch), and only rank 0 evaluates
+and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -240,15 +242,29 @@ def _init_dist(info: DistInfo, device: torch.device) -> bool:
     return True
 
 
-def _shard(batch: dict[str, np.ndarray], info: DistInfo) -> dict[str, np.ndarray] | None:
+def _shard(batch: dict[str, np.ndarray], info: DistInfo
+           ) -> tuple[dict[str, np.ndarray] | None, float]:
+    """This rank's contiguous slice of the global batch and its loss weight.
+
+    The models' losses are means over the batch's targets (labels > 0) or rows; DDP averages the
+    ranks' gradients, so each rank scales its loss by world * (its targets / the global batch's
+    targets). The averaged gradient is then the gradient of the global batch's mean loss, as in
+    one process with the same batch (up to float summation order). Exact for a plain mean over
+    targets or rows; a loss coupling rows (in-batch negatives, per-batch weights) sees only its
+    own shard."""
     if info.world <= 1:
-        return batch
+        return batch, 1.0
     n = len(next(iter(batch.values())))
     if n < info.world:
-        return None  # every rank sees the same global batch, so every rank skips it together
+        return None, 0.0  # every rank sees the same global batch, so every rank skips it together
     bounds = np.linspace(0, n, info.world + 1).astype(np.int64)
     a, b = bounds[info.rank], bounds[info.rank + 1]
-    return {k: v[a:b] for k, v in batch.items()}
+    part = {k: v[a:b] for k, v in batch.items()}
+    if "labels" in batch:
+        total, mine = int((batch["labels"] > 0).sum()), int((part["labels"] > 0).sum())
+    else:
+        total, mine = n, int(b - a)
+    return part, (info.world * mine / total if total else 1.0)
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -571,7 +587,7 @@ def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
             module.train()
             tot, n_steps = 0.0, 0
             for batch in source(epoch, rng, ph.batch_size):
-                part = _shard(batch, info)
+                part, weight = _shard(batch, info)
                 if part is None:
                     continue
                 tb = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
@@ -579,8 +595,12 @@ def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
                 opt.zero_grad(set_to_none=True)
                 with _autocast(device, amp):
                     loss = lossmod(tb)
+                if weight == 0.0:  # no target in this rank's slice: join the all-reduce with 0
+                    loss = torch.nan_to_num(loss) * 0.0
                 if not torch.isfinite(loss):
                     raise InputError(f"phase '{ph.name}' epoch {epoch}: loss is {loss.item()}")
+                if ddp:
+                    loss = loss * weight
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
@@ -594,13 +614,19 @@ def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
                 else:
                     opt.step()
                 lv = float(loss.detach())
-                tot += lv
+                tot += lv / info.world if ddp else lv  # summed over ranks: the global mean loss
                 n_steps += 1
                 emit(TrainEvent("step", ph.name, epoch, n_steps, lv))
                 if ph.steps_per_epoch and n_steps >= ph.steps_per_epoch:
                     break
             if n_steps == 0:
                 raise InputError(f"phase '{ph.name}': the batch source gave no batch in epoch {epoch}")
+            if ddp:
+                import torch.distributed as dist
+
+                box_t = torch.tensor([tot], dtype=torch.float64, device=device)
+                dist.all_reduce(box_t)
+                tot = float(box_t.item())
             train_s = time.perf_counter() - t0
             metrics: dict[str, float] = {}
             improved = False
