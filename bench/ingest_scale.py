@@ -138,7 +138,8 @@ def main() -> None:
     ap.add_argument("--keep-output", action="store_true")
     args = ap.parse_args()
     out_path = Path(args.out)
-    old = json.loads(out_path.read_text())["results"] if out_path.exists() else []
+    prev = json.loads(out_path.read_text()) if out_path.exists() else {}
+    old = prev.get("results", [])
     results = {(r["target_events"], r["engine"]): r for r in old}
     for size in args.sizes:
         n = int(size)
@@ -172,6 +173,7 @@ def main() -> None:
                         "processes summed (sampled every 0.2 s from /proc); the machine is shared "
                         "with other agents (see loadavg), so wall-clock events/s is a lower bound",
                 "results": sorted(results.values(), key=lambda r: (r["target_events"], r["engine"])),
+                **({"earlier_runs": prev["earlier_runs"]} if "earlier_runs" in prev else {}),
             }, indent=2) + "\n")
 
 
