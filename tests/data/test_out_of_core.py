@@ -314,3 +314,23 @@ def test_ray_engine_equals_memory(tmp_path: Path) -> None:
                           engine="ray", stream=TINY)
     finally:
         ray.shutdown()
+
+
+def test_ray_address_refused_at_once(tmp_path: Path) -> None:
+    """A malformed or unreachable --address is one ConfigError line, not a Ray timeout."""
+    pytest.importorskip("ray")
+    import ray
+
+    from shiftrec.errors import ConfigError
+
+    if ray.is_initialized():
+        pytest.skip("a Ray connection is already open in this process")
+    data = write_partitions(tmp_path)
+    for address, msg in (("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
+                         ("nonsense", "--address must be")):
+        with pytest.raises(ConfigError, match=msg):
+            ingest_source("generic", ReadOptions(path=data), CleanConfig(), tmp_path / "o", "x",
+                          engine="ray", address=address)
+    with pytest.raises(ConfigError, match="--address applies to --engine ray only"):
+        ingest_source("generic", ReadOptions(path=data), CleanConfig(), tmp_path / "o", "x",
+                      engine="streaming", address="auto")

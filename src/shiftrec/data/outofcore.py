@@ -291,9 +291,17 @@ class RayRunner(Runner):
 
             raise ConfigError("--engine ray needs Ray: pip install 'ray[data]'") from None
         if not ray.is_initialized():
+            from shiftrec.errors import ConfigError
+
+            if address:
+                _check_reachable(address)
             kw: dict[str, Any] = {"address": address} if address else \
                 {"num_cpus": num_cpus, "include_dashboard": False}
-            ray.init(**kw, log_to_driver=False)
+            try:
+                ray.init(**kw, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ConfigError(f"cannot start or join Ray (address {address or 'local'}): "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
     def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
         import json
@@ -307,6 +315,24 @@ class RayRunner(Runner):
         res = [json.loads(r["json"]) for r in sorted(out, key=lambda r: r["__i"])]
         self.pids.update(r["__pid"] for r in res)
         return _raise_first([r["res"] for r in res])
+
+
+def _check_reachable(address: str) -> None:
+    """A ConfigError at once (not a minutes-long Ray timeout) for an address that is malformed
+    or whose port does not answer; 'auto' is left to Ray."""
+    import socket
+
+    from shiftrec.errors import ConfigError
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address must be 'auto', HOST:PORT or ray://HOST:PORT, not '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
 
 
 def _ray_task(row: dict[str, Any], fn: Any, shared: dict[str, Any]) -> dict[str, Any]:
