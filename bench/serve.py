@@ -96,7 +96,7 @@ def free_port() -> int:
 class Server:
     def __init__(self, run: Path, store: str) -> None:
         self.port = free_port()
-        env = {**os.environ, "SHIFTREC_TOKEN": TOKEN}
+        env = {**os.environ, "SHIFTREC_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}  # 1 torch thread
         self.proc = subprocess.Popen([*SHIFTREC, "serve", str(run), "--port", str(self.port),
                                       "--store", store], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -206,7 +206,7 @@ def wrk_recs(server: Server, concurrency: int, duration: float, ids_file: Path) 
     lua = ids_file.parent / "recs.lua"
     lua.write_text(WRK_LUA % ",".join(json.dumps(rng.choice(users)) for _ in range(5000)))
     c0, t0 = cpu_ticks(server.proc.pid), time.time()
-    p = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency",
+    p = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency",
                         "-s", str(lua), f"http://127.0.0.1:{server.port}"],
                        capture_output=True, text=True, check=True)
     c1, t1 = cpu_ticks(server.proc.pid), time.time()
