@@ -174,3 +174,16 @@ def test_top_k_by_hand() -> None:
     s = np.array([[9.0, 0.2, 0.9, 0.5, 0.9, 0.5]])
     assert top_k(s, 3).tolist() == [[2, 4, 3]]
     assert top_k(s, 10).tolist() == [[2, 4, 3, 5, 1]]
+
+
+def test_half_precision_torch_scores_are_ranked() -> None:
+    torch = pytest.importorskip("torch")
+    split = cyclic_split(n_users=30, n_items=9, seed=5)
+
+    class Bf16(HashScorer):
+        def score(self, hist, times=None):  # noqa: ANN001, ANN201
+            return torch.from_numpy(super().score(hist, times)).to(torch.bfloat16)
+
+    # the hash scores (integers + 0.5) are exact in bfloat16: same ranks as float32
+    assert np.array_equal(rank_targets(Bf16(split.n_items), split.test),
+                          ref_rank_targets(HashScorer(split.n_items), split.test))

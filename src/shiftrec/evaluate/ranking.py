@@ -73,7 +73,7 @@ def _rank_batch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | No
     if type(scores).__module__.startswith("torch"):
         if scores.device.type != "cpu":
             return _rank_torch(scores, targets, exclude)
-        scores = scores.detach().numpy()
+        scores = scores.detach().float().numpy()  # float32 as before (bf16 has no numpy dtype)
     scores = np.asarray(scores, dtype=np.float32)
     if exclude is not None:
         r, c = _history_cells(exclude, targets)
