@@ -121,6 +121,10 @@ def serve_cmd(
     snapshot_dir: Annotated[Path | None, typer.Option(help="live user state snapshot: written every --snapshot-every s and on shutdown, loaded on start so only later events are replayed (default RUN_DIR/../serve-snapshot with the default SQLite store; give one per replica with PostgreSQL)")] = None,
     snapshot_every: Annotated[float, typer.Option(help="seconds between snapshots (0: only on shutdown)")] = 300.0,
     sync_interval: Annotated[float, typer.Option(help="seconds between looks at the store for events other replicas stored (0: never; a replica always sees its own writes at once)")] = 0.5,
+    ann: Annotated[str, typer.Option(help="FAISS candidate retrieval + exact re-scoring for user x item vector models (sasrec, transfer): auto (from --ann-threshold items), on, off")] = "auto",
+    ann_threshold: Annotated[int, typer.Option(help="--ann auto: catalogue size from which candidate retrieval is used")] = 200_000,
+    ann_nprobe: Annotated[int, typer.Option(help="IVF cells probed per query (of up to 1024)")] = 256,
+    ann_candidates: Annotated[int, typer.Option(help="candidates re-scored exactly per query")] = 500,
 ) -> None:
     """Serve recommendations with reasons over HTTP (FastAPI + uvicorn); events posted to
     /v1/events are stored durably and update the user's state at once. OpenAPI at /openapi.json.
@@ -157,7 +161,8 @@ def serve_cmd(
     url = store or default_store_url(run_dir)
     if snapshot_dir is None and store is None:
         snapshot_dir = Path(run_dir).resolve().parent / "serve-snapshot"
-    svc = Service(run_dir, url, token=token, auth_reads=auth_reads, snapshot_dir=snapshot_dir)
+    svc = Service(run_dir, url, token=token, auth_reads=auth_reads, snapshot_dir=snapshot_dir,
+                  ann=ann_config(ann, ann_threshold, ann_nprobe, ann_candidates))
     app = create_app(svc)
     from shiftrec.report.dashboard import mount
 
@@ -168,6 +173,14 @@ def serve_cmd(
                f"({svc.events_replayed:,} stored events replayed"
                + (f" after snapshot {snapshot_dir} at seq {svc.snapshot_seq:,}"
                   if svc.snapshot_loaded else "") + ")")
+    a = r.ann_info
+    if a.get("active"):
+        how = (f"built in {a['build_s']} s ({a['rebuilt_because']})" if a["source"] == "built"
+               else f"loaded in {a['load_s']} s")
+        typer.echo(f"candidate retrieval: FAISS IVF-SQ8 (nlist {a['nlist']}, nprobe {a['nprobe']}) "
+                   f"over {r.n_items:,} item vectors, {how}; index {a.get('path', 'in memory')}")
+    else:
+        typer.echo(f"candidate retrieval off: {a.get('reason')}")
     if made is not None:
         typer.echo(f"write token in {made} (set SHIFTREC_TOKEN or --token-file to choose one)")
     if reload:
@@ -183,6 +196,19 @@ def serve_cmd(
                     proxy_headers=False, server_header=False, date_header=False)
     finally:
         svc.close()
+
+
+def ann_config(mode: str, threshold: int, nprobe: int, candidates: int) -> object:
+    """The serve.retrieval.AnnConfig of the --ann options (unknown mode: ConfigError)."""
+    from shiftrec.errors import ConfigError
+    from shiftrec.serve.retrieval import AnnConfig, AnnMode
+
+    try:
+        m = AnnMode(mode)
+    except ValueError:
+        raise ConfigError(f"--ann must be one of auto, on, off; got '{mode}'") from None
+    return AnnConfig(mode=m, threshold=threshold, nprobe=min(nprobe, AnnConfig().nlist),
+                     n_candidates=candidates)
 
 
 def _every(seconds: float, fn: object, name: str) -> None:

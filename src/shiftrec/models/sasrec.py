@@ -106,6 +106,31 @@ class SASRec:
         return score_module(self.net, histories, None, self.config.max_len,
                             threads=self.config.train.threads)
 
+    def item_vectors(self) -> np.ndarray:
+        """(n_items + 1, hidden) item embeddings (row 0 padding): score(h)[:, i] ==
+        query_vectors(h) @ item_vectors()[i] (up to float rounding). Shares the weights' memory."""
+        if self.net is None:
+            raise ArtifactError("sasrec model is not fitted")
+        return self.net.item_emb.weight.detach().cpu().float().numpy()
+
+    def query_vectors(self, histories: list[np.ndarray],
+                      times: list[np.ndarray] | None = None) -> np.ndarray:
+        """(batch, hidden) user vectors whose dot products with item_vectors() are the scores
+        (for candidate retrieval over a large catalogue)."""
+        import torch
+
+        from shiftrec.train.batches import pad_left
+        from shiftrec.train.threads import resolve_threads, torch_threads
+
+        if self.net is None:
+            raise ArtifactError("sasrec model is not fitted")
+        self.net.eval()
+        dev = self.net.item_emb.weight.device
+        seq = torch.from_numpy(pad_left(histories, self.config.max_len)).to(dev)
+        with torch.no_grad(), torch_threads(resolve_threads(self.config.train.threads,
+                                                            self.config.hidden, len(seq))):
+            return self.net.query(seq).float().cpu().numpy()
+
     def save(self, path: str | Path) -> None:
         if self.net is None:
             raise ArtifactError("sasrec model is not fitted: nothing to save")

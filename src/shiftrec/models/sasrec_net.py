@@ -43,10 +43,14 @@ class SASRecNet(nn.Module):
         m = labels > 0
         return full_softmax_ce(h[m], self.item_emb.weight[1:], labels[m] - 1)
 
-    def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    def query(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-aligned histories -> (B, hidden) state after the last item; the
+        scores are query(seq) @ item_emb.weight.T."""
         aligned, _, lens = left_align(seq, self.max_len)
         h = self.encode(aligned)
-        last = h[torch.arange(len(seq), device=seq.device), (lens - 1).clamp(min=0)]
-        scores = last @ self.item_emb.weight.T
+        return h[torch.arange(len(seq), device=seq.device), (lens - 1).clamp(min=0)]
+
+    def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self.query(seq) @ self.item_emb.weight.T
         scores[:, 0] = float("-inf")
         return scores

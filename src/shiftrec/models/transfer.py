@@ -323,6 +323,37 @@ class TransferRec:
         with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
             return net.score_all(seq.to(net.text.device)).float().cpu().numpy()
 
+    def item_vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """(n_items + 1, hidden) unit item vectors (row 0 padding), or those of `ids`:
+        score(h)[:, i] == query_vectors(h) @ item_vectors()[i] (cosine / temperature, up to
+        float rounding)."""
+        import torch
+
+        net = self._fitted("")
+        net.eval()
+        sel = None if ids is None else torch.as_tensor(np.asarray(ids, np.int64),
+                                                       device=net.text.device)
+        with torch.no_grad():
+            v = torch.nn.functional.normalize(net.item_embed(sel), dim=-1)
+        return v.float().cpu().numpy()
+
+    def query_vectors(self, histories: list[np.ndarray],
+                      times: list[np.ndarray] | None = None) -> np.ndarray:
+        """(batch, hidden) unit user vectors / temperature (see item_vectors); only the
+        history items are adapted, not the whole table."""
+        import torch
+
+        from shiftrec.train.batches import pad_left
+        from shiftrec.train.threads import resolve_threads, torch_threads
+
+        net = self._fitted("")
+        net.eval()
+        seq = torch.from_numpy(pad_left(histories, self.cfg.max_len)).to(net.text.device)
+        threads = getattr(self.train_cfg, "threads", 0) or 0
+        with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
+            u = torch.nn.functional.normalize(net.user_vectors(seq), dim=-1)
+            return (u / net.cfg.temperature).float().cpu().numpy()
+
     def save(self, path: str | Path) -> None:
         net = self._fitted(": nothing to save")
         save_checkpoint(net, path, encoder=self.encoder or "unnamed", include_items=True,

@@ -214,8 +214,10 @@ class Service:
 
     def __init__(self, run_dir: str | Path, store_url: str | None = None, *,
                  token: str | None = None, auth_reads: bool = False, encoder: Any = None,
-                 max_body: int = MAX_BODY, snapshot_dir: str | Path | None = None) -> None:
+                 max_body: int = MAX_BODY, snapshot_dir: str | Path | None = None,
+                 ann: Any = None) -> None:
         self.run_dir = Path(run_dir)
+        self.ann = ann  # serve.retrieval.AnnConfig (None: mode auto)
         self.token = token
         self.auth_reads = auth_reads
         self.encoder = encoder
@@ -234,7 +236,7 @@ class Service:
         self.reloads = 0
 
     def _load(self, run_dir: Path, use_snapshot: bool = False) -> Recommender:
-        rec = Recommender.load(run_dir, encoder=self.encoder)
+        rec = Recommender.load(run_dir, encoder=self.encoder, ann=self.ann)
         self._replay(rec, use_snapshot)
         return rec
 
@@ -308,7 +310,7 @@ class Service:
         """Load a (retrained) run beside the serving one, replay the store into it and swap;
         requests keep being answered by the old run until the swap."""
         new_dir = Path(run_dir) if run_dir else self.run_dir
-        rec = Recommender.load(new_dir, encoder=self.encoder)  # slow part, no lock held
+        rec = Recommender.load(new_dir, encoder=self.encoder, ann=self.ann)  # slow, no lock
         with self.write_lock:  # no event lands between the replay and the swap
             self._replay(rec, use_snapshot=False)
             self.rec, self.run_dir = rec, new_dir
@@ -457,7 +459,8 @@ def create_app(svc: Service) -> Any:
         return JSONResponse({"status": "ok", "run": r.manifest.get("name"), "model": r.model_name,
                              "items": r.n_items, "users": len(r._base) + 0,
                              "store": redact(svc.store.url), "uptime_s": round(
-                                 time.time() - svc.started, 1), "reloads": svc.reloads})
+                                 time.time() - svc.started, 1), "reloads": svc.reloads,
+                             "ann": {k: v for k, v in r.ann_info.items() if k != "config"}})
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Any:

@@ -18,6 +18,13 @@ its signal is:
   popularity model's own answers ("popular now");
 - ``sequence``: a sequence model's answer for which none of the above holds ("follows from your
   last N items (MODEL)") - the model's score is then the only signal.
+
+Large catalogues (serve.retrieval): for models whose scores are a user vector times item
+vectors (SASRec and the transfer models expose `query_vectors`/`item_vectors`), from
+`AnnConfig.threshold` items on (mode auto; or always with mode on) a FAISS index proposes
+candidates that are re-scored exactly (the same dot products as full scoring), then seen items
+are excluded and reasons drawn as above. Item-kNN, popularity, topic profile and ShiftFusion
+(its base log-softmax needs every item's score) keep exact full scoring.
 """
 
 from __future__ import annotations
@@ -153,13 +160,51 @@ class Recommender:
         self._lock = threading.RLock()
         self.uses_flows = self.model_name in ("itemknn", "shiftfusion")
         self.is_sequence = self.model_name not in ("popularity", "itemknn", "topic_profile")
+        self.ann: Any = None  # serve.retrieval.AnnRetriever when candidate retrieval is on
+        self.ann_info: dict[str, Any] = {"active": False, "reason": "not set up"}
+        self._pop_order: np.ndarray | None = None
+        self._ann_lock = threading.Lock()  # FAISS: no search while items are added
+
+    @property
+    def factorised(self) -> bool:
+        """Scores are query_vectors(history) @ item_vectors().T (candidate retrieval works)."""
+        return hasattr(self.model, "query_vectors") and hasattr(self.model, "item_vectors")
+
+    def setup_ann(self, cfg: Any = None) -> dict[str, Any]:
+        """Turn candidate retrieval on or off per `cfg` (serve.retrieval.AnnConfig; default
+        mode auto). Returns (and keeps in `ann_info`) what was decided and why."""
+        from shiftrec.serve.retrieval import AnnConfig, AnnMode, config_summary, open_index
+
+        cfg = cfg or AnnConfig()
+        info: dict[str, Any] = {"config": config_summary(cfg), "items": self.n_items}
+        self.ann, self._pop_order = None, None
+        if not cfg.wanted(self.n_items):
+            info |= {"active": False, "reason": "off" if cfg.mode == AnnMode.OFF else
+                     f"{self.n_items:,} items < threshold {cfg.threshold:,}: exact full scoring"}
+        elif not self.factorised:
+            if cfg.mode == AnnMode.ON:
+                raise ConfigError(f"--ann on: model '{self.model_name}' does not score items by "
+                                  "a user vector times item vectors (only sasrec and the "
+                                  "transfer models do); use --ann auto or off")
+            info |= {"active": False, "reason": f"model '{self.model_name}' has no user x item "
+                     "vector factorisation: exact full scoring"}
+        else:
+            vecs = self.model.item_vectors()
+            self.ann, got = open_index(self.run_dir, vecs, cfg,
+                                       self.manifest.get("fingerprints") or {})
+            info |= {"active": True, "dim": int(vecs.shape[1]), "nlist": self.ann.nlist,
+                     "nprobe": int(self.ann.index.nprobe), **got}
+        self.ann_info = info
+        return info
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, run_dir: str | Path, *, encoder: Any = None, verify: bool = True) -> Recommender:
+    def load(cls, run_dir: str | Path, *, encoder: Any = None, verify: bool = True,
+             ann: Any = None) -> Recommender:
         """Load a run folder written by `shiftrec.pipelines.run.write_run`. Every part's
         fingerprint is checked against the manifest (`verify`); a model trained on other data
-        than the run's item map is refused with one line naming both fingerprints."""
+        than the run's item map is refused with one line naming both fingerprints. `ann`: a
+        serve.retrieval.AnnConfig (default: mode auto), see `setup_ann`."""
         from shiftrec.config import from_dict
         from shiftrec.interest.shifts import ShiftConfig
         from shiftrec.interest.topics import Topics
@@ -219,8 +264,10 @@ class Recommender:
             item_flows = model
         else:
             item_flows = ItemKNN.load(p / "item_flows")
-        return cls(p, man, model, keys, catalogue, topics, read_json(p / "flows.json"),
-                   item_flows, users, pop, shift_cfg, encoder=encoder)
+        rec = cls(p, man, model, keys, catalogue, topics, read_json(p / "flows.json"),
+                  item_flows, users, pop, shift_cfg, encoder=encoder)
+        rec.setup_ann(ann)
+        return rec
 
     # ------------------------------------------------------------------ ids
     def _rebuild_id_index(self) -> None:
@@ -479,40 +526,93 @@ class Recommender:
         that arrive together)."""
         prep = [self._prepare(q) for q in queries]
         warm = [j for j, p in enumerate(prep) if p[0]]
-        scores: dict[int, np.ndarray] = {}
-        if warm:
+        ann = self.ann
+        ranked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if warm and ann is not None:
+            hist = [np.asarray(prep[j][0], np.int64) for j in warm]
+            qv = np.asarray(self.model.query_vectors(
+                hist, [np.asarray(prep[j][1], np.int64) for j in warm]), np.float32)
+            extra = max(len(np.unique(h)) for h in hist)  # room for the seen items
+            with self._ann_lock:
+                cand = ann.candidates(qv, ann.cfg.n_candidates + extra)
+                rescored = [ann.rescore(qv[r], cand[r]) for r in range(len(warm))]
+            for r, j in enumerate(warm):
+                c, cs = rescored[r]
+                ranked[j] = self._top(c, cs, prep[j][0] if queries[j].exclude_seen else [],
+                                      queries[j].k)
+        elif warm:
             sc = np.asarray(self.model.score([np.asarray(prep[j][0], np.int64) for j in warm],
                                              [np.asarray(prep[j][1], np.int64) for j in warm]),
                             np.float32)
-            scores = {j: sc[r] for r, j in enumerate(warm)}
+            for r, j in enumerate(warm):
+                ranked[j] = self._top_dense(sc[r], prep[j][0] if queries[j].exclude_seen
+                                            else [], queries[j].k)
         out = []
         for j, (q, (items, times, shifts, ignored)) in enumerate(zip(queries, prep, strict=True)):
             cold = not items
-            s = self.popularity.copy() if cold else scores[j].copy()
-            if len(s) < self.n_items + 1:  # items added after the model: not scored by it
-                s = np.concatenate([s, np.full(self.n_items + 1 - len(s), -np.inf, np.float32)])
-            s[0] = -np.inf
-            if q.exclude_seen and items:
-                s[np.asarray(items, np.int64)] = -np.inf
-            kk = min(int(q.k), int(np.isfinite(s).sum()))
-            if kk <= 0:
-                top = np.zeros(0, np.int64)
-            else:
-                part = np.argpartition(-s, kk - 1)[:kk]
-                top = part[np.lexsort((part, -s[part]))]
+            top, ts = ranked[j] if not cold else self._top_popular(int(q.k))
             why = self.reasons(items, times, shifts, top, cold) if q.explain \
                 else [[] for _ in top]
             recs = [RecItem(str(self.item_ids[i]), str(self.domains[i]), self.titles[i],
-                            self.categories[i], self.prices[i], float(s[i]), why[r])
+                            self.categories[i], self.prices[i], float(ts[r]), why[r])
                     for r, i in enumerate(top.tolist())]
             out.append(Recommendations(None if q.user is None else str(q.user), self.model_name,
                                        recs, self.shift_summary(shifts, items), cold, ignored))
         return out
 
+    def _top_dense(self, scores: np.ndarray, seen: list[int], k: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the top-k of a full score row: padding and `seen` excluded, ties
+        broken by the smaller item index."""
+        s = scores.copy()
+        if len(s) < self.n_items + 1:  # items added after the model: not scored by it
+            s = np.concatenate([s, np.full(self.n_items + 1 - len(s), -np.inf, np.float32)])
+        s[0] = -np.inf
+        if seen:
+            s[np.asarray(seen, np.int64)] = -np.inf
+        kk = min(int(k), int(np.isfinite(s).sum()))
+        if kk <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        part = np.argpartition(-s, kk - 1)[:kk]
+        top = part[np.lexsort((part, -s[part]))]
+        return top, s[top]
+
+    @staticmethod
+    def _top(ids: np.ndarray, scores: np.ndarray, seen: list[int], k: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The same cut over candidates (ids, exactly re-scored)."""
+        keep = np.isfinite(scores)
+        if seen:
+            keep &= ~np.isin(ids, np.asarray(seen, np.int64))
+        ids, scores = ids[keep], scores[keep]
+        order = np.lexsort((ids, -scores))[:int(k)]
+        return ids[order], scores[order]
+
+    def _top_popular(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.ann is None:
+            return self._top_dense(self.popularity, [], k)
+        if self._pop_order is None or len(self._pop_order) < min(k, self.n_items):
+            # large catalogue: rank popularity once, not per cold request
+            self._pop_order = self._top_dense(self.popularity, [], MAX_K)[0]
+        top = self._pop_order[:k]
+        return top, self.popularity[top]
+
     def recommend_many(self, user_ids: list[str], k: int = 10, batch_size: int = 256,
                        progress: Any = None) -> pl.DataFrame:
         """Top-k (no reasons) of many users, batched: user_id, rank, item_id, score."""
         rows_u, rows_r, rows_i, rows_s = [], [], [], []
+        if self.ann is not None:  # candidates per user, no (batch x catalogue) score matrix
+            for a in range(0, len(user_ids), batch_size):
+                batch = user_ids[a:a + batch_size]
+                for r in self.recommend_batch([Query(u, None, k, True, False) for u in batch]):
+                    for rank, it in enumerate(r.items, 1):
+                        rows_u.append(str(r.user_id))
+                        rows_r.append(rank)
+                        rows_i.append(it.item_id)
+                        rows_s.append(it.score)
+                if progress is not None:
+                    progress(len(batch))
+            user_ids = []
         for a in range(0, len(user_ids), batch_size):
             batch = user_ids[a:a + batch_size]
             snaps = [self.snapshot(u)[:2] for u in batch]
@@ -613,6 +713,13 @@ class Recommender:
             self._rebuild_id_index()
             self.item_topic = np.concatenate([self.item_topic, np.full(len(new), -1, np.int64)])
             self.popularity = np.concatenate([self.popularity, np.zeros(len(new), np.float32)])
+            if self.ann is not None:  # new items are candidates at once
+                first = self.ann.n
+                vecs = self.model.item_vectors(np.arange(first, self.n_items + 1))
+                with self._ann_lock:
+                    self.ann.add(vecs)
+                self.ann_info["added_items"] = self.ann_info.get("added_items", 0) + len(new)
+                self._pop_order = None
             return [str(it["item_id"]) for it in new]
 
 
