@@ -13,6 +13,11 @@
    PostgreSQL (each counted in the store afterwards);
 4. 1M-item synthetic catalogue: FAISS IVF-SQ8 candidates (500) + exact re-scoring, in process,
    batch of 1 query: p50/p99 and recall@10 against exact full scoring, per nprobe;
+4b. the same THROUGH the product: a synthetic 1M-item run (data.synthetic store with 1M
+   catalogue items, a 1-layer SASRec of hidden 64 whose item embeddings are clustered random
+   vectors, `write_run`), `shiftrec serve --ann on`, GET recommendations with reasons at 1 and
+   10 concurrent; index build time (first start) and cached-index load time (second start);
+   recall@10 of the served answers against exact full scoring (the Recommender with ANN off);
 5. peak RSS of the server (VmHWM); the load average before and after.
 
 Medians of `--repeats` runs for 2 and 3.
@@ -94,11 +99,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, run: Path, store: str) -> None:
+    def __init__(self, run: Path, store: str, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         env = {**os.environ, "SHIFTREC_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}  # 1 torch thread
         self.proc = subprocess.Popen([*SHIFTREC, "serve", str(run), "--port", str(self.port),
-                                      "--store", store], env=env, cwd=ROOT,
+                                      "--store", store, *extra], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         import httpx
 
@@ -111,7 +116,7 @@ class Server:
                     break
             except httpx.HTTPError:
                 pass
-            if time.time() - t0 > 120:
+            if time.time() - t0 > 900:
                 raise RuntimeError("server did not start")
             time.sleep(0.3)
 
@@ -378,27 +383,132 @@ def bench_ann(n: int = 1_000_000, d: int = 64, n_queries: int = 1000) -> dict[st
     return out
 
 
+def prep_1m(n_items: int = 1_000_000, n_users: int = 20_000) -> Path:
+    """A servable run over 1M catalogue items (the product's own write_run)."""
+    run = OUT / "ann1m-run"
+    if (run / "_COMPLETE").is_file():
+        return run
+    import torch
+
+    from shiftrec.data.clean import clean
+    from shiftrec.data.readers._common import finish
+    from shiftrec.data.schema import Dataset, conform_items
+    from shiftrec.data.splits import leave_one_out
+    from shiftrec.data.synthetic import StoreConfig, generate
+    from shiftrec.models.registry import build_model
+    from shiftrec.models.sasrec import item_map_fingerprint
+    from shiftrec.pipelines.run import write_run
+
+    t = time.perf_counter()
+    st = generate(StoreConfig(n_users=n_users, n_items=n_items, mean_events=10, min_events=8,
+                              seed=0))
+    rr = finish(st.events, conform_items(st.items), [], st.events.height, ["synthetic"])
+    ds, _, _ = clean(rr, name="synthetic-1m")
+    # clean keeps the catalogue rows of items with events; a shop's catalogue is all of them
+    ds = Dataset(events=ds.events, items=conform_items(st.items), name=ds.name, meta=ds.meta)
+    split = leave_one_out(ds)
+    print(f"1M data: {split.n_items:,} items, {ds.events.height:,} events "
+          f"({time.perf_counter() - t:.0f} s)", flush=True)
+    m = build_model("sasrec", hidden=64, layers=1, heads=2, inner=128, max_len=50,
+                    train={"threads": 1})
+    m._build(split.n_items)
+    rng = np.random.default_rng(0)
+    d = 64
+    centers = rng.normal(size=(4096, d)).astype(np.float32)
+    emb = (centers[rng.integers(0, len(centers), split.n_items + 1)]
+           + rng.normal(size=(split.n_items + 1, d))).astype(np.float32) / 8
+    emb[0] = 0
+    with torch.no_grad():
+        m.net.item_emb.weight.copy_(torch.from_numpy(emb))
+    m.data_fingerprint = split.meta.get("fingerprint")
+    m.item_keys = item_map_fingerprint(split)
+    m.save(OUT / "ann1m-model")
+    write_run(run, model_dir=OUT / "ann1m-model", split=split, dataset=ds)
+    print(f"1M run written ({time.perf_counter() - t:.0f} s)", flush=True)
+    return run
+
+
+def bench_ann_http(duration: float, repeats: int) -> dict[str, Any]:
+    import httpx
+
+    from shiftrec.serve.recommender import Query, Recommender
+    from shiftrec.serve.retrieval import AnnConfig, index_dir
+
+    run = prep_1m()
+    shutil.rmtree(index_dir(run), ignore_errors=True)  # measure a fresh build
+    rec = Recommender.load(run, ann=AnnConfig(mode="off"))
+    users = rec.user_ids()
+    ids_file = OUT / "ann1m-ids.json"
+    ids_file.write_text(json.dumps({"users": users[:5000], "items": []}))
+    out: dict[str, Any] = {"items": rec.n_items, "users": len(users), "model": "sasrec "
+                           "(1 layer, hidden 64, clustered random item vectors)"}
+    # exact answers first (full scoring), then the served ones
+    sample = users[:300]
+    exact = rec.recommend_batch([Query(u, None, 10, True, False) for u in sample])
+    del rec
+    starts = []
+    res: dict[str, Any] = {}
+    for attempt in ("first start (index built)", "second start (index from cache)"):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            s = Server(run, f"sqlite:///{d}/events.sqlite", ("--ann", "on"))
+            up = time.perf_counter() - t
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{s.port}", timeout=60) as c:
+                    info = c.get("/healthz").json()["ann"]
+                    starts.append({"start": attempt, "server_ready_s": round(up, 1), **info})
+                    if not res:
+                        got = [c.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json()
+                               for u in sample]
+                        rec_at = [len({i["item_id"] for i in g["items"]} &
+                                      {i.item_id for i in e.items}) / max(len(e.items), 1)
+                                  for g, e in zip(got, exact, strict=True)]
+                        out["recall@10_vs_exact"] = round(float(np.mean(rec_at)), 4)
+                        out["recall_users"] = len(sample)
+                        out["answers_without_reasons"] = sum(
+                            any(not i["reasons"] for i in g["items"]) for g in got)
+                        run_load(s, "recs", 10, 2.0, ids_file)  # warm-up
+                        for conc in (1, 10):
+                            res[str(conc)] = median_of([run_load(s, "recs", conc, duration,
+                                                                 ids_file)
+                                                        for _ in range(repeats)])
+                            print(f"ann http c={conc}: {res[str(conc)]['req_per_s']:.0f} req/s, "
+                                  f"p50 {res[str(conc)]['p50_ms']:.1f} ms, p99 "
+                                  f"{res[str(conc)]['p99_ms']:.1f} ms", flush=True)
+                        out["server_peak_rss_mb"] = round(vm_hwm_mb(s.proc.pid), 1)
+            finally:
+                s.stop()
+    out["starts"] = starts
+    out["by_concurrency"] = res
+    print(f"ann http: recall@10 {out['recall@10_vs_exact']}, starts {starts}", flush=True)
+    return out
+
+
 def main(args: argparse.Namespace) -> None:
     os.environ.setdefault("SHIFTREC_DATA", "/work/shared/data")
     load0 = loadavg()
-    run = prep()
-    from shiftrec.serve.recommender import Recommender
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "loadavg_before": load0}}
+    needs_run = not (args.skip_recs and args.skip_events)
+    if needs_run:
+        run = prep()
+        from shiftrec.serve.recommender import Recommender
 
-    rec = Recommender.load(run)
-    ids_file = OUT / "ids.json"
-    ids_file.write_text(json.dumps({"users": rec.user_ids(),
-                                    "items": [str(x) for x in rec.item_ids[1:]]}))
-    result: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "loadavg_before": load0},
-        "run": {"dataset": "scientific (UniSRec files)", "model": rec.model_name,
-                "base": "sasrec", "sasrec_epochs": SASREC_EPOCHS, "items": rec.n_items,
-                "users": rec.n_users, "topics": len(rec.topic_names)},
+        rec = Recommender.load(run)
+        ids_file = OUT / "ids.json"
+        ids_file.write_text(json.dumps({"users": rec.user_ids(),
+                                        "items": [str(x) for x in rec.item_ids[1:]]}))
+        result["run"] = {
+            "dataset": "scientific (UniSRec files)", "model": rec.model_name,
+            "base": "sasrec", "sasrec_epochs": SASREC_EPOCHS, "items": rec.n_items,
+            "users": rec.n_users, "topics": len(rec.topic_names)}
+    result |= {
         "setup": "server = one `shiftrec serve` process (uvicorn, httptools, uvloop when "
                  "installed); load generator = wrk -t1 for recommendations (else and for "
                  "events: raw asyncio HTTP/1.1 keep-alive in another process), loopback; both "
                  "on the same 2 cores, shared with other work (see loadavg); "
                  "server_cpu_share 1.0 = one core",
         "duration_s": args.duration, "repeats": args.repeats}
+
     def section(key: str, fn: Any) -> None:
         before = loadavg()
         result[key] = fn()
@@ -412,9 +522,13 @@ def main(args: argparse.Namespace) -> None:
                 lambda: bench_events(run, ids_file, args.repeats, args.duration))
     if not args.skip_ann:
         section("ann_1m_items", bench_ann)
+    if not args.skip_ann_http:
+        section("ann_1m_items_http", lambda: bench_ann_http(args.duration, args.repeats))
     result["machine"]["loadavg_after"] = loadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.merge else {}
+    if "machine" in old:  # keep the earlier sections' machine notes beside this run's
+        result["machine"] = {**old["machine"], "latest_run": result["machine"]}
     RESULTS.write_text(json.dumps({**old, **result}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
@@ -433,6 +547,7 @@ if __name__ == "__main__":
     ap.add_argument("--skip-recs", action="store_true")
     ap.add_argument("--skip-events", action="store_true")
     ap.add_argument("--skip-ann", action="store_true")
+    ap.add_argument("--skip-ann-http", action="store_true")
     ap.add_argument("--merge", action="store_true", help="keep sections of an earlier result")
     a = ap.parse_args()
     if a.cmd == "loadgen":
