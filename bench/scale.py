@@ -94,8 +94,7 @@ def encode_section(n: int) -> dict[str, Any]:
 
 
 def train_section(users: int, epochs: int) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from tests.models.cyclic import cyclic_split
+    from shiftrec.data.synthetic import cyclic_split
 
     work = Path(tempfile.mkdtemp(prefix="scale-train-"))
     split = cyclic_split(n_users=users, n_items=500, min_len=5, max_len=60).save(work / "split")
@@ -220,10 +219,8 @@ def main() -> None:
     res["encode"] = encode_section(args.texts)
     res["train"] = train_section(args.users, args.epochs)
     from shiftrec.data.splits import SeqSplit  # noqa: F401  (targets of the same split)
+    from shiftrec.data.synthetic import cyclic_split
     from shiftrec.train.batches import CausalBatches
-
-    sys.path.insert(0, str(ROOT))
-    from tests.models.cyclic import cyclic_split
 
     sp = cyclic_split(n_users=args.users, n_items=500, min_len=5, max_len=60)
     res["train"]["targets"] = int(CausalBatches(sp.train, 50, 10, True).n_targets)
