@@ -488,14 +488,16 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
             removed[(rule_ix[rule], b)] = Path(path)
     keys = pl.DataFrame(schema={"domain": pl.String, "item_id": pl.String, "code": pl.Int64})
     for b in range(n_buckets):
-        kb = pl.read_ipc(spill / "keys" / f"{b:05d}.ipc")
-        new = kb.join(keys, on=["domain", "item_id"], how="anti", nulls_equal=True,
-                      maintain_order="left")
-        if new.height:
-            keys = pl.concat([keys, new.with_columns(
-                pl.int_range(keys.height, keys.height + new.height, dtype=pl.Int64).alias("code"))])
-        g = kb.join(keys, on=["domain", "item_id"], how="left", nulls_equal=True,
-                    maintain_order="left")["code"].to_numpy()
+        kb = pl.read_ipc(spill / "keys" / f"{b:05d}.ipc")  # distinct keys of the bucket
+        code = kb.join(keys, on=["domain", "item_id"], how="left", nulls_equal=True,
+                       maintain_order="left")["code"]
+        fresh = code.is_null()
+        n_new = int(fresh.sum())
+        g = code.fill_null(0).to_numpy().copy()
+        if n_new:  # keys not seen in earlier buckets get the next codes, in first-seen order
+            g[fresh.to_numpy()] = np.arange(keys.height, keys.height + n_new)
+            keys = pl.concat([keys, kb.filter(fresh).with_columns(
+                pl.int_range(keys.height, keys.height + n_new, dtype=pl.Int64).alias("code"))])
         np.save(spill / f"i{b:05d}.npy", g[np.load(spill / f"l{b:05d}.npy")].astype(np.int32))
     sizes = [c["size"] for c in cleaned]
     lap("clean")
