@@ -39,7 +39,10 @@
       { title: { text: "Current interest profile" }, font: FONT, margin: { l: 200, r: 20, t: 40, b: 40 }, yaxis: { autorange: "reversed" }, xaxis: { range: [0, 1], title: "share" } }, CFG);
     var sh = d.shifts || [];
     Plotly.react("chart-shifts", [{ type: "scatter", mode: "markers+text", x: sh.map(function (s) { return s.at; }), y: sh.map(function (s) { return (s.to || []).join(", "); }),
-      text: sh.map(function (s) { return "from " + ((s.from || []).join(", ") || "–"); }), textposition: "top center", marker: { size: 12, color: "#e15759" } }],
+      text: sh.map(function (s) { return "from " + ((s.from || []).join(", ") || "–"); }),
+      // labels lean inwards so the first and the last shift are not cut at the plot's edges
+      textposition: sh.map(function (s, i) { return sh.length < 2 ? "top center" : i === 0 ? "top right" : i === sh.length - 1 ? "top left" : "top center"; }),
+      cliponaxis: false, hovertemplate: "%{x}<br>%{text} → %{y}<extra></extra>", marker: { size: 12, color: "#e15759" } }],
       { title: { text: "Interest timeline: detected shifts (" + sh.length + ")" }, font: FONT, margin: { l: 200, r: 20, t: 40, b: 40 }, xaxis: { type: "date" } }, CFG);
   }
   function refreshUser() {
