@@ -75,9 +75,9 @@ def overlay(base: T, data: dict[str, Any], where: str = "config") -> T:
     return dataclasses.replace(base, **changes)  # type: ignore[type-var]
 
 
-def load_yaml(base: T, path: str | Path | None) -> T:
-    if path is None:
-        return base
+def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict[str, Any]:
+    """The top-level mapping of a YAML file; a missing file, invalid YAML or another top-level
+    type is one ConfigError line naming the file (and the YAML's line where it has one)."""
     import yaml
 
     p = Path(path)
@@ -88,8 +88,14 @@ def load_yaml(base: T, path: str | Path | None) -> T:
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}", path=p) from None
     if not isinstance(data, dict):
-        raise ConfigError("top level must be a mapping", path=p)
-    return overlay(base, data, where=str(p))
+        raise ConfigError(f"top level must be {what}", path=p)
+    return data
+
+
+def load_yaml(base: T, path: str | Path | None) -> T:
+    if path is None:
+        return base
+    return overlay(base, read_yaml_mapping(path), where=str(path))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -21,20 +21,12 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None,
                    threads: int | None = None, torch_model: bool = True) -> dict[str, Any]:
     """Model options from --config YAML, with --seed / --epochs / --threads set in its `train:`
     mapping (the one training dialect: each flag changes only the field it names)."""
-    import yaml
-
+    from shiftrec.config import read_yaml_mapping
     from shiftrec.errors import ConfigError
 
     opts: dict[str, Any] = {}
     if config is not None:
-        if not config.exists():
-            raise ConfigError("config file not found", path=config)
-        try:
-            opts = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}", path=config) from None
-        if not isinstance(opts, dict):
-            raise ConfigError("top level must be a mapping of model options", path=config)
+        opts = read_yaml_mapping(config, "a mapping of model options")
     flags = {k: v for k, v in (("seed", seed), ("epochs", epochs), ("threads", threads))
              if v is not None}
     if flags and torch_model:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from shiftrec.config import to_dict
+from shiftrec.config import read_yaml_mapping, to_dict
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
 
@@ -136,16 +136,7 @@ def load_train_config(path: str | Path | None, base: TrainConfig | None = None) 
     base = base or TrainConfig()
     if path is None:
         return base
-    import yaml
-
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError("config file not found", path=p)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {str(e).splitlines()[0]}", path=p) from None
-    return overlay_train(base, data, where=str(p))
+    return overlay_train(base, read_yaml_mapping(path), where=str(path))
 
 
 @dataclass(frozen=True)

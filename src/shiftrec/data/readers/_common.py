@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,38 +99,35 @@ def _gz_error(path: Path) -> InputError:
     return InputError("cannot decompress: truncated or corrupt gzip file", path=path)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it ends in .gz; a corrupt .gz is one InputError line."""
+@contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """A truncated or corrupt .gz, or an unreadable file, as one InputError line."""
     import zlib
 
     try:
-        with _opener(path)(path, "rb") as f:
-            return f.read()
+        yield
     except (EOFError, zlib.error) as e:
         raise _gz_error(path) from e
     except OSError as e:
         if path.suffix == ".gz":
             raise _gz_error(path) from None
         raise InputError(f"cannot read file: {e.strerror or e}", path=path) from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when it ends in .gz; a corrupt .gz is one InputError line."""
+    with _read_errors(path), _opener(path)(path, "rb") as f:
+        return f.read()
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw line bytes) of a text file, .gz decompressed; a UTF-8 BOM at the
     start is dropped; a truncated or corrupt .gz is one InputError line."""
-    import zlib
-
-    try:
-        with _opener(path)(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if lineno == 1 and raw.startswith(BOM):
-                    raw = raw[len(BOM):]
-                yield lineno, raw
-    except (EOFError, zlib.error) as e:
-        raise _gz_error(path) from e
-    except OSError as e:
-        if path.suffix == ".gz":
-            raise _gz_error(path) from None
-        raise InputError(f"cannot read file: {e.strerror or e}", path=path) from None
+    with _read_errors(path), _opener(path)(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            yield lineno, raw
 
 
 BOM = b"\xef\xbb\xbf"
