@@ -88,6 +88,10 @@ def test_reload_watcher_swaps_in_a_rewritten_run(tmp_path, knn_run, text_run):
         assert svc.reloads == 0  # nothing changed: no reload
         new = tmp_path / ".run.new"
         shutil.copytree(text_run, new)
+        # written in the same second as the serving run: the watcher must still see the change
+        man = json.loads((new / "manifest.json").read_text())
+        man["created"] = json.loads((run / "manifest.json").read_text())["created"]
+        (new / "manifest.json").write_text(json.dumps(man))
         old = tmp_path / ".run.old"
         run.rename(old)
         new.rename(run)

@@ -230,15 +230,14 @@ def _every(seconds: float, fn: object, name: str) -> None:
 
 def _watch(svc: object, run_dir: Path, interval: float = 2.0) -> threading.Thread:
     """Reload the run when its manifest changes (the run folder is swapped in atomically)."""
-    from shiftrec.manifest import read_json
+    from shiftrec.serve.app import run_identity
 
     def loop() -> None:
         while True:
             time.sleep(interval)
             try:
-                created = read_json(run_dir / "manifest.json").get("created") \
-                    if (run_dir / "_COMPLETE").is_file() else None
-                if created and created != svc.run_created:  # type: ignore[attr-defined]
+                ident = run_identity(run_dir) if (run_dir / "_COMPLETE").is_file() else None
+                if ident and ident != svc.run_identity:  # type: ignore[attr-defined]
                     info = svc.reload(run_dir)  # type: ignore[attr-defined]
                     typer.echo(f"reloaded {run_dir}: {info}")
             except Exception as e:  # noqa: BLE001 - keep serving the old run

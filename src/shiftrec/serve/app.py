@@ -233,6 +233,7 @@ class Service:
         self.rec = self._load(self.run_dir, use_snapshot=True)
         self.batcher = Batcher(self)
         self.run_created = self.rec.manifest.get("created")
+        self.run_identity = run_identity(self.run_dir)
         self.reloads = 0
 
     def _load(self, run_dir: Path, use_snapshot: bool = False) -> Recommender:
@@ -315,6 +316,7 @@ class Service:
             self._replay(rec, use_snapshot=False)
             self.rec, self.run_dir = rec, new_dir
             self.run_created = rec.manifest.get("created")
+            self.run_identity = run_identity(new_dir)
             self.reloads += 1
         return {"run": rec.manifest.get("name"), "model": rec.model_name,
                 "run_dir": str(new_dir), "events_replayed": self.events_replayed}
@@ -700,3 +702,11 @@ class _Guard:
             name = route_name or getattr(route, "path", None) or (
                 path if path in WRITE_PATHS else "unmatched")
             svc.metrics.observe(method, name, status[0], time.perf_counter() - t0)
+
+
+def run_identity(run_dir: str | Path) -> str:
+    """SHA-256 of a run's manifest.json: it lists every part's fingerprint, so a retrained run
+    differs even when it was written in the same second as the one it replaces."""
+    from shiftrec.manifest import sha256_file
+
+    return sha256_file(Path(run_dir) / "manifest.json")
