@@ -69,6 +69,20 @@ FT_DEFAULTS = {"mode": "inductive", "freeze": "none", "epochs": 25, "lr": 0.002,
                "patience": 3}
 
 
+NOTES = [
+    "The fusions here are `shiftrec train --model shiftfusion` with its defaults: 3 shift-gate bins "
+    "over the users' shift statistic (no topics; on Scientific the first bin is empty, so 2 bins "
+    "with users) and the weight grid 0..12. The README's fusion rows used one gate bin "
+    "(bench/transfer_table.py, bench/cold_items.py), the likely reason (not isolated) for 0.0860 here against 0.0849 there for "
+    "seed 0 of the fine-tuned text model + flows.",
+    "SASRec + flows chose the top of the weight grid (12) in the larger bin in every seed, "
+    "and its validation NDCG@10 was still rising there: the grid is too narrow for it (issue 11 §4).",
+    "The fine-tuned text model of seeds 1 and 2 stopped at finetune's 25-epoch cap with the best "
+    "epoch at 24: it had not converged under the default settings used here.",
+    "Popularity and item-kNN are deterministic (no seed): run once, std 0 by construction.",
+]
+
+
 def run_dir(work: Path, row: str, seed: int | None) -> Path:
     return work / (row if seed is None else f"{row}-s{seed}")
 
@@ -115,11 +129,24 @@ def read_run(d: Path) -> dict[str, Any]:
     out: dict[str, Any] = {k: float(m[k]) for k in METRICS}
     man = json.loads((d / "manifest.json").read_text())
     prov = man.get("provenance") or {}
-    if "epochs_run" in prov:
+    if "epochs_run" in prov:  # transfer models
         out["epochs_run"], out["best_epoch"] = prov["epochs_run"][0], prov["best_epoch"][0]
+        out["max_epochs"] = man["finetune_config"]["epochs"]
+        out["wall_seconds_in_manifest"] = prov.get("wall_seconds")
+    elif "training" in man:  # SASRec
+        ph = man["training"]["phases"][0]
+        out["epochs_run"], out["best_epoch"] = ph["epochs_run"], ph["best_epoch"]
+        out["max_epochs"] = man["config"]["train"]["phases"][0]["epochs"]
     sel = man.get("selection")
-    if sel:
-        out["selection"] = sel
+    if sel:  # ShiftFusion: the weights chosen on validation, per shift-gate bin
+        grid = man["config"]["weights"]
+        out["flow_weights_per_bin"] = man["bin_weights"]
+        out["bin_users"] = sel.get("bin_users")
+        out["smoothing"] = man["smoothing"]
+        out["weight_at_grid_top"] = [bool(n and w == max(grid))
+                                     for w, n in zip(man["bin_weights"], sel.get("bin_users") or [], strict=True)]
+        out["valid_ndcg@10_fused"], out["valid_ndcg@10_base"] = (sel["valid_ndcg@10_fused"],
+                                                                 sel["valid_ndcg@10_base"])
     log = d.parent / f"{d.name}.timing.json"
     if log.exists():
         out |= json.loads(log.read_text())
@@ -168,6 +195,16 @@ def summarize(work: Path, seeds: list[int], args: argparse.Namespace) -> dict[st
         tests = {"a_runner_up": second, "b_best": best, "per_seed": tests,
                  "note": "shiftrec compare A=runner-up B=best (diff = best - runner-up), paired over "
                          "the 8,442 test users; t-test and Wilcoxon p, bootstrap 95% CI (seed 0)"}
+        # extra: the best against the best unfused row (issue 11 §4: a fusion's gain over the
+        # better of its parts)
+        unfused = [r for r in order if not r.endswith("+flows")]
+        if best.endswith("+flows") and unfused and unfused[0] != second:
+            ref = unfused[0]
+            tests["vs_best_unfused"] = {"a": ref, "per_seed": {
+                str(s): {m: compare(run_dir(work, ref, None if ref in DETERMINISTIC else s),
+                                    run_dir(work, best, s), m,
+                                    work / f"compare-{ref}-vs-{best}-s{s}.{m}.json")
+                         for m in ("ndcg@10", "recall@10")} for s in seeds}}
     return {
         "dataset": "scientific (UniSRec's released files), leave-one-out, full ranking, test; "
                    "selected on valid NDCG@10",
@@ -175,7 +212,7 @@ def summarize(work: Path, seeds: list[int], args: argparse.Namespace) -> dict[st
         "ranking_by_mean_ndcg@10": order, "rows": rows, "paired_best_vs_runner_up": tests,
         "settings": {"sasrec": SASREC_YAML.strip().splitlines()[1:], "ft-ind": FT_DEFAULTS,
                      "threads": 1, "parallel_trainings": args.jobs},
-        "reused": args.reused,
+        "reused": args.reused, "notes": NOTES,
         "commands": args.commands,
         "machine": {"load_avg_1_5_15": list(os.getloadavg()), "cpus": os.cpu_count(),
                     "shared_with_other_agents": True},
@@ -213,6 +250,33 @@ def markdown(res: dict[str, Any]) -> str:
             p = r["per_seed"].get(str(s))
             cells.append(" / ".join(f"{p[k]:.4f}" for k in METRICS) if p else "not run")
         lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    lines += ["", "Per seed: epochs run (best epoch, cap) · wall s, one thread, up to 2 trainings "
+                  "in parallel on a shared 2-core machine; fusions: flow weight per shift-gate bin "
+                  "(users per bin), smoothing, valid NDCG@10 base → fused:", "",
+              "| system | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---|" * len(seeds)]
+    for row in SEEDED:
+        r = res["rows"].get(row)
+        if r is None:
+            continue
+        cells = []
+        for s in seeds:
+            p = r["per_seed"].get(str(s))
+            if not p:
+                cells.append("not run")
+            elif "flow_weights_per_bin" in p:
+                ws = ", ".join(f"{w:g} ({n})" + (" top of grid" if top else "")
+                               for w, n, top in zip(p["flow_weights_per_bin"], p["bin_users"],
+                                                    p["weight_at_grid_top"], strict=True) if n)
+                cells.append(f"w {ws}; s {p['smoothing']:g}; {p['valid_ndcg@10_base']:.4f} → "
+                             f"{p['valid_ndcg@10_fused']:.4f}")
+            else:
+                wall = p.get("wall_seconds")
+                reused = p.get("wall_seconds_in_manifest")
+                cells.append(f"{p.get('epochs_run')} ({p.get('best_epoch')}, cap {p.get('max_epochs')})"
+                             + (f" · {wall:.0f} s" if wall is not None
+                                else f" · reused run ({reused:.0f} s fine-tuning)" if reused else ""))
+        lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
     t = res.get("paired_best_vs_runner_up") or {}
     if t:
         lines += ["", f"Paired test, best ({LABELS[t['b_best']]}) vs runner-up "
@@ -224,6 +288,17 @@ def markdown(res: dict[str, Any]) -> str:
                 lines.append(f"| {s} | {m} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | {c['diff']:+.4f} "
                              f"[{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | {c['t_test_p']:.2g} | "
                              f"{c['wilcoxon_p']:.2g} |")
+        x = t.get("vs_best_unfused")
+        if x:
+            lines += ["", f"Extra: best vs the best unfused row ({LABELS[x['a']]}), same test:", "",
+                      "| seed | metric | unfused | best | diff [95% CI] | t-test p | Wilcoxon p |",
+                      "|---|---|---|---|---|---|---|"]
+            for s, by in x["per_seed"].items():
+                for m, c in by.items():
+                    lines.append(f"| {s} | {m} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | "
+                                 f"{c['diff']:+.4f} [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | "
+                                 f"{c['t_test_p']:.2g} | {c['wilcoxon_p']:.2g} |")
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in NOTES]
     if res.get("reused"):
         lines += ["", "Reused: " + "; ".join(f"{k} <- {v}" for k, v in res["reused"].items())]
     lines += ["", "Commands (run by `" + res["invocation"] + "`):", ""]
@@ -316,7 +391,7 @@ def main() -> None:
             n_run = len(running)
         if n_run < args.jobs:
             nxt = next((j for j in pending if ready(j)), None)
-            if nxt is None and not running:
+            if nxt is None and not running and pending:
                 failed.append("blocked: " + ", ".join(f"{r}-s{s}" for r, s in pending))
                 break
             if nxt is not None:
