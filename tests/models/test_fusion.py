@@ -80,3 +80,30 @@ def test_bad_config_and_unfitted():
         build_model("shiftfusion", base="shiftfusion")
     with pytest.raises(ArtifactError):
         ShiftFusion(Popularity()).score([np.array([1])])
+
+
+def test_grid_grows_when_the_top_weight_wins():
+    """The flows are the whole answer on the cycle: with a grid that stops at 0.1 the chosen
+    weight sits at the top, so the grid grows until validation stops improving."""
+    split = cyclic_split(n_users=60, n_items=12, popular=5)
+    m = ShiftFusion(LogPopularity(), weights=(0.0, 0.05, 0.1), n_bins=1, min_bin_users=1,
+                    grow_factor=2.0, max_grow=6).fit(split)
+    tried = m.selection["weights_tried"]
+    assert m.selection["grid_grown"] >= 1 and tried[:3] == [0.0, 0.05, 0.1]
+    assert tried[3] == pytest.approx(0.2)  # each step multiplies the top by grow_factor
+    assert m.bin_weights is not None and m.bin_weights.max() > 0.1
+    again = ShiftFusion(LogPopularity(), weights=(0.0, 0.05, 0.1), n_bins=1, min_bin_users=1,
+                        max_grow=0).fit(split)
+    assert again.selection["grid_grown"] == 0 and again.bin_weights.max() == pytest.approx(0.1)
+    v = m.selection
+    assert v["valid_ndcg@10_fused"] >= again.selection["valid_ndcg@10_fused"]
+
+
+def test_selection_metric_is_a_choice():
+    split = cyclic_split(n_users=60, n_items=12, popular=5)
+    m = ShiftFusion(LogPopularity(), select_metric="recall@50", n_bins=1).fit(split)
+    assert m.selection["metric"] == "recall@50" and "valid_recall@50_fused" in m.selection
+    with pytest.raises(ConfigError, match="unknown metric"):
+        FusionConfig(select_metric="ndgc@10")
+    with pytest.raises(ConfigError):
+        FusionConfig(grow_factor=1.0)

@@ -226,3 +226,18 @@ def test_threads_option_on_every_compute_command():
     for cmd in ("train", "pretrain", "finetune", "evaluate"):
         r = CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0 and "--threads" in r.output, cmd
+
+
+def test_fusion_select_metric_flag(tmp_path):
+    split_dir = cyclic_split(n_users=30, n_items=8).save(tmp_path / "split")
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "itemknn", "-o", str(tmp_path / "knn")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "shiftfusion", "--base-model",
+                                    str(tmp_path / "knn"), "--select-metric", "recall@50",
+                                    "-o", str(tmp_path / "fused")])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "fused" / "manifest.json").read_text())
+    assert man["selection"]["metric"] == "recall@50"
+    r = CliRunner().invoke(_app(), ["train", str(split_dir), "--model", "itemknn", "--select-metric",
+                                    "recall@50", "-o", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "applies to shiftfusion" in str(r.exception)

@@ -50,6 +50,7 @@ def train_cmd(
     base_model: Annotated[Path | None, typer.Option(help="shiftfusion: a saved model folder to fuse with the item flows; shiftaware: a saved SASRec to warm-start from")] = None,
     topics: Annotated[Path | None, typer.Option(help="topics folder from `shiftrec topics`: needed by shiftaware and topic_profile; shiftfusion's shift gate (default: one gate bin)")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
+    select_metric: Annotated[str | None, typer.Option(help="shiftfusion: the validation metric its weights are chosen on (ndcg@10 by default; e.g. recall@50 keeps more deep recall)")] = None,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
     its manifest (file hashes, item-map fingerprint), and write full-ranking test metrics to
@@ -123,6 +124,10 @@ def train_cmd(
     elif resume or seed is not None or epochs is not None:
         torch_names = ", ".join(sorted(n for n, s in REGISTRY.items() if s.torch))
         raise ConfigError(f"--resume/--seed/--epochs apply to the torch models ({torch_names}), not '{model}'")
+    if select_metric is not None:
+        if model != "shiftfusion":
+            raise ConfigError(f"--select-metric applies to shiftfusion, not '{model}'")
+        opts["select_metric"] = select_metric
     target = open_target(data, data_root)
     split = target.split
     con.print(f"training {model} on {split.name}: {len(split.user_ids):,} users, {split.n_items:,} items")

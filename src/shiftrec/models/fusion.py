@@ -54,6 +54,13 @@ class FusionConfig:
     min_bin_users: int = 200  # a bin with fewer validation users takes the overall best weight
     max_len: int = 50
     batch_size: int = 512
+    # validation metric the weights are chosen on (recall@K, ndcg@K, mrr@K or mrr): NDCG@10
+    # favours the head of the list; recall@50 keeps more of the base model's deep recall
+    select_metric: str = "ndcg@10"
+    # when a chosen weight is the top of the grid, the grid grows by this factor (up to
+    # `max_grow` times) until validation stops improving, so the choice is never clipped
+    grow_factor: float = 1.5
+    max_grow: int = 8
 
     def __post_init__(self) -> None:
         if self.n_bins < 1:
@@ -64,6 +71,11 @@ class FusionConfig:
             raise ConfigError("fusion: smoothing values must be in (0, 1]")
         if self.fast_half_life <= 0 or self.slow_half_life <= 0:
             raise ConfigError("fusion: half-lives must be > 0")
+        if self.grow_factor <= 1 or self.max_grow < 0:
+            raise ConfigError("fusion: grow_factor must be > 1 and max_grow >= 0")
+        from shiftrec.evaluate.metrics import per_user_metric
+
+        per_user_metric(np.ones(1), self.select_metric)  # an unknown metric is a ConfigError
 
 
 def shift_statistic(histories: list[np.ndarray], item_topic: np.ndarray, fast_half_life: float,
@@ -163,8 +175,6 @@ class ShiftFusion:
 
     # ------------------------------------------------------------------ Protocol
     def fit(self, split: SeqSplit) -> ShiftFusion:
-        from shiftrec.evaluate.metrics import per_user_ndcg, ranks_from_scores
-
         cfg = self.config
         if not self.base_fitted:
             self.base.fit(split)
@@ -183,7 +193,42 @@ class ShiftFusion:
         if len(es) == 0:
             raise InputError("shiftfusion selects its weights on validation, but the split has "
                              "no validation user")
-        W, S = np.asarray(cfg.weights, np.float64), np.asarray(cfg.smoothing, np.float64)
+        W = np.asarray(sorted(set(cfg.weights)), np.float64)
+        S = np.asarray(cfg.smoothing, np.float64)
+        gain, stat = self._valid_gains(es, W, S)
+        qs = np.linspace(0, 1, cfg.n_bins + 1)[1:-1]
+        self.edges = np.unique(np.quantile(stat, qs)) if len(qs) else np.zeros(0)
+        bins = self._bins(stat)
+        nb = len(self.edges) + 1
+        grown = 0
+        while True:
+            best_total, best = self._choose(gain, bins, nb, len(S))
+            if best[1].max() < len(W) - 1 or grown >= cfg.max_grow or W[-1] == 0:
+                break  # no choice sits at the top of the grid (or the grid may grow no more)
+            extra = W[-1] * cfg.grow_factor
+            more, _ = self._valid_gains(es, np.array([extra]), S)
+            W, gain, grown = np.append(W, extra), np.concatenate([gain, more], axis=2), grown + 1
+        si, ws = best
+        self.smoothing = float(S[si])
+        self.bin_weights = W[ws]
+        m = cfg.select_metric
+        self.selection = {
+            "on": "validation", "metric": m, "valid_users": len(es),
+            f"valid_{m}_fused": best_total,
+            f"valid_{m}_base": float(gain[:, si, 0].mean()) if W[0] == 0 else None,
+            "weights_tried": [float(w) for w in W], "grid_grown": grown,
+            "bin_users": [int((bins == b).sum()) for b in range(nb)],
+            f"bin_{m}_by_weight": [[float(x) for x in gain[bins == b, si].mean(0)]
+                                   if (bins == b).any() else [] for b in range(nb)]}
+        return self
+
+    def _valid_gains(self, es: Any, W: np.ndarray, S: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Per validation user, smoothing and weight: the selection metric of the fused ranking;
+        and each user's shift statistic."""
+        from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+
+        cfg = self.config
         gain = np.zeros((len(es), len(S), len(W)))
         stat = np.zeros(len(es))
         for a in range(0, len(es), cfg.batch_size):
@@ -197,34 +242,26 @@ class ShiftFusion:
                 lp = flow_logp(raw, float(sm))
                 for wi, w in enumerate(W):
                     r = ranks_from_scores(base + np.float32(w) * lp, tgt)
-                    gain[a:a + len(hist), si, wi] = per_user_ndcg(r, 10)
-        qs = np.linspace(0, 1, cfg.n_bins + 1)[1:-1]
-        self.edges = np.unique(np.quantile(stat, qs)) if len(qs) else np.zeros(0)
-        bins = self._bins(stat)
-        nb = len(self.edges) + 1
+                    gain[a:a + len(hist), si, wi] = per_user_metric(r, cfg.select_metric)
+        return gain, stat
+
+    def _choose(self, gain: np.ndarray, bins: np.ndarray, nb: int, n_smooth: int
+                ) -> tuple[float, tuple[int, np.ndarray]]:
+        """The smoothing and per-bin weight indices with the best mean validation metric (a bin
+        with fewer than min_bin_users users takes the overall best weight)."""
         best_total, best = -1.0, None
-        for si in range(len(S)):
+        for si in range(n_smooth):
             overall = int(gain[:, si].mean(0).argmax())
             ws = np.full(nb, overall)
             for b in range(nb):
                 m = bins == b
-                if m.sum() >= cfg.min_bin_users:
+                if m.sum() >= self.config.min_bin_users:
                     ws[b] = int(gain[m, si].mean(0).argmax())
-            total = float(gain[np.arange(len(es)), si, ws[bins]].mean())
+            total = float(gain[np.arange(len(gain)), si, ws[bins]].mean())
             if total > best_total:
                 best_total, best = total, (si, ws)
         assert best is not None
-        si, ws = best
-        self.smoothing = float(S[si])
-        self.bin_weights = W[ws]
-        self.selection = {
-            "on": "validation", "metric": "ndcg@10", "valid_users": len(es),
-            "valid_ndcg@10_fused": best_total,
-            "valid_ndcg@10_base": float(gain[:, si, 0].mean()) if W[0] == 0 else None,
-            "bin_users": [int((bins == b).sum()) for b in range(nb)],
-            "bin_ndcg@10_by_weight": [[float(x) for x in gain[bins == b, si].mean(0)]
-                                      if (bins == b).any() else [] for b in range(nb)]}
-        return self
+        return best_total, best
 
     def _check(self) -> None:
         if self.bin_weights is None or self.n_items is None:
