@@ -28,9 +28,7 @@ system-deps:
 	else echo "note: run 'apt-get install -y chromium fonts-wqy-microhei' as root for the browser tests and Chinese plots"; fi
 
 demo: $(STAMP)
-	$(BIN)/shiftrec demo
-	@echo "open the report: xdg-open out/demo/report.html   (file://$(CURDIR)/out/demo/report.html)"
-	@echo "serve the demo run: $(BIN)/shiftrec serve out/demo/run --port 8000   then open http://127.0.0.1:8000/" 
+	$(BIN)/shiftrec demo  # ends by printing how to open out/demo/report.html and serve out/demo/run
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
