@@ -640,13 +640,16 @@ class _Guard:
                 started[0] = True
             await send(msg)
 
-        async def reply(code: int, field: str, message: str, headers: list | None = None) -> None:
-            body = json.dumps({"error": f"{field}: {message}" if field else message,
-                               "detail": [{"field": field, "message": message}]}).encode()
+        async def send_json(code: int, body: bytes, headers: list | None = None) -> None:
             await send_wrap({"type": "http.response.start", "status": code, "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()), *(headers or [])]})
             await send_wrap({"type": "http.response.body", "body": body})
+
+        async def reply(code: int, field: str, message: str, headers: list | None = None) -> None:
+            await send_json(code, json.dumps({"error": f"{field}: {message}" if field else message,
+                                              "detail": [{"field": field, "message": message}]}
+                                             ).encode(), headers)
 
         route_name = None
         try:
@@ -662,10 +665,7 @@ class _Guard:
                     except ShiftrecError as e:
                         await reply(422 if e.column else 400, e.column or "", e.message)
                         return
-                    await send_wrap({"type": "http.response.start", "status": 200,
-                                     "headers": [(b"content-type", b"application/json"),
-                                                 (b"content-length", str(len(body)).encode())]})
-                    await send_wrap({"type": "http.response.body", "body": body})
+                    await send_json(200, body)
                     return
             headers = dict(scope.get("headers") or [])
             is_write = method == "POST" and path in WRITE_PATHS
