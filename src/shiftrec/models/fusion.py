@@ -200,14 +200,23 @@ class ShiftFusion:
         self.edges = np.unique(np.quantile(stat, qs)) if len(qs) else np.zeros(0)
         bins = self._bins(stat)
         nb = len(self.edges) + 1
+        best_total, best = self._choose(gain, bins, nb, len(S))
         grown = 0
-        while True:
-            best_total, best = self._choose(gain, bins, nb, len(S))
-            if best[1].max() < len(W) - 1 or grown >= cfg.max_grow or W[-1] == 0:
-                break  # no choice sits at the top of the grid (or the grid may grow no more)
-            extra = W[-1] * cfg.grow_factor
-            more, _ = self._valid_gains(es, np.array([extra]), S)
-            W, gain, grown = np.append(W, extra), np.concatenate([gain, more], axis=2), grown + 1
+        if best[1].max() == len(W) - 1 and cfg.max_grow and W[-1] > 0:
+            # the top of the grid won: score every growth step in ONE more validation pass (the
+            # base model's scores are the costly part), then grow step by step as long as a
+            # choice still sits at the top
+            extra = W[-1] * cfg.grow_factor ** np.arange(1, cfg.max_grow + 1)
+            more, _ = self._valid_gains(es, extra, S)
+            n0 = len(W)
+            W, gain = np.concatenate([W, extra]), np.concatenate([gain, more], axis=2)
+            while True:
+                grown += 1
+                n = n0 + grown
+                best_total, best = self._choose(gain[:, :, :n], bins, nb, len(S))
+                if best[1].max() < n - 1 or grown >= cfg.max_grow:
+                    break
+            W, gain = W[:n0 + grown], gain[:, :, :n0 + grown]
         si, ws = best
         self.smoothing = float(S[si])
         self.bin_weights = W[ws]
