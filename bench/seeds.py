@@ -243,72 +243,66 @@ def markdown(res: dict[str, Any]) -> str:
                      else f"{r['mean'][k]:.4f}" for k in METRICS]
             n = ", ".join(r["per_seed"])
         lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + f" | {n} |")
-    lines += ["", "Per seed (Recall@10 / NDCG@10 / Recall@50 / NDCG@50):", "",
-              "| system | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-              "|---|" + "---|" * len(seeds)]
-    for row in SEEDED:
-        r = res["rows"].get(row)
-        if r is None:
-            continue
-        cells = []
-        for s in seeds:
-            p = r["per_seed"].get(str(s))
-            cells.append(" / ".join(f"{p[k]:.4f}" for k in METRICS) if p else "not run")
-        lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
-    lines += ["", "Per seed: epochs run (best epoch, cap) · wall s, one thread, up to 2 trainings "
-                  "in parallel on a shared 2-core machine; fusions: flow weight per shift-gate bin "
-                  "(users per bin), smoothing, valid NDCG@10 base → fused:", "",
-              "| system | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-              "|---|" + "---|" * len(seeds)]
-    for row in SEEDED:
-        r = res["rows"].get(row)
-        if r is None:
-            continue
-        cells = []
-        for s in seeds:
-            p = r["per_seed"].get(str(s))
-            if not p:
-                cells.append("not run")
-            elif "flow_weights_per_bin" in p:
-                ws = ", ".join(f"{w:g} ({n})" + (" top of grid" if top else "")
-                               for w, n, top in zip(p["flow_weights_per_bin"], p["bin_users"],
-                                                    p["weight_at_grid_top"], strict=True) if n)
-                cells.append(f"w {ws}; s {p['smoothing']:g}; {p['valid_ndcg@10_base']:.4f} → "
-                             f"{p['valid_ndcg@10_fused']:.4f}")
-            else:
-                wall = p.get("wall_seconds")
-                reused = p.get("wall_seconds_in_manifest")
-                cells.append(f"{p.get('epochs_run')} ({p.get('best_epoch')}, cap {p.get('max_epochs')})"
-                             + (f" · {wall:.0f} s" if wall is not None
-                                else f" · reused run ({reused:.0f} s fine-tuning)" if reused else ""))
-        lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    lines += _per_seed_table(res, "Per seed (Recall@10 / NDCG@10 / Recall@50 / NDCG@50):",
+                             lambda p: " / ".join(f"{p[k]:.4f}" for k in METRICS))
+    lines += _per_seed_table(res, "Per seed: epochs run (best epoch, cap) · wall s, one thread, up "
+                             "to 2 trainings in parallel on a shared 2-core machine; fusions: flow "
+                             "weight per shift-gate bin (users per bin), smoothing, valid NDCG@10 "
+                             "base → fused:", _run_cell)
     t = res.get("paired_best_vs_runner_up") or {}
     if t:
-        lines += ["", f"Paired test, best ({LABELS[t['b_best']]}) vs runner-up "
-                      f"({LABELS[t['a_runner_up']]}) by mean NDCG@10, per seed ({t['note']}):", "",
-                  "| seed | metric | runner-up | best | diff [95% CI] | t-test p | Wilcoxon p |",
-                  "|---|---|---|---|---|---|---|"]
-        for s, by in t["per_seed"].items():
-            for m, c in by.items():
-                lines.append(f"| {s} | {m} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | {c['diff']:+.4f} "
-                             f"[{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | {c['t_test_p']:.2g} | "
-                             f"{c['wilcoxon_p']:.2g} |")
+        lines += _paired_table(f"Paired test, best ({LABELS[t['b_best']]}) vs runner-up "
+                               f"({LABELS[t['a_runner_up']]}) by mean NDCG@10, per seed "
+                               f"({t['note']}):", "runner-up", t["per_seed"])
         x = t.get("vs_best_unfused")
         if x:
-            lines += ["", f"Extra: best vs the best unfused row ({LABELS[x['a']]}), same test:", "",
-                      "| seed | metric | unfused | best | diff [95% CI] | t-test p | Wilcoxon p |",
-                      "|---|---|---|---|---|---|---|"]
-            for s, by in x["per_seed"].items():
-                for m, c in by.items():
-                    lines.append(f"| {s} | {m} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | "
-                                 f"{c['diff']:+.4f} [{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | "
-                                 f"{c['t_test_p']:.2g} | {c['wilcoxon_p']:.2g} |")
+            lines += _paired_table(f"Extra: best vs the best unfused row ({LABELS[x['a']]}), "
+                                   "same test:", "unfused", x["per_seed"])
     lines += ["", "Notes:", ""] + [f"- {n}" for n in NOTES]
     if res.get("reused"):
         lines += ["", "Reused: " + "; ".join(f"{k} <- {v}" for k, v in res["reused"].items())]
     lines += ["", "Commands (run by `" + res["invocation"] + "`):", ""]
     lines += [f"- `{c}`" for c in res["commands"]]
     return "\n".join(lines) + "\n"
+
+
+def _per_seed_table(res: dict[str, Any], title: str, cell: Any) -> list[str]:
+    """A markdown table, one line per seeded row, one `cell(per-seed record)` per seed."""
+    seeds = res["seeds"]
+    lines = ["", title, "", "| system | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + "---|" * len(seeds)]
+    for row in SEEDED:
+        r = res["rows"].get(row)
+        if r is not None:
+            cells = [cell(p) if (p := r["per_seed"].get(str(s))) else "not run" for s in seeds]
+            lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _run_cell(p: dict[str, Any]) -> str:
+    if "flow_weights_per_bin" in p:
+        ws = ", ".join(f"{w:g} ({n})" + (" top of grid" if top else "")
+                       for w, n, top in zip(p["flow_weights_per_bin"], p["bin_users"],
+                                            p["weight_at_grid_top"], strict=True) if n)
+        return (f"w {ws}; s {p['smoothing']:g}; {p['valid_ndcg@10_base']:.4f} → "
+                f"{p['valid_ndcg@10_fused']:.4f}")
+    wall = p.get("wall_seconds")
+    reused = p.get("wall_seconds_in_manifest")
+    return (f"{p.get('epochs_run')} ({p.get('best_epoch')}, cap {p.get('max_epochs')})"
+            + (f" · {wall:.0f} s" if wall is not None
+               else f" · reused run ({reused:.0f} s fine-tuning)" if reused else ""))
+
+
+def _paired_table(title: str, other: str, per_seed: dict[str, Any]) -> list[str]:
+    """`shiftrec compare` results per seed and metric as a markdown table."""
+    lines = ["", title, "", f"| seed | metric | {other} | best | diff [95% CI] | t-test p | "
+             "Wilcoxon p |", "|---|---|---|---|---|---|---|"]
+    for s, by in per_seed.items():
+        for m, c in by.items():
+            lines.append(f"| {s} | {m} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | {c['diff']:+.4f} "
+                         f"[{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | {c['t_test_p']:.2g} | "
+                         f"{c['wilcoxon_p']:.2g} |")
+    return lines
 
 
 def save(res: dict[str, Any]) -> None:
