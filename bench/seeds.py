@@ -350,8 +350,11 @@ def main() -> None:
         with lock:
             save(summarize(work, seeds, args))
 
-    if args.table_only:
-        refresh()
+    if args.table_only:  # rebuild the tables; the machine record stays the one of the runs
+        res = summarize(work, seeds, args)
+        if OUT_JSON.exists():
+            res["machine"] = json.loads(OUT_JSON.read_text()).get("machine", res["machine"])
+        save(res)
         return
     pending = [j for j in jobs if not complete(run_dir(work, *j))]
     running: set[tuple[str, int | None]] = set()
