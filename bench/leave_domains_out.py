@@ -151,11 +151,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from shiftrec.pipelines.transfer import PretrainConfig, pretrain
 
     rot = args.rotation
-    run = WORK / f"{rot}-h{args.hidden}" / "pre"
+    name = f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "")
+    run = WORK / name / "pre"
     sources = sources_for(rot)
     n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
     arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, n_experts=args.experts,
-                          objective=Objective.CONTRASTIVE)
+                          objective=Objective.CONTRASTIVE, logq=args.logq)
     resume = args.resume and (run / "trainer" / "checkpoint.json").exists()
     done = 0
     if resume:
@@ -186,7 +187,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         print(json.dumps(entry), flush=True)
 
         def upd(data: dict[str, Any], entry: dict[str, Any] = entry, fields: dict = fields) -> None:
-            p = data.setdefault("pretrain", {}).setdefault(f"{rot}-h{args.hidden}", {})
+            p = data.setdefault("pretrain", {}).setdefault(name, {})
             p["sources"] = [m for m in fields["provenance"]["data"]]
             p["config"] = fields["pretrain_config"]
             p["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
@@ -490,6 +491,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--logq", action="store_true", help="logQ correction of the in-batch negatives")
     for name in ("target", "curve"):
         t = sub.add_parser(name)
         t.add_argument("target" if name == "target" else "target", choices=sorted(TARGETS))

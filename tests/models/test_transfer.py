@@ -89,6 +89,45 @@ def test_forward_shapes_both_modes(tiny_domain):
         assert (net.item_id is not None) == (mode == Mode.TRANSDUCTIVE)
 
 
+def test_logq_correction_subtracts_log_frequency_of_in_batch_items(tiny_domain):
+    """With logq on, the sequence->item term is the cross-entropy of (logits - log q): equal
+    counts change nothing (a constant shift), skewed counts change the loss, and a missing
+    count table is one clear error."""
+    import torch.nn.functional as F
+
+    from shiftrec.errors import ConfigError
+
+    split, text, _ = tiny_domain
+    cfg = TransferConfig(**{**TINY.__dict__, "objective": Objective.CONTRASTIVE, "seq_weight": 0.0,
+                            "dropout": 0.0, "attn_dropout": 0.0, "adaptor_dropout": 0.0,
+                            "gate_noise": False})
+    batch = {"seq": torch.tensor([[1, 2, 3, 0], [4, 5, 1, 2]]),
+             "labels": torch.tensor([[2, 3, 4, 0], [5, 1, 2, 3]])}
+    torch.manual_seed(0)
+    plain = build_net(cfg, text).eval()
+    corrected = build_net(TransferConfig(**{**cfg.__dict__, "logq": True}), text).eval()
+    corrected.load_state_dict(plain.state_dict())
+    with pytest.raises(ConfigError, match="set_item_frequency"):
+        corrected.training_loss(batch)
+    n = split.n_items + 1
+    corrected.set_item_frequency(np.full(n, 7.0))
+    base = plain.training_loss(batch)
+    assert torch.allclose(corrected.training_loss(batch), base, atol=1e-6)
+    counts = np.arange(n, dtype=np.float64) ** 2
+    corrected.set_item_frequency(counts)
+    got = corrected.training_loss(batch)
+    seq, tgt = batch["seq"], batch["labels"]
+    h = plain.encode(seq)[tgt > 0]
+    uniq, inv = torch.unique(tgt[tgt > 0], return_inverse=True)
+    log_q = torch.log(torch.tensor((counts + 1) / (counts + 1).sum(), dtype=torch.float32))
+    want = F.cross_entropy(plain.logits(h, plain.item_embed(uniq)) - log_q[uniq], inv)
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, base, atol=1e-3)
+    with pytest.raises(InputError, match="non-negative"):
+        corrected.set_item_frequency(np.ones(n + 1))
+    corrected.set_item_text(text)  # a new item table drops the old counts
+    assert corrected.log_q is None
+
+
 def test_left_and_right_padding_agree(tiny_domain):
     """Positions count items from the first real one: the same history gives the same state."""
     _, text, _ = tiny_domain

@@ -50,6 +50,10 @@ class TransferConfig:
     objective: Objective = Objective.FULL_CE
     seq_weight: float = 0.001  # weight of the sequence-sequence contrastive term (pretraining)
     item_drop: float = 0.2  # item-dropout rate of the sequence augmentation (pretraining)
+    # contrastive pretraining: subtract log(training frequency) of each in-batch item from its
+    # logit (sampling-bias correction: in-batch negatives are drawn by popularity, so without it
+    # the model learns to rank popular items low; with it the loss estimates the full softmax)
+    logq: bool = False
 
     def arch(self) -> dict[str, Any]:
         """The fields that decide tensor shapes (checked when loading)."""

@@ -70,6 +70,17 @@ class TransferNet(nn.Module):
                                                      cfg.attn_dropout, ff_dropout=True)
                                     for _ in range(cfg.n_layers))
         self.apply(init_linear)
+        self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
+
+    def set_item_frequency(self, counts: np.ndarray) -> None:
+        """Training counts per item row (row 0 = padding) for the logQ correction of the
+        contrastive objective (TransferConfig.logq); add-one smoothed."""
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (self.n_items + 1,) or (counts < 0).any():
+            raise InputError(f"item counts must be {self.n_items + 1} non-negative numbers; "
+                             f"got shape {counts.shape}")
+        q = (counts + 1.0) / (counts + 1.0).sum()
+        self.log_q = torch.from_numpy(np.log(q).astype(np.float32)).to(self.text.device)
 
     def _new_id_table(self, n_items: int) -> nn.Embedding:
         e = nn.Embedding(n_items + 1, self.cfg.hidden, padding_idx=0)
@@ -92,6 +103,7 @@ class TransferNet(nn.Module):
                                 f"{self.text_dim}")
         dev = self.text.device
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
+        self.log_q = None  # counts belonged to the old table
         if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
             self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
 
@@ -192,6 +204,11 @@ class TransferNet(nn.Module):
         t = tgt[sel]
         uniq, inv = torch.unique(t, return_inverse=True)
         s = self.logits(h[sel], self.item_embed(uniq))
+        if cfg.logq:
+            if self.log_q is None:
+                raise ConfigError("logq correction needs the items' training counts "
+                                  "(TransferNet.set_item_frequency)")
+            s = s - self.log_q.to(s.device)[uniq]
         loss = F.cross_entropy(s, inv)
         if cfg.seq_weight > 0 and seq.shape[0] > 1:
             # sequence <-> sequence: two item-dropout views of each full sequence

@@ -211,6 +211,8 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
     torch.manual_seed(cfg.seed)
     net = build_net(cfg.model, merged.text)
     net.objective = Objective(cfg.model.objective)
+    if cfg.model.logq:
+        net.set_item_frequency(np.bincount(merged.train.items, minlength=len(merged.text)))
     batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride)
     phase = Phase(name="pretrain", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
