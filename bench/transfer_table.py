@@ -119,11 +119,13 @@ def prepare(ds_name: str, cache_dir: Path) -> Any:
 
 
 def _progress(tag: str) -> Any:
-    def show(ev: Any) -> None:
-        if ev.kind == "epoch":
-            m = {k: round(v, 4) for k, v in ev.metrics.items() if k in ("ndcg@10", "recall@10")}
-            print(f"  {tag} epoch {ev.epoch} loss={ev.loss:.4f} {m} {ev.seconds:.0f}s", flush=True)
-    return show
+    """One line per epoch (the CLI's printer; `tag` names the row in the log above it)."""
+    from rich.console import Console
+
+    from shiftrec.cli.transfer import epoch_printer
+
+    print(f"row {tag}", flush=True)
+    return epoch_printer(Console())
 
 
 def _test_metrics(m: dict[str, float]) -> dict[str, float]:

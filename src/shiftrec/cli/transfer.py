@@ -21,7 +21,8 @@ def _console() -> Any:
     return Console()
 
 
-def _printer(con: Any) -> Any:
+def epoch_printer(con: Any) -> Any:
+    """Training progress, one line per epoch (also used by the transfer benchmarks)."""
     def show(ev: Any) -> None:
         if ev.kind == "epoch":
             m = " ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items()
@@ -89,7 +90,7 @@ def pretrain_cmd(
                                      max_len=cfg.model.max_len, cache_dir=cache_dir)
     con.print(f"pretraining on {', '.join(s.name for s in srcs)} "
               f"({sum(len(s.split.user_ids) for s in srcs):,} users)")
-    _, fields = pretrain(srcs, encoder, cfg, out, resume=resume, progress=_printer(con))
+    _, fields = pretrain(srcs, encoder, cfg, out, resume=resume, progress=epoch_printer(con))
     con.print(f"[bold]checkpoint[/bold] {out} ({fields['provenance']['wall_seconds']}s)")
 
 
@@ -139,7 +140,7 @@ def finetune_cmd(
     con.print(f"fine-tuning {'from ' + str(ck) if ck else 'from scratch'} on {src.name} "
               f"({len(src.split.user_ids):,} users, {src.split.n_items:,} items)")
     net, fields = finetune(ck, src.split, src.text, enc, cfg, out, resume=resume,
-                           progress=_printer(con), data_name=src.name)
+                           progress=epoch_printer(con), data_name=src.name)
     metrics, ranks = evaluate_net(net, src.split, "test", threads=cfg.threads)
     _write_metrics(out / "metrics.json", metrics, out, src, ranks, "test")
     con.print(_fmt(metrics))
