@@ -125,7 +125,7 @@ def _progress(tag: str) -> Any:
     from shiftrec.cli.transfer import epoch_printer
 
     print(f"row {tag}", flush=True)
-    return epoch_printer(Console())
+    return epoch_printer(Console(width=160))
 
 
 def _test_metrics(m: dict[str, float]) -> dict[str, float]:
