@@ -4,7 +4,7 @@ popularity, with paired tests and the cold-item slice.
 
 Protocol (ours; selection on validation only, test reported once per row):
 - Rotation A: sources = amazon beauty, health, books, electronics-2014, electronics-2018 (five
-  domains, every user, ~1.5M training interactions); held-out targets = amazon toys and amazon
+  domains, every user, 1.33M training interactions); held-out targets = amazon toys and amazon
   clothing (each a seeded sample of 5,000 users: the "small target" of the mission), and
   Scientific (Amazon 2018 Industrial & Scientific, UniSRec's files, all 8,442 users).
 - Item text = title (the Amazon 2014 folders have no other field) for the sources and the Amazon
@@ -19,10 +19,17 @@ Protocol (ours; selection on validation only, test reported once per row):
 - Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
   rows, overall and on the cold slice (target item with <= 5 training interactions).
 
-    python bench/leave_domains_out.py pretrain --chunks 6 --chunk-steps 200 [--resume]
-    python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch,zs,ft
-    python bench/leave_domains_out.py curve toys           # ft + zs at every snapshot
+    python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--resume]
+    python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
+    python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor \
+        --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     # seeds > 0 are stored as row#seedN
+    python bench/leave_domains_out.py curve toys --rows zs,ft --chunks 1 2 3 8   # learning curve
+    python bench/leave_domains_out.py tests --pairs scratch:ft@snap_6,sasrec:ft@snap_6
+    python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
     python bench/leave_domains_out.py table                # markdown from the JSON
+
+Set SHIFTREC_DATA to the shared data folder. Item text is cached in out/cache/minilm (the first
+run encodes ~150K titles: about 25 min on 2 cores).
 
 Results: bench/results/leave_domains_out.{json,md}; per-user ranks in
 bench/results/leave_domains_out.ranks.npz; work folders under out/lodo.
