@@ -21,8 +21,8 @@ Protocol (ours; selection on validation only, test reported once per row):
 
     python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--resume]
     python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
-    python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor \
-        --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     # seeds > 0 are stored as row#seedN
+    python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor
+        --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     (one command; seeds > 0: row#seedN)
     python bench/leave_domains_out.py curve toys --rows zs,ft --chunks 1 2 3 8   # learning curve
     python bench/leave_domains_out.py tests --pairs scratch:ft@snap_6,sasrec:ft@snap_6
     python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
