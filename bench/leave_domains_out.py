@@ -88,6 +88,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def lock_path() -> Path:
+    """Lock file of the read-modify-write of the results (target jobs run side by side)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    return WORK / ".results.lock"
+
+
 def load_json() -> dict[str, Any]:
     return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
 
@@ -97,7 +103,7 @@ def save_json(update: Any) -> None:
     import fcntl
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / ".lodo.lock", "w") as lock:
+    with open(lock_path(), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load_json()
         update(data)
@@ -110,7 +116,7 @@ def save_json(update: Any) -> None:
 def store_ranks(key: str, ranks: np.ndarray) -> None:
     import fcntl
 
-    with open(RESULTS / ".lodo.lock", "w") as lock:
+    with open(lock_path(), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         have: dict[str, np.ndarray] = {}
         if RANKS.exists():
@@ -220,7 +226,7 @@ def target_source(name: str) -> Any:
 def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, work: Path
             ) -> tuple[dict[str, Any], np.ndarray]:
     from shiftrec.evaluate.ranking import evaluate
-    from shiftrec.models.transfer import Freeze, Mode
+    from shiftrec.models.transfer import Freeze, Mode, TransferConfig
     from shiftrec.pipelines.transfer import FinetuneConfig, evaluate_net, finetune, zero_shot
 
     split, text = src.split, src.text
@@ -273,7 +279,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
         cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, threads=args.threads)
+                             seed=args.seed, threads=args.threads,
+                             model=TransferConfig(hidden=args.hidden, inner=2 * args.hidden))
         start = None if row == "scratch" else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, work / row, resume=args.resume
                                and (work / row / "trainer" / "checkpoint.json").exists(),
@@ -312,7 +319,8 @@ def cmd_target(args: argparse.Namespace) -> None:
     masks = slices_of(src)
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
-    work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "")
+    work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "") / \
+        (f"h{args.hidden}" if args.hidden != 128 else "")
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
             sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
@@ -327,6 +335,7 @@ def cmd_target(args: argparse.Namespace) -> None:
         res["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
         key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
+            (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "") + \
             (f"#seed{args.seed}" if args.seed else "")
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
@@ -533,6 +542,8 @@ def main() -> None:
         t.add_argument("--patience", type=int, default=3)
         t.add_argument("--sasrec-epochs", type=int, default=80)
         t.add_argument("--resume", action="store_true")
+        t.add_argument("--hidden", type=int, default=128,
+                       help="width of the scratch row's model (fine-tuning keeps the checkpoint's)")
         if name == "curve":
             t.add_argument("--run", default="A-h128")
             t.add_argument("--chunks", type=int, nargs="*", default=None)
