@@ -190,9 +190,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         shutil.copytree(run, snap, ignore=shutil.ignore_patterns("trainer"))
         hist = fields["provenance"]["history"]
         last = hist[-1]
-        seen = sum(r["steps"] for r in hist) * args.batch_size
-        entry = {"chunk": k, "snapshot": str(snap.relative_to(ROOT)), "steps": sum(r["steps"] for r in hist),
-                 "targets_processed": seen, "pool_train_interactions": n_train,
+        steps = sum(r["steps"] for r in hist)
+        entry = {"chunk": k, "snapshot": str(snap.relative_to(ROOT)), "steps": steps,
+                 "targets_processed": steps * args.batch_size, "pool_train_interactions": n_train,
                  "source_valid_ndcg@10": last["metrics"].get("ndcg@10"),
                  "best_epoch": fields["provenance"]["best_epoch"][0],
                  "chunk_seconds": round(time.perf_counter() - t, 1),
@@ -203,7 +203,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
         def upd(data: dict[str, Any], entry: dict[str, Any] = entry, fields: dict = fields) -> None:
             p = data.setdefault("pretrain", {}).setdefault(name, {})
-            p["sources"] = [m for m in fields["provenance"]["data"]]
+            p["sources"] = list(fields["provenance"]["data"])
             p["config"] = fields["pretrain_config"]
             p["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
             chunks = [c for c in p.get("chunks", []) if c["chunk"] != entry["chunk"]]
@@ -234,8 +234,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
     if row == "pop":
         from shiftrec.models.popularity import Popularity
 
-        m, ranks = evaluate(Popularity().fit(split), split, "test")
-        info["valid_ndcg@10"] = evaluate(Popularity().fit(split), split, "valid")[0]["ndcg@10"]
+        model = Popularity().fit(split)
+        m, ranks = evaluate(model, split, "test")
+        info["valid_ndcg@10"] = evaluate(model, split, "valid")[0]["ndcg@10"]
     elif row == "itemknn":
         from shiftrec.models.itemknn import ItemKNN
 
@@ -306,8 +307,11 @@ def slices_of(src: Any) -> dict[str, np.ndarray]:
 def sliced_metrics(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
     from shiftrec.evaluate.metrics import all_metrics
 
-    return {b: ({k: all_metrics(ranks[mk])[k] for k in KEYS} if mk.any() else None)
-            for b, mk in masks.items()}
+    out: dict[str, Any] = {}
+    for b, mk in masks.items():
+        m = all_metrics(ranks[mk]) if mk.any() else None  # once per bin, not once per key
+        out[b] = None if m is None else {k: m[k] for k in KEYS}
+    return out
 
 
 def cmd_target(args: argparse.Namespace) -> None:
