@@ -3,7 +3,6 @@ metrics (thin adapter over models.registry, train.trainer and evaluate.ranking).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,7 +144,9 @@ def train_cmd(
             opts["init_from"] = base_model
         rec = build_model(model, **opts)
     rec.fit(split)
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    from shiftrec.train.trainer import dist_info
+
+    if not dist_info().main:
         return  # under torchrun only rank 0 saves, evaluates and writes metrics
     rec.save(out)
     metrics, ranks = evaluate(rec, split, "test")

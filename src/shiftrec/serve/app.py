@@ -232,7 +232,6 @@ class Service:
         self.snapshot_seq = 0  # applied_seq of the latest snapshot written or loaded
         self.rec = self._load(self.run_dir, use_snapshot=True)
         self.batcher = Batcher(self)
-        self.run_created = self.rec.manifest.get("created")
         self.run_identity = run_identity(self.run_dir)
         self.reloads = 0
 
@@ -264,9 +263,9 @@ class Service:
     def _apply_after(self, rec: Recommender) -> int:
         """Apply to `rec` every stored event after `applied_seq` (own writes and those of other
         replicas sharing the store), in seq order; returns how many were applied."""
-        n = 0
+        n, limit = 0, 50_000
         while True:
-            rows = self.store.events_after(self.applied_seq)
+            rows = self.store.events_after(self.applied_seq, limit)
             if not rows:
                 return n
             batch: list[tuple[str, int, int]] = []
@@ -283,6 +282,8 @@ class Service:
                     n += 1
             rec.observe(batch)
             self.applied_seq = int(rows[-1][0])
+            if len(rows) < limit:  # the store had no more: no second, empty query
+                return n
 
     def catch_up(self) -> int:
         """Pick up the events other replicas stored since the last look."""
@@ -315,7 +316,6 @@ class Service:
         with self.write_lock:  # no event lands between the replay and the swap
             self._replay(rec, use_snapshot=False)
             self.rec, self.run_dir = rec, new_dir
-            self.run_created = rec.manifest.get("created")
             self.run_identity = run_identity(new_dir)
             self.reloads += 1
         return {"run": rec.manifest.get("name"), "model": rec.model_name,

@@ -13,7 +13,6 @@ stated, when any of them no longer matches. bench/serve.py measures it on 1M ite
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -135,27 +134,11 @@ class AnnRetriever:
         JSON goes last, so a crash in between leaves a hash that no longer matches."""
         import faiss
 
-        from shiftrec.manifest import sha256_file
+        from shiftrec.manifest import atomic_write_bytes, sha256_file, write_json
 
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".index.faiss.{os.getpid()}.tmp"
-        faiss.write_index(self.index, str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, path / "index.faiss")
-        body = {**meta, "sha256": sha256_file(path / "index.faiss"), "ntotal": self.index.ntotal,
-                "nlist_used": self.nlist}
-        tj = path / f".index.json.{os.getpid()}.tmp"
-        tj.write_text(json.dumps(body, indent=2))
-        _fsync(tj)
-        os.replace(tj, path / "index.json")
-
-
-def _fsync(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write_bytes(path / "index.faiss", faiss.serialize_index(self.index).tobytes())
+        write_json(path / "index.json", {**meta, "sha256": sha256_file(path / "index.faiss"),
+                                         "ntotal": self.index.ntotal, "nlist_used": self.nlist})
 
 
 def index_dir(run_dir: Path) -> Path:
