@@ -284,24 +284,7 @@ class RayRunner(Runner):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         super().__init__()
-        try:
-            import ray
-        except ImportError:
-            from shiftrec.errors import ConfigError
-
-            raise ConfigError("--engine ray needs Ray: pip install 'ray[data]'") from None
-        if not ray.is_initialized():
-            from shiftrec.errors import ConfigError
-
-            if address:
-                _check_reachable(address)
-            kw: dict[str, Any] = {"address": address} if address else \
-                {"num_cpus": num_cpus, "include_dashboard": False}
-            try:
-                ray.init(**kw, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"cannot start or join Ray (address {address or 'local'}): "
-                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        connect_ray(address, num_cpus)
 
     def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
         import json
@@ -315,6 +298,29 @@ class RayRunner(Runner):
         res = [json.loads(r["json"]) for r in sorted(out, key=lambda r: r["__i"])]
         self.pids.update(r["__pid"] for r in res)
         return _raise_first([r["res"] for r in res])
+
+
+def connect_ray(address: str | None, num_cpus: int | None) -> Any:
+    """The `ray` module, connected (ingest and encode share this): the running connection, else
+    `ray.init(address)` after checking the address answers, else a new local Ray with `num_cpus`
+    CPUs. Every failure is one ConfigError line."""
+    from shiftrec.errors import ConfigError
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray: pip install 'shiftrec[ray]' (ray[data])") from None
+    if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
+        kw: dict[str, Any] = {"address": address} if address else \
+            {"num_cpus": num_cpus, "include_dashboard": False}
+        try:
+            ray.init(**kw, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"cannot start or join Ray (address {address or 'local'}): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return ray
 
 
 def _check_reachable(address: str) -> None:

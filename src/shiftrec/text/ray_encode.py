@@ -85,25 +85,6 @@ class _EncoderActor:
             os.getpid()
 
 
-def connect(address: str | None, num_cpus: int | None) -> Any:
-    """The `ray` module, connected: the running connection, else `ray.init(address)`, else a new
-    local Ray with `num_cpus` CPUs."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray: pip install 'shiftrec[ray]' "
-                          "(ray[data])") from None
-    if not ray.is_initialized():
-        kw: dict[str, Any] = ({"address": address} if address else
-                              {"num_cpus": num_cpus, "include_dashboard": False})
-        try:
-            ray.init(**kw, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ConfigError(f"cannot connect to Ray at '{address or 'local'}': "
-                              f"{str(e).splitlines()[0]}") from None
-    return ray
-
-
 class RayEncoder:
     """A `TextEncoder` whose `encode` runs on a pool of `workers` Ray actors (each `threads` torch
     threads, `num_cpus` = threads), each loading `encoder` (a registered name, or a model folder
@@ -149,8 +130,10 @@ class RayEncoder:
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         batches = batch_plan(texts, batch_size, self.sort_by_length)
-        ray = connect(self.address, self.workers_wanted * self.threads
-                      if self.workers_wanted else None)
+        from shiftrec.data.outofcore import connect_ray
+
+        ray = connect_ray(self.address, self.workers_wanted * self.threads
+                          if self.workers_wanted else None)
         from ray.util import ActorPool
 
         workers = self.workers_wanted or max(1, int(ray.cluster_resources().get("CPU", 1))
