@@ -235,16 +235,26 @@ class EventStore:
     def _read_con(self) -> Any:
         return self.dialect.connect(self.target)
 
+    def _kept_reader(self) -> Any:
+        """The one kept reader connection, opened on first use (hold `_read_lock`)."""
+        if self._reader is None:
+            self._reader = self._read_con()
+        return self._reader
+
+    def _rows_after(self, con: Any, seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """(seq, *EVENT_COLS) rows with seq > `seq`, in order, at most `limit`, read on `con`."""
+        cur = con.cursor()
+        cur.execute(f"SELECT seq, {', '.join(EVENT_COLS)} FROM events WHERE seq > "
+                    f"{self.dialect.ph} ORDER BY seq LIMIT {int(limit)}", (int(seq),))
+        return cur.fetchall()
+
     def iter_events(self, after_seq: int = 0, batch: int = 50_000) -> Iterator[tuple[Any, ...]]:
         """(seq, *EVENT_COLS) rows in arrival order."""
         con = self._read_con()
         try:
             last = after_seq
             while True:
-                cur = con.cursor()
-                cur.execute(f"SELECT seq, {', '.join(EVENT_COLS)} FROM events WHERE seq > "
-                            f"{self.dialect.ph} ORDER BY seq LIMIT {int(batch)}", (last,))
-                rows = cur.fetchall()
+                rows = self._rows_after(con, last, batch)
                 if not rows:
                     return
                 yield from rows
@@ -256,18 +266,11 @@ class EventStore:
         """(seq, *EVENT_COLS) rows with seq > `seq`, in order, at most `limit`; one kept
         reader connection (autocommit: each call sees every commit so far)."""
         with self._read_lock:
-            if self._reader is None:
-                self._reader = self._read_con()
-            cur = self._reader.cursor()
-            cur.execute(f"SELECT seq, {', '.join(EVENT_COLS)} FROM events WHERE seq > "
-                        f"{self.dialect.ph} ORDER BY seq LIMIT {int(limit)}", (int(seq),))
-            return cur.fetchall()
+            return self._rows_after(self._kept_reader(), seq, limit)
 
     def event_id_at(self, seq: int) -> str | None:
         with self._read_lock:
-            if self._reader is None:
-                self._reader = self._read_con()
-            cur = self._reader.cursor()
+            cur = self._kept_reader().cursor()
             cur.execute(f"SELECT event_id FROM events WHERE seq = {self.dialect.ph}", (int(seq),))
             row = cur.fetchone()
             return None if row is None else str(row[0])
