@@ -208,6 +208,37 @@ def test_text_model_embeds_new_items_at_once(text_run, tmp_path):
     s2.close()
 
 
+def test_catch_up_adds_items_another_replica_added_reading_them_once(text_run, tmp_path):
+    """Events naming items another replica added: catch_up adds those items and applies the
+    events, reading the items table once however many stored events name unknown items."""
+    from shiftrec.serve.store import StoredEvent
+
+    url = f"sqlite:///{tmp_path / 'ev.sqlite'}"
+    a = Service(text_run, url, token=TOKEN, encoder=FakeEncoder())
+    b = Service(text_run, url, token=TOKEN, encoder=FakeEncoder())
+    try:
+        ca = TestClient(create_app(a))
+        items = [{"item_id": f"new-{j}", "title": f"A new lamp {j}"} for j in range(3)]
+        assert ca.post("/v1/items", json={"items": items}, headers=AUTH).status_code == 200
+        evs = [{"user_id": "u", "item_id": f"new-{j % 3}", "timestamp": 1.7e9 + j}
+               for j in range(6)]
+        assert ca.post("/v1/events", json={"events": evs}, headers=AUTH).json()["stored"] == 6
+        # events of items no run knows (as after a reload onto another catalogue)
+        a.store.append([StoredEvent(f"gone-{j}", "u", f"gone-{j}", None, int(1.8e15) + j,
+                                    "view") for j in range(4)])
+        reads = []
+        items_of = b.store.items
+        b.store.items = lambda: reads.append(1) or items_of()
+        assert b.catch_up() == 6
+        assert len(reads) == 1
+        assert b.rec.snapshot("u")[0] == a.rec.snapshot("u")[0]
+        assert [b.rec.item_ids[i] for i in b.rec.snapshot("u")[0]] == \
+            [f"new-{j % 3}" for j in range(6)]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_reload_swaps_the_run_and_keeps_live_events(client, svc, text_run):
     client.post("/v1/events", json={"events": [{"user_id": "z", "item_id": "I0000001",
                                                 "timestamp": 1.7e9}]}, headers=AUTH)

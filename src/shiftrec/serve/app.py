@@ -269,10 +269,15 @@ class Service:
             if not rows:
                 return n
             batch: list[tuple[str, int, int]] = []
+            # items another replica added: the items table is read (and its new items added)
+            # at the first unknown item of these rows, once; it was read after the rows, so it
+            # holds every item stored before any of these events
+            items_read = False
             for row in rows:
                 _, _eid, user, item, _dom, ts_us, *_ = row
                 idx = rec.resolve(item)
-                if idx is None and rec.can_add_items:  # an item another replica added
+                if idx is None and rec.can_add_items and not items_read:
+                    items_read = True
                     new = [it for it in self.store.items() if rec.resolve(it["item_id"]) is None]
                     if new:
                         rec.add_items(new)
