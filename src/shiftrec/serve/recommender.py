@@ -612,32 +612,32 @@ class Recommender:
                         rows_s.append(it.score)
                 if progress is not None:
                     progress(len(batch))
-            user_ids = []
-        for a in range(0, len(user_ids), batch_size):
-            batch = user_ids[a:a + batch_size]
-            snaps = [self.snapshot(u)[:2] for u in batch]
-            warm = [j for j, (h, _) in enumerate(snaps) if h]
-            S = np.broadcast_to(self.popularity, (len(batch), len(self.popularity))).copy()
-            if warm:
-                sc = np.asarray(self.model.score([np.asarray(snaps[j][0], np.int64) for j in warm],
-                                                 [np.asarray(snaps[j][1], np.int64) for j in warm]),
-                                np.float32)
-                S[warm, :sc.shape[1]] = sc
-            S[:, 0] = -np.inf
-            for j, (h, _) in enumerate(snaps):
-                if h:
-                    S[j, np.asarray(h, np.int64)] = -np.inf
-            kk = min(k, S.shape[1] - 1)
-            top = np.argsort(-S, axis=1, kind="stable")[:, :kk]
-            for j, u in enumerate(batch):
-                for r, i in enumerate(top[j].tolist()):
-                    if np.isfinite(S[j, i]):
-                        rows_u.append(u)
-                        rows_r.append(r + 1)
-                        rows_i.append(str(self.item_ids[i]))
-                        rows_s.append(float(S[j, i]))
-            if progress is not None:
-                progress(len(batch))
+        else:
+            for a in range(0, len(user_ids), batch_size):
+                batch = user_ids[a:a + batch_size]
+                snaps = [self.snapshot(u)[:2] for u in batch]
+                warm = [j for j, (h, _) in enumerate(snaps) if h]
+                S = np.broadcast_to(self.popularity, (len(batch), len(self.popularity))).copy()
+                if warm:
+                    sc = np.asarray(self.model.score(
+                        [np.asarray(snaps[j][0], np.int64) for j in warm],
+                        [np.asarray(snaps[j][1], np.int64) for j in warm]), np.float32)
+                    S[warm, :sc.shape[1]] = sc
+                S[:, 0] = -np.inf
+                for j, (h, _) in enumerate(snaps):
+                    if h:
+                        S[j, np.asarray(h, np.int64)] = -np.inf
+                kk = min(k, S.shape[1] - 1)
+                top = np.argsort(-S, axis=1, kind="stable")[:, :kk]
+                for j, u in enumerate(batch):
+                    for r, i in enumerate(top[j].tolist()):
+                        if np.isfinite(S[j, i]):
+                            rows_u.append(u)
+                            rows_r.append(r + 1)
+                            rows_i.append(str(self.item_ids[i]))
+                            rows_s.append(float(S[j, i]))
+                if progress is not None:
+                    progress(len(batch))
         return pl.DataFrame({"user_id": rows_u, "rank": rows_r, "item_id": rows_i,
                              "score": rows_s},
                             schema={"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String,
