@@ -306,6 +306,7 @@ def test_ray_engine_equals_memory(tmp_path: Path) -> None:
         assert_same(outputs(tmp_path / "mem"), outputs(tmp_path / "ray"))
         rep = read_json(tmp_path / "ray" / "ingest_report.json")
         assert rep["engine"]["task_processes"] >= 2  # tasks ran in Ray worker processes
+        assert rep["engine"]["workers"] == 2  # the cluster's CPUs (1 CPU a task), not 1
         bad = tmp_path / "bad"
         bad.mkdir()
         frame([(None, "b", k, "view", 1.0, "s") for k in range(3)]).write_parquet(bad / "p.parquet")

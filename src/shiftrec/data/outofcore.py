@@ -203,6 +203,7 @@ class Runner:
     first ShiftrecError in item order is raised (as a sequential loop would raise it)."""
 
     name = "streaming"
+    workers: int | None = 1  # tasks that can run at once (None: not known)
 
     def __init__(self) -> None:
         self.pids: set[int] = set()  # the processes that ran tasks
@@ -285,12 +286,17 @@ class RayRunner(Runner):
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         super().__init__()
         connect_ray(address, num_cpus)
+        self.workers = None  # known once tasks run (map)
 
     def map(self, fn: Any, shared: dict[str, Any], items: list[dict[str, Any]]) -> list[Any]:
         import json
 
         import ray.data
 
+        # every task takes 1 CPU, so the cluster's CPUs are the tasks that can run at once (as
+        # RayEncoder counts its workers); the most seen, as an autoscaling cluster can grow
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.workers = max(self.workers or 0, cpus) or None
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         rows = [{"__i": k, **it} for k, it in enumerate(items)]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
@@ -616,6 +622,6 @@ def _run(opts: ReadOptions, cfg: CleanConfig, out: Path, name: str, scfg: Stream
         lap("write")
         report["engine"]["seconds"] = secs
         report["engine"]["task_processes"] = len(runner.pids)
-        report["engine"]["workers"] = getattr(runner, "workers", 1)
+        report["engine"]["workers"] = getattr(runner, "workers", None)
         write_json(tmp / "ingest_report.json", make_manifest("ingest_report", **report))
     return report
