@@ -116,20 +116,14 @@ class SASRec:
     def query_vectors(self, histories: list[np.ndarray],
                       times: list[np.ndarray] | None = None) -> np.ndarray:
         """(batch, hidden) user vectors whose dot products with item_vectors() are the scores
-        (for candidate retrieval over a large catalogue)."""
-        import torch
-
-        from shiftrec.train.batches import pad_left
-        from shiftrec.train.threads import resolve_threads, torch_threads
-
+        (for candidate retrieval over a large catalogue); run like score, in batches."""
         if self.net is None:
             raise ArtifactError("sasrec model is not fitted")
-        self.net.eval()
-        dev = self.net.item_emb.weight.device
-        seq = torch.from_numpy(pad_left(histories, self.config.max_len)).to(dev)
-        with torch.no_grad(), torch_threads(resolve_threads(self.config.train.threads,
-                                                            self.config.hidden, len(seq))):
-            return self.net.query(seq).float().cpu().numpy()
+        if not histories:
+            return np.zeros((0, self.config.hidden), np.float32)
+        net = self.net
+        return score_module(net, histories, None, self.config.max_len,
+                            threads=self.config.train.threads, fn=lambda seq, _t: net.query(seq))
 
     def save(self, path: str | Path) -> None:
         if self.net is None:

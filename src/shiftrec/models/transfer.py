@@ -310,7 +310,10 @@ class TransferRec:
             raise ArtifactError(f"{self.name} model is not fitted{what}")
         return self.net
 
-    def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
+    def _run(self, histories: list[np.ndarray], fn: Any) -> np.ndarray:
+        """float32 `fn(net, seq)` of the right-aligned padded histories, in eval mode without
+        grad, on the scoring thread count (the net works through them 256 at a time, shortest
+        first: TransferNet.user_vectors)."""
         import torch
 
         from shiftrec.train.batches import pad_left
@@ -321,7 +324,10 @@ class TransferRec:
         seq = torch.from_numpy(pad_left(histories, self.cfg.max_len))
         threads = getattr(self.train_cfg, "threads", 0) or 0
         with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
-            return net.score_all(seq.to(net.text.device)).float().cpu().numpy()
+            return fn(net, seq.to(net.text.device)).float().cpu().numpy()
+
+    def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
+        return self._run(histories, lambda net, seq: net.score_all(seq))
 
     def item_vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         """(n_items + 1, hidden) unit item vectors (row 0 padding), or those of `ids`:
@@ -340,19 +346,13 @@ class TransferRec:
     def query_vectors(self, histories: list[np.ndarray],
                       times: list[np.ndarray] | None = None) -> np.ndarray:
         """(batch, hidden) unit user vectors / temperature (see item_vectors); only the
-        history items are adapted, not the whole table."""
+        history items are adapted, not the whole table; run like score."""
         import torch
 
-        from shiftrec.train.batches import pad_left
-        from shiftrec.train.threads import resolve_threads, torch_threads
+        def run(net: Any, seq: Any) -> Any:
+            return torch.nn.functional.normalize(net.user_vectors(seq), dim=-1) / net.cfg.temperature
 
-        net = self._fitted("")
-        net.eval()
-        seq = torch.from_numpy(pad_left(histories, self.cfg.max_len)).to(net.text.device)
-        threads = getattr(self.train_cfg, "threads", 0) or 0
-        with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
-            u = torch.nn.functional.normalize(net.user_vectors(seq), dim=-1)
-            return (u / net.cfg.temperature).float().cpu().numpy()
+        return self._run(histories, run)
 
     def save(self, path: str | Path) -> None:
         net = self._fitted(": nothing to save")

@@ -700,21 +700,25 @@ def _train(module: Any, config: TrainConfig, batches: Any, valid: Any,
 
 def score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
                  max_len: int, batch_size: int = 256, amp: bool = False,
-                 threads: int | None = 0) -> np.ndarray:
+                 threads: int | None = 0, *, fn: Callable[[Any, Any], Any] | None = None
+                 ) -> np.ndarray:
     """float32 scores (batch, n_items + 1) of a score_all module (see _score_module), with
     `threads` torch threads (0 = auto for the module's width, None = leave the current count,
-    as inside a training call) during the call only."""
+    as inside a training call) during the call only. `fn(seq, times)` replaces
+    module.score_all for other per-history rows (e.g. a model's query vectors)."""
     from shiftrec.train.threads import module_hidden, resolve_threads, torch_threads
 
     if threads is None:
-        return _score_module(module, histories, times, max_len, batch_size, amp)
+        return _score_module(module, histories, times, max_len, batch_size, amp, fn)
     with torch_threads(resolve_threads(threads, module_hidden(module), batch_size)):
-        return _score_module(module, histories, times, max_len, batch_size, amp)
+        return _score_module(module, histories, times, max_len, batch_size, amp, fn)
 
 
 def _score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarray] | None,
-                  max_len: int, batch_size: int = 256, amp: bool = False) -> np.ndarray:
-    """float32 scores (batch, n_items + 1) of a score_all module, in eval mode, without grad.
+                  max_len: int, batch_size: int = 256, amp: bool = False,
+                  fn: Callable[[Any, Any], Any] | None = None) -> np.ndarray:
+    """float32 scores (batch, n_items + 1) of a score_all module (or the rows of
+    `fn(seq, times)`), in eval mode, without grad.
 
     Histories are scored in order of length, `batch_size` at a time (and put back in the given
     order), so a module that trims all-padding columns (as SASRec does) does little padding work.
@@ -730,6 +734,7 @@ def _score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarr
         device = next(module.parameters()).device
     except StopIteration:  # pragma: no cover
         device = torch.device("cpu")
+    run = module.score_all if fn is None else fn
     n = len(histories)
     lens = np.array([min(len(h), max_len) for h in histories], dtype=np.int64)
     order = np.argsort(lens, kind="stable")
@@ -748,7 +753,7 @@ def _score_module(module: Any, histories: list[np.ndarray], times: list[np.ndarr
                 t = None
                 if times is not None:
                     t = torch.from_numpy(pad_left([times[i] for i in rows], max_len)).to(device)
-                s = module.score_all(seq, t).float().cpu().numpy()
+                s = run(seq, t).float().cpu().numpy()
                 if out is None:
                     out = np.empty((n, s.shape[1]), dtype=np.float32)
                 out[rows] = s
