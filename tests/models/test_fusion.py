@@ -99,6 +99,33 @@ def test_grid_grows_when_the_top_weight_wins():
     assert v["valid_ndcg@10_fused"] >= again.selection["valid_ndcg@10_fused"]
 
 
+def test_grid_growth_reuses_the_first_pass_scores(monkeypatch):
+    """The growth pass ranks on the first validation pass's base and flow scores (kept when they
+    fit in memory): the base scores each validation user once; past the memory limit they are
+    scored again, with the same choice."""
+    import shiftrec.models.fusion as fusion
+
+    class Counting(LogPopularity):
+        rows = 0
+
+        def score(self, histories, times=None):
+            Counting.rows += len(histories)
+            return super().score(histories, times)
+
+    split = cyclic_split(n_users=60, n_items=12, popular=5)
+    kw = dict(weights=(0.0, 0.05, 0.1), n_bins=1, min_bin_users=1, grow_factor=2.0,
+              max_grow=6, batch_size=16)
+    kept = ShiftFusion(Counting(), **kw).fit(split)
+    assert kept.selection["grid_grown"] >= 1
+    assert Counting.rows == 1 + len(split.valid)  # the width check, then one validation pass
+    Counting.rows = 0
+    monkeypatch.setattr(fusion, "_KEEP_PARTS_BYTES", 0)
+    again = ShiftFusion(Counting(), **kw).fit(split)
+    assert Counting.rows == 1 + 2 * len(split.valid)
+    assert again.selection == kept.selection
+    assert np.array_equal(again.bin_weights, kept.bin_weights)
+
+
 def test_selection_metric_is_a_choice():
     split = cyclic_split(n_users=60, n_items=12, popular=5)
     m = ShiftFusion(LogPopularity(), select_metric="recall@50", n_bins=1).fit(split)

@@ -24,7 +24,7 @@ item_topic.npz, base/ and flow/ (the components' own artifacts).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,10 @@ from shiftrec.models.artifact import (
     split_fields,
 )
 from shiftrec.models.itemknn import ItemKNN
+
+#: the validation batches' base and flow scores (8 bytes an item and user) are kept for the
+#: grid-growth pass when they take at most this much memory; past it they are computed again
+_KEEP_PARTS_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,11 @@ class ShiftFusion:
                              "no validation user")
         W = np.asarray(sorted(set(cfg.weights)), np.float64)
         S = np.asarray(cfg.smoothing, np.float64)
-        gain, stat = self._valid_gains(es, W, S)
+        kept = None  # the batches' parts, for the growth pass to reuse
+        if len(es) * (split.n_items + 1) * 8 <= _KEEP_PARTS_BYTES:
+            kept = list(self._valid_parts(es))
+        gain, stat = self._valid_gains(es, W, S, kept if kept is not None else
+                                       self._valid_parts(es))
         qs = np.linspace(0, 1, cfg.n_bins + 1)[1:-1]
         self.edges = np.unique(np.quantile(stat, qs)) if len(qs) else np.zeros(0)
         bins = self._bins(stat)
@@ -203,11 +211,12 @@ class ShiftFusion:
         best_total, best = self._choose(gain, bins, nb, len(S))
         grown = 0
         if best[1].max() == len(W) - 1 and cfg.max_grow and W[-1] > 0:
-            # the top of the grid won: score every growth step in ONE more validation pass (the
-            # base model's scores are the costly part), then grow step by step as long as a
-            # choice still sits at the top
+            # the top of the grid won: score every growth step in ONE more validation pass (on
+            # the first pass's base and flow scores when kept, else computed again), then grow
+            # step by step as long as a choice still sits at the top
             extra = W[-1] * cfg.grow_factor ** np.arange(1, cfg.max_grow + 1)
-            more, _ = self._valid_gains(es, extra, S)
+            more, _ = self._valid_gains(es, extra, S, kept if kept is not None else
+                                        self._valid_parts(es))
             n0 = len(W)
             W, gain = np.concatenate([W, extra]), np.concatenate([gain, more], axis=2)
             while True:
@@ -231,27 +240,34 @@ class ShiftFusion:
                                    if (bins == b).any() else [] for b in range(nb)]}
         return self
 
-    def _valid_gains(self, es: Any, W: np.ndarray, S: np.ndarray
+    def _valid_parts(self, es: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(first row, *_parts) of each `batch_size` validation users."""
+        cfg = self.config
+        for a in range(0, len(es), cfg.batch_size):
+            rows = range(a, min(a + cfg.batch_size, len(es)))
+            hist = [es.history[i][-cfg.max_len:] for i in rows]
+            times = [es.history.times_of(i)[-cfg.max_len:] for i in rows]
+            yield (a, *self._parts(hist, times))
+
+    def _valid_gains(self, es: Any, W: np.ndarray, S: np.ndarray,
+                     parts: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Per validation user, smoothing and weight: the selection metric of the fused ranking;
-        and each user's shift statistic."""
+        """Per validation user, smoothing and weight: the selection metric of the fused ranking
+        (from the batches' `parts`, see _valid_parts); and each user's shift statistic."""
         from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
 
         cfg = self.config
         gain = np.zeros((len(es), len(S), len(W)))
         stat = np.zeros(len(es))
-        for a in range(0, len(es), cfg.batch_size):
-            rows = range(a, min(a + cfg.batch_size, len(es)))
-            hist = [es.history[i][-cfg.max_len:] for i in rows]
-            times = [es.history.times_of(i)[-cfg.max_len:] for i in rows]
-            base, raw, st = self._parts(hist, times)
-            stat[a:a + len(hist)] = st
-            tgt = es.target[a:a + len(hist)]
+        for a, base, raw, st in parts:
+            n = len(st)
+            stat[a:a + n] = st
+            tgt = es.target[a:a + n]
             for si, sm in enumerate(S):
                 lp = flow_logp(raw, float(sm))
                 for wi, w in enumerate(W):
                     r = ranks_from_scores(base + np.float32(w) * lp, tgt)
-                    gain[a:a + len(hist), si, wi] = per_user_metric(r, cfg.select_metric)
+                    gain[a:a + n, si, wi] = per_user_metric(r, cfg.select_metric)
         return gain, stat
 
     def _choose(self, gain: np.ndarray, bins: np.ndarray, nb: int, n_smooth: int
