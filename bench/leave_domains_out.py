@@ -23,6 +23,7 @@ Protocol (ours; selection on validation only, test reported once per row):
     python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
     python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor
         --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     (one command; seeds > 0: row#seedN)
+    python bench/leave_domains_out.py target toys-u1000 --rows scratch,ft --checkpoint ...  # 1,000 users
     python bench/leave_domains_out.py curve toys --rows zs,ft --chunks 1 2 3 8   # learning curve
     python bench/leave_domains_out.py tests --pairs scratch:ft@snap_6,sasrec:ft@snap_6
     python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -82,6 +84,24 @@ ROW_LABELS = {
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
 }
 NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows")
+
+
+def target_spec(key: str) -> tuple[str, int, int]:
+    """(dataset, users sampled, sample seed) of a target key: a name of TARGETS, or
+    `<name>-u<N>[-s<S>]`: a seeded sample of N users of that target (the smaller-shop curve),
+    drawn with sample seed S (default 0; other seeds draw other shops of the same size)."""
+    m = re.fullmatch(r"([a-z]+)(?:-u(\d+)(?:-s(\d+))?)?", key)
+    if m is None or m.group(1) not in TARGETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown target '{key}'; valid: {', '.join(TARGETS)}, or <target>-u<users>[-s<sample seed>] "
+            "(e.g. toys-u1000, toys-u1000-s1)")
+    ds_name, users, seed = TARGETS[m.group(1)]
+    return ds_name, int(m.group(2) or users), int(m.group(3) or seed)
+
+
+def target_key(key: str) -> str:
+    target_spec(key)
+    return key
 
 
 def peak_rss_mb() -> float:
@@ -218,7 +238,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def target_source(name: str) -> Any:
     from shiftrec.pipelines.transfer import load_dataset, make_source
 
-    ds_name, users, seed = TARGETS[name]
+    ds_name, users, seed = target_spec(name)
     return make_source(load_dataset(ds_name), ENCODER, name=name, max_users=users, seed=seed,
                        cache_dir=CACHE)
 
@@ -321,6 +341,8 @@ def cmd_target(args: argparse.Namespace) -> None:
     name = args.target
     src = target_source(name)
     masks = slices_of(src)
+    for b, mk in masks.items():  # beside the ranks, for the paired tests per slice
+        store_ranks(f"{name}/:{b}", mk)
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
     work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "") / \
@@ -348,7 +370,7 @@ def cmd_target(args: argparse.Namespace) -> None:
 
         def upd(data: dict[str, Any], key: str = key, res: dict = res) -> None:
             tg = data.setdefault("targets", {}).setdefault(name, {})
-            tg["dataset"], tg["users_sampled"], tg["sample_seed"] = TARGETS[name]
+            tg["dataset"], tg["users_sampled"], tg["sample_seed"] = target_spec(name)
             tg["users"] = len(src.split.user_ids)
             tg["items"] = src.split.n_items
             tg["train_interactions"] = int(src.split.train.indptr[-1])
@@ -359,36 +381,67 @@ def cmd_target(args: argparse.Namespace) -> None:
         save_json(upd)
 
 
-def cmd_tests(args: argparse.Namespace) -> None:
-    """Paired tests between rows of each target (from the stored per-user ranks)."""
+def _pair_stats(ra: np.ndarray, rb: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
     from shiftrec.evaluate.significance import paired_test
 
+    return {s: {k: v for k, v in paired_test(ra[m], rb[m], k=10).items()
+                if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
+            for s, m in {"all": np.ones(len(ra), bool), **masks}.items() if m.any()}
+
+
+def _print_pair(name: str, pair: str, d: dict[str, Any]) -> None:
+    print(name, pair, f"{d['mean_a']:.4f} -> {d['mean_b']:.4f}",
+          f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%) p={d['t_test_p']:.2g} n={d['n_users']}")
+
+
+def target_masks(name: str, ranks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The popularity-slice masks of a target's test users (stored beside its ranks)."""
+    stored = {k.split("/:", 1)[1]: v.astype(bool) for k, v in ranks.items() if k.startswith(f"{name}/:")}
+    return stored or slices_of(target_source(name))
+
+
+def cmd_tests(args: argparse.Namespace) -> None:
+    """Paired tests between rows of each target (from the stored per-user ranks); for the smaller
+    shops drawn with several sample seeds (`<t>-u<N>-s<S>`), also one test over all their users
+    pooled (independent user samples, so the pooled users are independent)."""
     data = load_json()
     ranks = load_ranks()
     pairs = [p.split(":") for p in args.pairs.split(",")]
+    groups: dict[str, list[str]] = {}
     for name in data.get("targets", {}):
-        src_masks = None
+        if "-u" in name:
+            groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(name)
         out = {}
         for a, b in pairs:
             ka, kb = f"{name}/{a}", f"{name}/{b}"
             if ka not in ranks or kb not in ranks:
                 continue
-            if src_masks is None:
-                src_masks = slices_of(target_source(name))
-            ra, rb = ranks[ka], ranks[kb]
-            out[f"{b} vs {a}"] = {
-                s: {k: v for k, v in paired_test(ra[m], rb[m], k=10).items()
-                    if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
-                for s, m in {"all": np.ones(len(ra), bool), **src_masks}.items() if m.any()}
-            d = out[f"{b} vs {a}"]["all"]
-            print(name, f"{b} vs {a}", f"{d['mean_a']:.4f} -> {d['mean_b']:.4f}",
-                  f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%) p={d['t_test_p']:.2g}")
+            out[f"{b} vs {a}"] = _pair_stats(ranks[ka], ranks[kb], target_masks(name, ranks))
+            _print_pair(name, f"{b} vs {a}", out[f"{b} vs {a}"]["all"])
 
         def upd(data: dict[str, Any], name: str = name, out: dict = out) -> None:
             data["targets"][name].setdefault("paired_ndcg@10", {}).update(out)
 
         if out:
             save_json(upd)
+    for group, names in groups.items():
+        pooled = {}
+        for a, b in pairs:
+            have = [n for n in names if f"{n}/{a}" in ranks and f"{n}/{b}" in ranks]
+            if len(have) < 2:
+                continue
+            masks = [target_masks(n, ranks) for n in have]
+            cat = {s: np.concatenate([m[s] for m in masks]) for s in masks[0]}
+            pooled[f"{b} vs {a}"] = {
+                "samples": have, **_pair_stats(np.concatenate([ranks[f"{n}/{a}"] for n in have]),
+                                              np.concatenate([ranks[f"{n}/{b}"] for n in have]), cat)}
+            _print_pair(f"{group} (pooled over {len(have)} samples)", f"{b} vs {a}", pooled[f"{b} vs {a}"]["all"])
+
+        def upd_pool(data: dict[str, Any], group: str = group, pooled: dict = pooled) -> None:
+            data.setdefault("pooled_samples", {}).setdefault(group, {}).update(pooled)
+
+        if pooled:
+            save_json(upd_pool)
 
 
 def cmd_curve(args: argparse.Namespace) -> None:
@@ -520,7 +573,49 @@ def markdown(data: dict[str, Any]) -> str:
                     lines.append(f"| {pair} | {s} | {d['mean_a']:.4f} | {d['mean_b']:.4f} | {100 * rel:+.1f}% | "
                                  f"{d['t_test_p']:.2g} | [{d['ci95_low']:.4f}, {d['ci95_high']:.4f}] |")
         lines.append("")
+    lines += smaller_shops(data)
     return "\n".join(lines)
+
+
+def smaller_shops(data: dict[str, Any]) -> list[str]:
+    """Targets drawn as several user samples of one size (`<t>-u<N>-s<S>`): each row's test
+    NDCG@10 over the samples (seed-0 training), and the paired tests over the pooled users."""
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, tg in data.get("targets", {}).items():
+        if "-u" in name:
+            groups.setdefault(re.sub(r"-s\d+$", "", name), {})[name] = tg
+    if not groups:
+        return []
+    lines = ["## Smaller shops: seeded user samples of a held-out target", "",
+             "Each sample is a different set of users (sample seed S in `<t>-u<N>-s<S>`; no suffix = 0); "
+             "rows trained with seed 0. Test NDCG@10 over the samples, overall and on cold targets.", ""]
+    for group, tgs in sorted(groups.items()):
+        order = list(ROW_LABELS)
+        rows = sorted({k for tg in tgs.values() for k in tg["rows"] if "#seed" not in k},
+                      key=lambda k: (order.index(k.split("@")[0]) if k.split("@")[0] in order else 99, k))
+        lines += [f"### {group} ({len(tgs)} samples: {', '.join(sorted(tgs))})", "",
+                  "| row | samples | NDCG@10 mean ± std | cold NDCG@10 mean | per sample |", "|---|---|---|---|---|"]
+        for row in rows:
+            got = [tg["rows"][row] for tg in tgs.values() if row in tg["rows"]]
+            vals = [r["test"]["ndcg@10"] for r in got]
+            colds = [(r.get("slices", {}).get("cold") or {}).get("ndcg@10") for r in got]
+            colds = [c for c in colds if c is not None]
+            sd = f" ± {np.std(vals, ddof=1):.4f}" if len(vals) > 1 else ""
+            lines.append(f"| {row} | {len(vals)} | {np.mean(vals):.4f}{sd} | "
+                         f"{np.mean(colds) if colds else float('nan'):.4f} | {' / '.join(f'{v:.4f}' for v in vals)} |")
+        pooled = data.get("pooled_samples", {}).get(group, {})
+        if pooled:
+            lines += ["", "| paired test over the pooled users | slice | users | a | b | b/a - 1 | p |",
+                      "|---|---|---|---|---|---|---|"]
+            for pair, per in pooled.items():
+                for sl, d in per.items():
+                    if sl == "samples":
+                        continue
+                    rel = d["diff"] / d["mean_a"] if d["mean_a"] else float("nan")
+                    lines.append(f"| {pair} | {sl} | {d['n_users']} | {d['mean_a']:.4f} | {d['mean_b']:.4f} | "
+                                 f"{100 * rel:+.1f}% | {d['t_test_p']:.2g} |")
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -538,7 +633,9 @@ def main() -> None:
     p.add_argument("--logq", action="store_true", help="logQ correction of the in-batch negatives")
     for name in ("target", "curve"):
         t = sub.add_parser(name)
-        t.add_argument("target" if name == "target" else "target", choices=sorted(TARGETS))
+        t.add_argument("target", type=target_key,
+                       help=f"one of {', '.join(TARGETS)}, or <target>-u<N>: a seeded sample of N users "
+                            "of it (e.g. toys-u1000, a smaller shop)")
         t.add_argument("--rows", default="pop,itemknn,sasrec,scratch,zs,ft" if name == "target" else "zs,ft")
         t.add_argument("--checkpoint", default=None)
         t.add_argument("--tag", default=None)

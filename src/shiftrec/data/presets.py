@@ -10,6 +10,7 @@ from shiftrec.data.clean import UNISREC_CLEAN, CleanConfig, DedupMode
 from shiftrec.data.readers import (
     UNISREC_RECIPE,
     ReadResult,
+    TieOrder,
     read_amazon_2018,
     read_amazon_csv,
     read_online_retail,
@@ -39,6 +40,15 @@ PRESETS: dict[str, Preset] = {
                                lambda r: read_online_retail(
                                    r / "online-retail/online_retail_II_2009-2010.parquet",
                                    UNISREC_RECIPE), UNISREC_CLEAN),
+    "online-retail-shuffle": Preset(
+        "UCI Online Retail I, UniSRec recipe, lines of an invoice in a seeded random order (seed 0) "
+        "as in UniSRec's released files: the protocol comparable with the papers",
+        lambda r: read_online_retail(r / "online-retail/online_retail_I.parquet", UNISREC_RECIPE,
+                                     tie_order=TieOrder.SHUFFLE, seed=0), UNISREC_CLEAN),
+    "online-retail-ii-shuffle": Preset(
+        "UCI Online Retail II 2009-10, UniSRec recipe, invoice lines in a seeded random order (seed 0)",
+        lambda r: read_online_retail(r / "online-retail/online_retail_II_2009-2010.parquet", UNISREC_RECIPE,
+                                     tie_order=TieOrder.SHUFFLE, seed=0), UNISREC_CLEAN),
     "online-retail-customers": Preset("UCI Online Retail I by customer, store rules on",
                                       lambda r: read_online_retail(r / "online-retail/online_retail_I.parquet"),
                                       CleanConfig()),
