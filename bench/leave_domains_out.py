@@ -18,6 +18,11 @@ Protocol (ours; selection on validation only, test reported once per row):
   (transductive: text + a fresh item-ID table). Early stopping on validation NDCG@10.
 - Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
   rows, overall and on the cold slice (target item with <= 5 training interactions).
+- Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
+  default 0); samples with different S are different users, so `tests` also pools them into one
+  paired test per pair of rows.
+- `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
+  rate can be chosen on validation for each family alike.
 
     python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--resume]
     python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
@@ -84,6 +89,7 @@ ROW_LABELS = {
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
 }
 NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows")
+TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-trans")  # rows that take --lr
 
 
 def target_spec(key: str) -> tuple[str, int, int]:
@@ -299,8 +305,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
     else:
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
+        lr = {} if args.lr is None else {"lr": args.lr}
         cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, threads=args.threads,
+                             seed=args.seed, threads=args.threads, **lr,
                              model=TransferConfig(hidden=args.hidden, inner=2 * args.hidden))
         start = None if row == "scratch" else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, work / row, resume=args.resume
@@ -346,7 +353,7 @@ def cmd_target(args: argparse.Namespace) -> None:
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
     work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "") / \
-        (f"h{args.hidden}" if args.hidden != 128 else "")
+        (f"h{args.hidden}" if args.hidden != 128 else "") / (f"lr{args.lr:g}" if args.lr else "")
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
             sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
@@ -362,6 +369,7 @@ def cmd_target(args: argparse.Namespace) -> None:
         res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
         key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
             (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "") + \
+            (f"~lr{args.lr:g}" if args.lr and (row in TRAINED_TEXT_ROWS or row == "ft+flows") else "") + \
             (f"#seed{args.seed}" if args.seed else "")
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
@@ -643,6 +651,9 @@ def main() -> None:
         t.add_argument("--patience", type=int, default=3)
         t.add_argument("--sasrec-epochs", type=int, default=80)
         t.add_argument("--resume", action="store_true")
+        t.add_argument("--lr", type=float, default=None,
+                       help="learning rate of the scratch / fine-tune rows (default: FinetuneConfig's "
+                            "2e-3); keys and work folders get ~lr<value>")
         t.add_argument("--hidden", type=int, default=128,
                        help="width of the scratch row's model (fine-tuning keeps the checkpoint's)")
         if name == "curve":
