@@ -74,7 +74,16 @@ def _tiny_topic_profile(split: Any) -> Any:
                        decay_unit="events", item_topic_mode="hard")
 
 
+def _tiny_textsim(split: Any) -> Any:
+    # 'titles' on a circle: cycle neighbours are the most similar texts (models/test_textsim.py)
+    a = 2 * np.pi * np.arange(split.n_items + 1) / split.n_items
+    text = np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+    text[0] = 0
+    return build_model("textsim", item_text=text, encoder="circle")
+
+
 TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
+    "textsim": _tiny_textsim,
     "shiftaware": _tiny_shiftaware,
     "topic_profile": _tiny_topic_profile,
     "sasrec": {"hidden": 32, "inner": 64, "dropout": 0.1, "attn_dropout": 0.1, "train": _FAST_TRAIN},
@@ -87,7 +96,7 @@ TINY: dict[str, dict[str, Any] | Callable[[Any], Any]] = {
 KNOWN_ANSWER: dict[str, str | None] = {"popularity": "popular", "itemknn": "next", "sasrec": "next",
                                        "transfer": "next", "transfer-transductive": "next",
                                        "shiftfusion": "next", "shiftaware": "next",
-                                       "topic_profile": "topic"}
+                                       "topic_profile": "topic", "textsim": "next"}
 
 
 @pytest.fixture(scope="module")

@@ -187,7 +187,7 @@ def test_model_sets_come_from_the_registry():
     from shiftrec.cli.train import _names
     from shiftrec.models.registry import REGISTRY
 
-    assert _names("needs_item_text") == {"transfer", "transfer-transductive"}
+    assert _names("needs_item_text") == {"transfer", "transfer-transductive", "textsim"}
     assert _names("torch") == {n for n, s in REGISTRY.items() if s.torch}
     assert {"sasrec", "shiftaware"} <= _names("torch")
     assert _names("needs_topics") == {"shiftaware", "topic_profile"}

@@ -38,7 +38,7 @@ def _model_options(config: Path | None, seed: int | None, epochs: int | None,
 
 def train_cmd(
     data: Annotated[str, typer.Argument(help="split folder written by `shiftrec prepare`, or a dataset folder / named dataset (split with the default leave-one-out)", metavar="SPLIT_OR_DATASET")],
-    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive, shiftfusion, shiftaware, topic_profile")] = "sasrec",
+    model: Annotated[str, typer.Option(help="registered model: popularity, itemknn, sasrec, transfer, transfer-transductive, textsim (no training: item text similarity), shiftfusion, shiftaware, topic_profile")] = "sasrec",
     out: Annotated[Path, typer.Option("--out", "-o", help="model folder to write")] = Path("out/model"),
     config: Annotated[Path | None, typer.Option(help="YAML of model options; training options go under `train:` (epochs, lr, batch_size, patience, seed, threads, ...; `phases:` for several phases)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (torch models)")] = None,

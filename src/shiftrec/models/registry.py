@@ -10,6 +10,9 @@ a base model, which train with the torch trainer) are read from the spec's flags
   embeddings (`item_text`: an (n_items + 1, d) table aligned with the split, or an
   ItemEmbeddings folder from `shiftrec encode`). Both save model "transfer" and the mode, and
   load through TransferRec.load.
+- "textsim" (models.textsim) needs item text too but learns nothing from interactions: the
+  cosine of each item's text with the history's recency-weighted text profile (the decay is
+  chosen on validation).
 - "shiftfusion" wraps another registry model (`base`, default sasrec, built with
   `base_options`) and adds the item-level migration flows (models.fusion); item topics
   (`item_topic`) feed its shift gate.
@@ -35,6 +38,7 @@ from shiftrec.models.itemknn import ItemKNN
 from shiftrec.models.popularity import Popularity
 from shiftrec.models.sasrec import SASRec
 from shiftrec.models.shiftaware import ShiftAware
+from shiftrec.models.textsim import TextSim
 from shiftrec.models.topic_profile import TopicProfileModel
 from shiftrec.models.transfer import Mode, TransferRec
 
@@ -100,6 +104,7 @@ SPECS: tuple[ModelSpec, ...] = (
               needs_base=True),
     ModelSpec("shiftaware", _shiftaware, ShiftAware.load, needs_topics=True, torch=True),
     ModelSpec("topic_profile", _topic_profile, TopicProfileModel.load, needs_topics=True),
+    ModelSpec("textsim", TextSim, TextSim.load, needs_item_text=True),
 )
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in SPECS}

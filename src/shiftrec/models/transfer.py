@@ -35,6 +35,7 @@ from shiftrec.models.transfer_config import (
     Mode,
     Objective,
     TransferConfig,
+    aligned_item_text,
     batch_inputs,
     check_text_table,
 )
@@ -263,22 +264,11 @@ class TransferRec:
         return cls(item_text, encoder, cfg, _train_config(train, where), **runtime)
 
     def _text_for(self, split: SeqSplit) -> np.ndarray:
-        if self.text_source is not None:
-            from shiftrec.text.features import ItemEmbeddings
-
-            emb = ItemEmbeddings.load(self.text_source)
-            if self.encoder is not None and self.encoder != emb.encoder:
-                raise ArtifactError(f"item embeddings come from encoder '{emb.encoder}' but encoder "
-                                    f"'{self.encoder}' was requested", path=self.text_source)
-            self.encoder = emb.encoder
-            try:
-                return check_text_table(emb.aligned(split.item_map))
-            except ArtifactError as e:
-                raise ArtifactError(f"item embeddings do not cover split '{split.name}': {e.message}",
-                                    path=self.text_source) from None
-        if self.item_text is None:
+        source = self.text_source if self.text_source is not None else self.item_text
+        if source is None:
             raise ConfigError(NEEDS_TEXT)
-        return self.item_text
+        text, self.encoder = aligned_item_text(source, split, self.encoder)
+        return text
 
     def fit(self, split: SeqSplit) -> TransferRec:
         from shiftrec.models.transfer_fit import item_keys_hash, train_on_split

@@ -71,6 +71,29 @@ def check_text_table(text: np.ndarray) -> np.ndarray:
     return text
 
 
+def aligned_item_text(source: Any, split: Any, encoder: str | None) -> tuple[np.ndarray, str | None]:
+    """(table, encoder) of a text model's item text for `split`: a saved ItemEmbeddings folder
+    (`shiftrec encode`) aligned with the split's item index, or an (n_items + 1, d) table as is.
+    A folder from another encoder than the one requested is an ArtifactError."""
+    from pathlib import Path
+
+    from shiftrec.errors import ArtifactError
+
+    if not isinstance(source, str | Path):
+        return check_text_table(source), encoder
+    from shiftrec.text.features import ItemEmbeddings
+
+    emb = ItemEmbeddings.load(source)
+    if encoder is not None and encoder != emb.encoder:
+        raise ArtifactError(f"item embeddings come from encoder '{emb.encoder}' but encoder "
+                            f"'{encoder}' was requested", path=source)
+    try:
+        return check_text_table(emb.aligned(split.item_map)), emb.encoder
+    except ArtifactError as e:
+        raise ArtifactError(f"item embeddings do not cover split '{split.name}': {e.message}",
+                            path=source) from None
+
+
 # Batch keys (train.batches.CausalBatches): the input window "seq" (left-aligned, right-padded
 # with 0) and, aligned with it, "labels": the next item at each position (0 = not supervised).
 SEQ_KEYS = ("seq", "input", "inputs")

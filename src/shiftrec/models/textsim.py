@@ -1,0 +1,143 @@
+"""TextSim: a training-free recommender from item text alone (text-kNN).
+
+A history's profile is the recency-weighted sum of its items' unit-length text vectors (the k-th
+most recent item weighs decay**k); every item scores the cosine of its text vector with that
+profile (up to the profile's length, which does not change a user's ranking). Nothing is
+learned from interactions: it works for a new shop, a new domain and cold items from the first
+event, with any encoder of shiftrec.text (the multilingual one for Chinese titles). fit() only
+picks the decay on the validation users (NDCG@10 over all items) from `select_decay`, when
+given; an empty grid keeps `decay`.
+
+Saved as model.npz (the unit-length item table, float32) plus the manifest (config, the chosen
+decay and the validation scores, encoder, data and item-map fingerprints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftrec.config import from_dict, to_dict
+from shiftrec.data.splits import SeqSplit
+from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.manifest import atomic_write_bytes
+from shiftrec.models.artifact import read_model_folder, save_model_folder, split_fields
+from shiftrec.models.torch_base import apply_overrides
+from shiftrec.models.transfer_config import aligned_item_text
+
+NEEDS_TEXT = ("textsim needs item text embeddings aligned with the split: run `shiftrec encode "
+              "DATASET --split SPLIT -o EMB` and pass --item-text EMB")
+
+
+@dataclass(frozen=True)
+class TextSimConfig:
+    decay: float = 0.5  # weight of the k-th most recent history item: decay ** k
+    select_decay: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3, 0.1)  # chosen on validation; () keeps decay
+    max_history: int = 50
+    batch_size: int = 512
+
+
+class TextSim:
+    name = "textsim"
+
+    def __init__(self, item_text: np.ndarray | str | Path | None = None, encoder: str | None = None,
+                 config: TextSimConfig | None = None, **overrides: Any) -> None:
+        self.config: TextSimConfig = apply_overrides(config or TextSimConfig(), overrides, "textsim")
+        for d in (self.config.decay, *self.config.select_decay):
+            if not 0 < d <= 1:
+                raise ConfigError(f"textsim: decay must be in (0, 1], got {d}")
+        if self.config.max_history < 1 or self.config.batch_size < 1:
+            raise ConfigError("textsim: max_history and batch_size must be >= 1")
+        self.source = item_text
+        self.encoder = encoder
+        self.decay = self.config.decay
+        self.table: np.ndarray | None = None  # (n_items + 1, d) unit rows, row 0 zeros
+        self.selection: dict[str, float] = {}
+        self.data_fingerprint: str | None = None
+        self.item_keys: str | None = None
+
+    @property
+    def n_items(self) -> int | None:
+        return None if self.table is None else int(self.table.shape[0]) - 1
+
+    def fit(self, split: SeqSplit) -> TextSim:
+        if self.source is None:
+            raise ConfigError(NEEDS_TEXT)
+        text, self.encoder = aligned_item_text(self.source, split, self.encoder)
+        if text.shape[0] != split.n_items + 1:
+            raise InputError(f"item text table has {text.shape[0] - 1} items but the split has "
+                             f"{split.n_items}")
+        norm = np.linalg.norm(text, axis=1, keepdims=True)
+        self.table = np.where(norm > 0, text / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+        self.table[0] = 0.0
+        es = split.valid
+        if self.config.select_decay and len(es):
+            self.selection = {f"{d:g}": self._valid_ndcg(es, d) for d in self.config.select_decay}
+            self.decay = float(max(self.config.select_decay, key=lambda d: self.selection[f"{d:g}"]))
+        f = split_fields(split)
+        self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
+        return self
+
+    def _valid_ndcg(self, es: Any, decay: float) -> float:
+        from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+
+        total = 0.0
+        for a in range(0, len(es), self.config.batch_size):
+            rows = range(a, min(a + self.config.batch_size, len(es)))
+            s = self._scores([es.history[i] for i in rows], decay)
+            total += float(per_user_metric(ranks_from_scores(s, es.target[a:a + len(rows)]),
+                                           "ndcg@10").sum())
+        return total / len(es)
+
+    def _scores(self, histories: list[np.ndarray], decay: float) -> np.ndarray:
+        assert self.table is not None
+        prof = np.zeros((len(histories), self.table.shape[1]), np.float32)
+        for i, h in enumerate(histories):
+            h = np.asarray(h, dtype=np.int64)[-self.config.max_history:]
+            if len(h) and (h.min() < 0 or h.max() >= self.table.shape[0]):
+                raise InputError(f"textsim: history item ids must be in [0, {self.table.shape[0] - 1}]; "
+                                 f"got {int(h.min())}..{int(h.max())}")
+            h = h[h > 0]
+            if len(h):
+                w = (decay ** np.arange(len(h) - 1, -1, -1)).astype(np.float32)
+                prof[i] = w @ self.table[h]
+        out = prof @ self.table.T
+        out[:, 0] = -np.inf
+        return out
+
+    def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
+        if self.table is None:
+            raise ArtifactError("textsim model is not fitted")
+        return self._scores(histories, self.decay)
+
+    def save(self, path: str | Path) -> None:
+        import io
+
+        if self.table is None:
+            raise ArtifactError("textsim model is not fitted: nothing to save")
+        buf = io.BytesIO()
+        np.savez(buf, table=self.table)
+        save_model_folder(path, lambda d: atomic_write_bytes(d / "model.npz", buf.getvalue()),
+                          model=self.name, n_items=self.n_items, text_dim=int(self.table.shape[1]),
+                          encoder=self.encoder, config=to_dict(self.config), decay=self.decay,
+                          selection_valid_ndcg10=self.selection,
+                          data_fingerprint=self.data_fingerprint, item_keys_hash=self.item_keys)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextSim:
+        p, man = read_model_folder(path, cls.name)
+        with np.load(p / "model.npz", allow_pickle=False) as z:
+            table = z["table"]
+        if table.ndim != 2 or table.shape[0] != int(man["n_items"]) + 1:
+            raise ArtifactError(f"manifest n_items={man['n_items']} but model.npz holds "
+                                f"{table.shape[0] - 1} items", path=p)
+        m = cls(None, man.get("encoder"), from_dict(TextSimConfig, man["config"], where=f"{p}: config"))
+        m.table = table.astype(np.float32)
+        m.decay = float(man["decay"])
+        m.selection = dict(man.get("selection_valid_ndcg10") or {})
+        m.data_fingerprint = man.get("data_fingerprint")
+        m.item_keys = man.get("item_keys_hash")
+        return m
