@@ -13,7 +13,8 @@ Protocol (ours; selection on validation only, test reported once per row):
   (`--resume`); after every chunk the checkpoint (best on the sources' validation users so far)
   is copied to snap_<k>. Those snapshots give the learning curve: target NDCG@10 against the
   pretraining interactions processed.
-- Rows per target: pop, itemknn, sasrec (IDs, hidden 64), scratch (the text model from scratch,
+- Rows per target: pop, itemknn, textsim (no training: item-text cosine with the history's
+  recency-weighted text profile, decay chosen on validation), sasrec (IDs, hidden 64), scratch (the text model from scratch,
   inductive), zs (zero-shot), ft (full fine-tune, inductive), ft-adaptor (adaptor only), ft-trans
   (transductive: text + a fresh item-ID table). Early stopping on validation NDCG@10.
 - Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
@@ -82,11 +83,13 @@ ROW_LABELS = {
     "sasrec": "SASRec (IDs, hidden 64)",
     "scratch": "text model from scratch (inductive)",
     "zs": "text model zero-shot (pretrained, no target training)",
+    "textsim": "text similarity, no training (TextSim: cosine with the recency-weighted history text)",
     "ft": "text model pretrained + full fine-tune (inductive)",
     "ft-adaptor": "text model pretrained + adaptor-only fine-tune (inductive)",
     "ft-trans": "text model pretrained + fine-tune with item IDs (transductive)",
     "ft+flows": "text model pretrained + full fine-tune, + item flows (ShiftFusion)",
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
+    "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
 }
 NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows")
 TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-trans")  # rows that take --lr
@@ -269,6 +272,14 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         model = ItemKNN().fit(split)
         m, ranks = evaluate(model, split, "test")
         info["valid_ndcg@10"] = evaluate(model, split, "valid")[0]["ndcg@10"]
+    elif row == "textsim":
+        from shiftrec.models.textsim import TextSim
+
+        model = TextSim(text, ENCODER).fit(split)  # no training; the decay chosen on validation
+        m, ranks = evaluate(model, split, "test")
+        info = {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
+                "valid_by_decay": model.selection}
+        model.save(work / "textsim")  # for textsim+flows
     elif row == "sasrec":
         from shiftrec.models.sasrec import SASRec, SASRecConfig
         from shiftrec.train.trainer import Phase, TrainConfig

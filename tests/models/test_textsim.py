@@ -27,11 +27,13 @@ def test_scores_are_the_hand_computed_cosines():
     # items: 1 = (1, 0), 2 = (0, 2) -> unit (0, 1), 3 = (3, 4) -> unit (0.6, 0.8)
     text = np.array([[0, 0], [1, 0], [0, 2], [3, 4]], np.float32)
     split = cyclic_split(n_users=6, n_items=3)
-    m = TextSim(text, "hand", decay=0.5, select_decay=()).fit(split)
+    m = TextSim(text, "hand", decay=0.5, select_decay=(), temperature=0.5).fit(split)
     s = m.score([np.array([1, 2]), np.array([3]), np.zeros(0, np.int64)])
-    # history [1, 2]: profile = 0.5 * (1, 0) + 1 * (0, 1) = (0.5, 1)
-    assert s[0, 1:].tolist() == pytest.approx([0.5, 1.0, 0.5 * 0.6 + 0.8])
-    assert s[1, 1:].tolist() == pytest.approx([0.6, 0.8, 1.0])
+    # history [1, 2]: profile = 0.5 * (1, 0) + 1 * (0, 1) = (0.5, 1), length sqrt(1.25);
+    # scores = cosine / temperature 0.5
+    n = np.sqrt(1.25)
+    assert s[0, 1:].tolist() == pytest.approx([0.5 / n / 0.5, 1 / n / 0.5, (0.5 * 0.6 + 0.8) / n / 0.5])
+    assert s[1, 1:].tolist() == pytest.approx([1.2, 1.6, 2.0])
     assert s[2, 1:].tolist() == [0.0, 0.0, 0.0]  # empty history: every item 0
     assert np.isneginf(s[:, 0]).all() and s.dtype == np.float32
 
@@ -59,6 +61,8 @@ def test_bad_input_is_one_clear_error():
         TextSim(circle_text(8), decay=0.0)
     with pytest.raises(ConfigError, match="decay must be in"):
         TextSim(circle_text(8), select_decay=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        TextSim(circle_text(8), temperature=0)
     with pytest.raises(ConfigError, match="needs item text"):
         TextSim().fit(split)
     with pytest.raises(InputError, match="7 items but the split has 8"):

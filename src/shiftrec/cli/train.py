@@ -45,7 +45,7 @@ def train_cmd(
     epochs: Annotated[int | None, typer.Option(help="max epochs of every phase (torch models); other training options keep their values")] = None,
     threads: Annotated[int, typer.Option(help="torch threads for training and scoring; 0 = auto (from the model size and the idle cores)")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out (an error when --out holds no checkpoint)")] = False,
-    item_text: Annotated[Path | None, typer.Option(help="transfer models: item embeddings folder from `shiftrec encode DATASET --split SPLIT -o EMB`")] = None,
+    item_text: Annotated[Path | None, typer.Option(help="text models (transfer, transfer-transductive, textsim): item embeddings folder from `shiftrec encode DATASET --split SPLIT -o EMB`")] = None,
     base_model: Annotated[Path | None, typer.Option(help="shiftfusion: a saved model folder to fuse with the item flows; shiftaware: a saved SASRec to warm-start from")] = None,
     topics: Annotated[Path | None, typer.Option(help="topics folder from `shiftrec topics`: needed by shiftaware and topic_profile; shiftfusion's shift gate (default: one gate bin)")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,

@@ -2,7 +2,9 @@
 
 A history's profile is the recency-weighted sum of its items' unit-length text vectors (the k-th
 most recent item weighs decay**k); every item scores the cosine of its text vector with that
-profile (up to the profile's length, which does not change a user's ranking). Nothing is
+profile, divided by `temperature`: the scores are the logits of P(item | history) =
+softmax(cos / temperature), which is how ShiftFusion reads a base model's scores (the temperature
+does not change TextSim's own ranking, only how it mixes with the item flows). Nothing is
 learned from interactions: it works for a new shop, a new domain and cold items from the first
 event, with any encoder of shiftrec.text (the multilingual one for Chinese titles). fit() only
 picks the decay on the validation users (NDCG@10 over all items) from `select_decay`, when
@@ -36,6 +38,7 @@ NEEDS_TEXT = ("textsim needs item text embeddings aligned with the split: run `s
 class TextSimConfig:
     decay: float = 0.5  # weight of the k-th most recent history item: decay ** k
     select_decay: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3, 0.1)  # chosen on validation; () keeps decay
+    temperature: float = 0.05  # scores = cosine / temperature (logits; see the module docstring)
     max_history: int = 50
     batch_size: int = 512
 
@@ -49,6 +52,8 @@ class TextSim:
         for d in (self.config.decay, *self.config.select_decay):
             if not 0 < d <= 1:
                 raise ConfigError(f"textsim: decay must be in (0, 1], got {d}")
+        if not self.config.temperature > 0:
+            raise ConfigError(f"textsim: temperature must be > 0, got {self.config.temperature}")
         if self.config.max_history < 1 or self.config.batch_size < 1:
             raise ConfigError("textsim: max_history and batch_size must be >= 1")
         self.source = item_text
@@ -104,7 +109,8 @@ class TextSim:
             if len(h):
                 w = (decay ** np.arange(len(h) - 1, -1, -1)).astype(np.float32)
                 prof[i] = w @ self.table[h]
-        out = prof @ self.table.T
+        prof /= np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)  # cosines
+        out = (prof @ self.table.T) / np.float32(self.config.temperature)
         out[:, 0] = -np.inf
         return out
 
