@@ -22,6 +22,9 @@ Protocol (ours; selection on validation only, test reported once per row):
 - Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
   default 0); samples with different S are different users, so `tests` also pools them into one
   paired test per pair of rows.
+- `--text-skip` trains the scratch / fine-tune rows with the text-similarity path
+  (TransferConfig.text_skip: + w * cos(recency-weighted history text, item text), w and the
+  decay learned); keys get `~skip`.
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 
@@ -317,6 +320,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
         lr = {} if args.lr is None else {"lr": args.lr}
+        if args.text_skip:
+            lr["text_skip"] = True
         cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
                              seed=args.seed, threads=args.threads, **lr,
                              model=TransferConfig(hidden=args.hidden, inner=2 * args.hidden))
@@ -364,7 +369,8 @@ def cmd_target(args: argparse.Namespace) -> None:
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
     work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "") / \
-        (f"h{args.hidden}" if args.hidden != 128 else "") / (f"lr{args.lr:g}" if args.lr else "")
+        (f"h{args.hidden}" if args.hidden != 128 else "") / (f"lr{args.lr:g}" if args.lr else "") / \
+        ("skip" if args.text_skip else "")
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
             sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
@@ -381,6 +387,7 @@ def cmd_target(args: argparse.Namespace) -> None:
         key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
             (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "") + \
             (f"~lr{args.lr:g}" if args.lr and (row in TRAINED_TEXT_ROWS or row == "ft+flows") else "") + \
+            ("~skip" if args.text_skip and (row in TRAINED_TEXT_ROWS or row == "ft+flows") else "") + \
             (f"#seed{args.seed}" if args.seed else "")
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
@@ -665,6 +672,9 @@ def main() -> None:
         t.add_argument("--lr", type=float, default=None,
                        help="learning rate of the scratch / fine-tune rows (default: FinetuneConfig's "
                             "2e-3); keys and work folders get ~lr<value>")
+        t.add_argument("--text-skip", action="store_true",
+                       help="scratch / fine-tune rows with the text-similarity path "
+                            "(TransferConfig.text_skip; a checkpoint without it gets a fresh one); keys ~skip")
         t.add_argument("--hidden", type=int, default=128,
                        help="width of the scratch row's model (fine-tuning keeps the checkpoint's)")
         if name == "curve":

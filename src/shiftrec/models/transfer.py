@@ -167,12 +167,17 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
                             f"{net.n_items}", path=p)
     if stored_ids is not None and cfg.mode == Mode.INDUCTIVE and not strict:
         sd.pop("item_id.weight")
+    skip_keys = {"skip_weight", "skip_decay"}
+    if not cfg.text_skip and not strict:  # fine-tuned without the text path: drop a stored one
+        sd = {k: v for k, v in sd.items() if k not in skip_keys}
     try:
         missing, unexpected = net.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatch between the manifest's config and the weights
         raise ArtifactError(f"checkpoint weights do not match its manifest: "
                             f"{' '.join(str(e).split())[:300]}", path=p) from None
     allowed_missing = {"item_id.weight"} if cfg.mode == Mode.TRANSDUCTIVE and not strict else set()
+    if cfg.text_skip and not strict:  # a checkpoint without the text path gets a fresh one
+        allowed_missing |= skip_keys
     if set(missing) - allowed_missing or unexpected:
         raise ArtifactError(f"checkpoint weights do not match the model: missing "
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
@@ -189,7 +194,7 @@ MODEL_NAMES: dict[Mode, str] = {Mode.INDUCTIVE: "transfer", Mode.TRANSDUCTIVE: "
 
 #: FinetuneConfig fields that TransferRec.fit does not use (model settings go at the top level)
 _UNUSED_TRAIN_KEYS = ("mode", "freeze", "model", "dropout", "attn_dropout", "adaptor_dropout",
-                      "temperature", "stride")
+                      "temperature", "text_skip", "stride")
 
 NEEDS_TEXT = ("the transfer model needs item text embeddings aligned with the split: encode the "
               "items with `shiftrec encode DATASET --split SPLIT -o EMB` and pass that folder as "
@@ -322,7 +327,8 @@ class TransferRec:
     def item_vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         """(n_items + 1, hidden) unit item vectors (row 0 padding), or those of `ids`:
         score(h)[:, i] == query_vectors(h) @ item_vectors()[i] (cosine / temperature, up to
-        float rounding)."""
+        float rounding; with the text path the raw unit text vectors are appended, width
+        hidden + text dim)."""
         import torch
 
         net = self._fitted("")
@@ -330,19 +336,15 @@ class TransferRec:
         sel = None if ids is None else torch.as_tensor(np.asarray(ids, np.int64),
                                                        device=net.text.device)
         with torch.no_grad():
-            v = torch.nn.functional.normalize(net.item_embed(sel), dim=-1)
+            v = net.item_vectors(sel)
         return v.float().cpu().numpy()
 
     def query_vectors(self, histories: list[np.ndarray],
                       times: list[np.ndarray] | None = None) -> np.ndarray:
-        """(batch, hidden) unit user vectors / temperature (see item_vectors); only the
-        history items are adapted, not the whole table; run like score."""
-        import torch
-
-        def run(net: Any, seq: Any) -> Any:
-            return torch.nn.functional.normalize(net.user_vectors(seq), dim=-1) / net.cfg.temperature
-
-        return self._run(histories, run)
+        """(batch, hidden) unit user vectors / temperature (see item_vectors; with the text path
+        skip_weight * the history's unit text profile appended); only the history items are
+        adapted, not the whole table; run like score."""
+        return self._run(histories, lambda net, seq: net.query_vectors(seq))
 
     def save(self, path: str | Path) -> None:
         net = self._fitted(": nothing to save")

@@ -54,6 +54,13 @@ class TransferConfig:
     # logit (sampling-bias correction: in-batch negatives are drawn by popularity, so without it
     # the model learns to rank popular items low; with it the loss estimates the full softmax)
     logq: bool = False
+    # text-similarity path: add skip_weight * cos(recency-weighted profile of the history's item
+    # texts, the item's text) to every logit (raw encoder vectors, not the adaptor's: near-
+    # duplicate and same-line titles keep their full similarity); the weight and the decay
+    # (sigmoid of a parameter, starts at 0.5) are learned. A checkpoint without the path gets a
+    # fresh one when fine-tuned with text_skip on.
+    text_skip: bool = False
+    skip_init: float = 5.0  # initial skip_weight (logit units per unit of cosine)
 
     def arch(self) -> dict[str, Any]:
         """The fields that decide tensor shapes (checked when loading)."""

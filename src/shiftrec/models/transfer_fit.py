@@ -57,6 +57,7 @@ class FinetuneConfig:
     attn_dropout: float | None = None
     adaptor_dropout: float | None = None
     temperature: float | None = None
+    text_skip: bool | None = None  # the text-similarity path (TransferConfig.text_skip)
     # architecture for training from scratch (ignored when a checkpoint is given)
     model: TransferConfig = TransferConfig()
 

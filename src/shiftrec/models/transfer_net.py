@@ -71,6 +71,9 @@ class TransferNet(nn.Module):
                                     for _ in range(cfg.n_layers))
         self.apply(init_linear)
         self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
+        if cfg.text_skip:  # TransferConfig.text_skip
+            self.skip_weight = nn.Parameter(torch.tensor(float(cfg.skip_init)))
+            self.skip_decay = nn.Parameter(torch.tensor(0.0))  # decay = sigmoid(.) = 0.5
 
     def set_item_frequency(self, counts: np.ndarray) -> None:
         """Training counts per item row (row 0 = padding) for the logQ correction of the
@@ -164,6 +167,46 @@ class TransferNet(nn.Module):
         emb = None if table is None else table[seq]
         return self.encode(seq, emb)[:, -1]
 
+    # ---- text-similarity path (TransferConfig.text_skip) -----------------------------
+    def unit_text(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-length raw text vectors of `ids` (or of the whole table); padding stays 0."""
+        return F.normalize(self.text if ids is None else self.text[ids], dim=-1)
+
+    def text_profiles(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Unit recency-weighted sums of the history items' unit text vectors: (B, d) after the
+        last position of right-aligned histories, or (B, L, d) after every position of
+        left-aligned windows (causal: position t sees items 0..t)."""
+        e = self.unit_text(seq)  # pads are zero rows
+        n = seq.shape[1]
+        decay = torch.sigmoid(self.skip_decay)
+        t = torch.arange(n, device=seq.device)
+        if last_only:
+            p = torch.einsum("l,bld->bd", decay ** (n - 1 - t).float(), e)
+        else:
+            lag = t[:, None] - t[None, :]
+            w = torch.where(lag >= 0, decay ** lag.clamp(min=0).float(), torch.zeros((), device=seq.device))
+            p = torch.einsum("tl,bld->btd", w, e)
+        return F.normalize(p, dim=-1)
+
+    def skip_logits(self, profiles: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """skip_weight * cos(profile, item text) for every item (or for `ids`)."""
+        return self.skip_weight * (profiles @ self.unit_text(ids).T)
+
+    def query_vectors(self, seq: torch.Tensor) -> torch.Tensor:
+        """Right-aligned histories -> vectors q with score_all(seq) == q @ item_vectors().T:
+        the unit user vector / temperature, and with the text path, skip_weight * profile."""
+        q = F.normalize(self.user_vectors(seq), dim=-1) / self.cfg.temperature
+        if self.cfg.text_skip:
+            q = torch.cat([q, self.skip_weight * self.text_profiles(seq, last_only=True)], dim=-1)
+        return q
+
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit adapted item vectors (and, with the text path, the unit raw text vectors)."""
+        v = F.normalize(self.item_embed(ids), dim=-1)
+        if self.cfg.text_skip:
+            v = torch.cat([v, self.unit_text(ids)], dim=-1)
+        return v
+
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         u = F.normalize(users, dim=-1)
         v = F.normalize(items, dim=-1)
@@ -173,6 +216,8 @@ class TransferNet(nn.Module):
         """(B, L) right-aligned histories -> (B, n_items + 1) scores; column 0 is -inf."""
         table = self.item_embed()
         s = self.logits(self.user_vectors(seq, table), table)
+        if self.cfg.text_skip:
+            s = s + self.skip_logits(self.text_profiles(seq[:, -self.cfg.max_len:], last_only=True))
         s[:, 0] = float("-inf")
         return s
 
@@ -190,6 +235,8 @@ class TransferNet(nn.Module):
         if not bool(sel.any()):
             return h.sum() * 0.0
         s = self.logits(h[sel], table)
+        if self.cfg.text_skip:
+            s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel])
         s[:, 0] = float("-inf")
         return F.cross_entropy(s, tgt[sel])
 
@@ -204,6 +251,8 @@ class TransferNet(nn.Module):
         t = tgt[sel]
         uniq, inv = torch.unique(t, return_inverse=True)
         s = self.logits(h[sel], self.item_embed(uniq))
+        if cfg.text_skip:
+            s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel], uniq)
         if cfg.logq:
             if self.log_q is None:
                 raise ConfigError("logq correction needs the items' training counts "

@@ -238,7 +238,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
 
 def _overrides(cfg: FinetuneConfig) -> dict[str, Any]:
     o: dict[str, Any] = {"mode": cfg.mode, "objective": Objective.FULL_CE}
-    for k in ("dropout", "attn_dropout", "adaptor_dropout", "temperature"):
+    for k in ("dropout", "attn_dropout", "adaptor_dropout", "temperature", "text_skip"):
         v = getattr(cfg, k)
         if v is not None:
             o[k] = v
