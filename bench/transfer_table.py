@@ -62,6 +62,8 @@ ROW_LABELS = {
     "ft-ind+flows": "ours pretrained + fine-tuned (inductive) + item flows (ShiftFusion)",
     "ft-trans+flows": "ours pretrained + fine-tuned (transductive) + item flows (ShiftFusion)",
     "sasrec+flows": "SASRec (IDs, ours) + item flows (ShiftFusion)",
+    "textsim": "text similarity, no training (TextSim)",
+    "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
 }
 PRETRAIN_SOURCE = {"online-retail": "online-retail-ii", "online-retail-shuffle": "online-retail-ii-shuffle"}
 
@@ -183,6 +185,14 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
 
         m, _ = evaluate(Popularity().fit(split), split, "test")
         out["test"] = _test_metrics(m)
+    elif row == "textsim":
+        from shiftrec.models.textsim import TextSim
+
+        model = TextSim(text, "minilm").fit(split)  # no training; the decay chosen on validation
+        model.save(work / f"{ds_name}-textsim{'-' + args.tag if args.tag else ''}")  # for textsim+flows
+        out["test"] = _test_metrics(evaluate(model, split, "test")[0])
+        out |= {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
+                "valid_by_decay": model.selection, "epochs": 0}
     elif row == "sasrec":
         from shiftrec.models.sasrec import SASRec, SASRecConfig
         from shiftrec.train.trainer import Phase, TrainConfig
