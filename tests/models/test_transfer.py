@@ -324,9 +324,11 @@ def test_text_skip_path_adds_the_hand_computed_similarity(tmp_path, tiny_domain)
     split, text, _ = tiny_domain
     torch.manual_seed(0)
     plain = build_net(TINY, text).eval()
-    skip = build_net(TransferConfig(**{**TINY.__dict__, "text_skip": True, "skip_init": 3.0}), text).eval()
+    skip = build_net(TransferConfig(**{**TINY.__dict__, "text_skip": True, "skip_init": 3.0,
+                                       "skip_decay_init": 0.5}), text).eval()
     missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
-    assert set(missing) == {"skip_weight", "skip_decay"} and not unexpected
+    assert set(missing) == {"skip_log_weight", "skip_decay_logit"} and not unexpected
+    assert float(skip.skip_weight) == pytest.approx(3.0) and float(skip.skip_decay) == pytest.approx(0.5)
     unit = F.normalize(torch.from_numpy(text), dim=-1)
     seq = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
     with torch.no_grad():
@@ -349,15 +351,15 @@ def test_text_skip_path_adds_the_hand_computed_similarity(tmp_path, tiny_domain)
     # the weight and the decay are learned
     skip.train()
     skip.training_loss({"seq": torch.tensor([[1, 2, 3, 0]]), "labels": torch.tensor([[2, 3, 4, 0]])}).backward()
-    assert skip.skip_weight.grad is not None and skip.skip_decay.grad is not None
+    assert skip.skip_log_weight.grad is not None and skip.skip_decay_logit.grad is not None
     # fine-tuning a checkpoint without the path adds a fresh one; strict reload keeps it
     save_checkpoint(plain, tmp_path / "plain", encoder="fake")
     net, _ = load_checkpoint(tmp_path / "plain", text, encoder="fake", overrides={"text_skip": True})
     assert net.cfg.text_skip and float(net.skip_weight.detach()) == net.cfg.skip_init
     with torch.no_grad():
-        net.skip_weight.fill_(2.5)
+        net.skip_log_weight.fill_(0.01)
     save_checkpoint(net, tmp_path / "skip", encoder="fake", include_items=True)
     again, _ = load_checkpoint(tmp_path / "skip", strict=True)
-    assert again.cfg.text_skip and float(again.skip_weight.detach()) == 2.5
+    assert again.cfg.text_skip and float(again.skip_log_weight.detach()) == pytest.approx(0.01)
     off, _ = load_checkpoint(tmp_path / "skip", text, encoder="fake", overrides={"text_skip": False})
-    assert not hasattr(off, "skip_weight")
+    assert not hasattr(off, "skip_log_weight")

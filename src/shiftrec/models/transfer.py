@@ -167,7 +167,7 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
                             f"{net.n_items}", path=p)
     if stored_ids is not None and cfg.mode == Mode.INDUCTIVE and not strict:
         sd.pop("item_id.weight")
-    skip_keys = {"skip_weight", "skip_decay"}
+    skip_keys = {"skip_log_weight", "skip_decay_logit"}
     if not cfg.text_skip and not strict:  # fine-tuned without the text path: drop a stored one
         sd = {k: v for k, v in sd.items() if k not in skip_keys}
     try:

@@ -56,11 +56,12 @@ class TransferConfig:
     logq: bool = False
     # text-similarity path: add skip_weight * cos(recency-weighted profile of the history's item
     # texts, the item's text) to every logit (raw encoder vectors, not the adaptor's: near-
-    # duplicate and same-line titles keep their full similarity); the weight and the decay
-    # (sigmoid of a parameter, starts at 0.5) are learned. A checkpoint without the path gets a
+    # duplicate and same-line titles keep their full similarity); the weight and the decay are
+    # learned (from skip_init and skip_decay_init). A checkpoint without the path gets a
     # fresh one when fine-tuned with text_skip on.
     text_skip: bool = False
-    skip_init: float = 5.0  # initial skip_weight (logit units per unit of cosine)
+    skip_init: float = 20.0  # initial skip_weight (logit units per unit of cosine; TextSim's 1/0.05)
+    skip_decay_init: float = 0.3  # initial decay of the history profile
 
     def arch(self) -> dict[str, Any]:
         """The fields that decide tensor shapes (checked when loading)."""

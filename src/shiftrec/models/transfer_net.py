@@ -18,6 +18,10 @@ from shiftrec.models.transfer_config import (
     check_text_table,
 )
 
+#: the text path's two scalars train this many times faster than the other weights (see
+#: TransferNet.__init__)
+SKIP_LR_SCALE = 20.0
+
 
 class MoEAdaptor(nn.Module):
     """Parametric whitening experts (x - b_k) W_k mixed by a (noisy in training) softmax gate."""
@@ -72,8 +76,12 @@ class TransferNet(nn.Module):
         self.apply(init_linear)
         self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
         if cfg.text_skip:  # TransferConfig.text_skip
-            self.skip_weight = nn.Parameter(torch.tensor(float(cfg.skip_init)))
-            self.skip_decay = nn.Parameter(torch.tensor(0.0))  # decay = sigmoid(.) = 0.5
+            # two scalars stored at 1/SKIP_LR_SCALE of their working scale: an optimiser step
+            # (about lr in size for Adam) moves them SKIP_LR_SCALE times further, enough to find
+            # their values in the few hundred steps of a small target
+            self.skip_log_weight = nn.Parameter(torch.zeros(()))  # weight = skip_init * exp(S * .)
+            self.skip_decay_logit = nn.Parameter(torch.tensor(float(np.log(cfg.skip_decay_init / (1 - cfg.skip_decay_init)))
+                                                              / SKIP_LR_SCALE))
 
     def set_item_frequency(self, counts: np.ndarray) -> None:
         """Training counts per item row (row 0 = padding) for the logQ correction of the
@@ -168,6 +176,14 @@ class TransferNet(nn.Module):
         return self.encode(seq, emb)[:, -1]
 
     # ---- text-similarity path (TransferConfig.text_skip) -----------------------------
+    @property
+    def skip_weight(self) -> torch.Tensor:
+        return self.cfg.skip_init * torch.exp(SKIP_LR_SCALE * self.skip_log_weight)
+
+    @property
+    def skip_decay(self) -> torch.Tensor:
+        return torch.sigmoid(SKIP_LR_SCALE * self.skip_decay_logit)
+
     def unit_text(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Unit-length raw text vectors of `ids` (or of the whole table); padding stays 0."""
         return F.normalize(self.text if ids is None else self.text[ids], dim=-1)
@@ -178,7 +194,7 @@ class TransferNet(nn.Module):
         left-aligned windows (causal: position t sees items 0..t)."""
         e = self.unit_text(seq)  # pads are zero rows
         n = seq.shape[1]
-        decay = torch.sigmoid(self.skip_decay)
+        decay = self.skip_decay
         t = torch.arange(n, device=seq.device)
         if last_only:
             p = torch.einsum("l,bld->bd", decay ** (n - 1 - t).float(), e)
