@@ -22,6 +22,9 @@ Protocol (ours; selection on validation only, test reported once per row):
 - Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
   default 0); samples with different S are different users, so `tests` also pools them into one
   paired test per pair of rows.
+- `+text` rows (scratch+text, ft+text, zs+text) add the text-similarity path to the saved net
+  of the base row (zs: the checkpoint) with the weight and decay chosen on validation
+  (pipelines.transfer.select_text_path); nothing else is trained.
 - `--text-skip` trains the scratch / fine-tune rows with the text-similarity path
   (TransferConfig.text_skip: + w * cos(recency-weighted history text, item text), w and the
   decay learned); keys get `~skip`.
@@ -93,8 +96,11 @@ ROW_LABELS = {
     "ft+flows": "text model pretrained + full fine-tune, + item flows (ShiftFusion)",
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
     "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
+    "scratch+text": "text model from scratch + text path (weight, decay chosen on validation)",
+    "ft+text": "text model pretrained + full fine-tune + text path (chosen on validation)",
+    "zs+text": "zero-shot + text path (no training; weight, decay chosen on validation)",
 }
-NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows")
+NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows", "ft+text", "zs+text")
 TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-trans")  # rows that take --lr
 
 
@@ -311,6 +317,24 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         info = {"valid_ndcg@10": fused.selection["valid_ndcg@10_fused"],
                 "flow_weight": fused.bin_weights.tolist(), "smoothing": fused.smoothing,
                 "base": str(base_dir.relative_to(ROOT))}
+    elif row.endswith("+text"):
+        # the saved net of the base row (zs: the checkpoint itself) plus the text path, its
+        # weight and decay chosen on validation (pipelines.transfer.select_text_path)
+        from shiftrec.models.transfer import load_checkpoint
+        from shiftrec.pipelines.transfer import select_text_path
+
+        base = row.removesuffix("+text")
+        if base == "zs":
+            assert ckpt is not None
+            net, _ = load_checkpoint(ckpt, np.asarray(text, np.float32), encoder=ENCODER)
+        else:
+            if not (work / base / "manifest.json").exists():
+                sys.exit(f"run row {base} first (no saved model in {work / base})")
+            net, _ = load_checkpoint(work / base, strict=True)
+        choice = select_text_path(net, split, threads=args.threads)
+        m, ranks = evaluate_net(net, split, "test", threads=args.threads)
+        info = {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice,
+                "base": base if base == "zs" else str((work / base).relative_to(ROOT))}
     elif row == "zs":
         assert ckpt is not None
         m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads)
@@ -386,8 +410,8 @@ def cmd_target(args: argparse.Namespace) -> None:
         res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
         key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
             (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "") + \
-            (f"~lr{args.lr:g}" if args.lr and (row in TRAINED_TEXT_ROWS or row == "ft+flows") else "") + \
-            ("~skip" if args.text_skip and (row in TRAINED_TEXT_ROWS or row == "ft+flows") else "") + \
+            (f"~lr{args.lr:g}" if args.lr and (row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")) else "") + \
+            ("~skip" if args.text_skip and (row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")) else "") + \
             (f"#seed{args.seed}" if args.seed else "")
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},

@@ -328,7 +328,8 @@ def test_text_skip_path_adds_the_hand_computed_similarity(tmp_path, tiny_domain)
                                        "skip_decay_init": 0.5}), text).eval()
     missing, unexpected = skip.load_state_dict(plain.state_dict(), strict=False)
     assert set(missing) == {"skip_log_weight", "skip_decay_logit"} and not unexpected
-    assert float(skip.skip_weight) == pytest.approx(3.0) and float(skip.skip_decay) == pytest.approx(0.5)
+    assert float(skip.skip_weight.detach()) == pytest.approx(3.0)
+    assert float(skip.skip_decay.detach()) == pytest.approx(0.5)
     unit = F.normalize(torch.from_numpy(text), dim=-1)
     seq = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
     with torch.no_grad():
@@ -363,3 +364,37 @@ def test_text_skip_path_adds_the_hand_computed_similarity(tmp_path, tiny_domain)
     assert again.cfg.text_skip and float(again.skip_log_weight.detach()) == pytest.approx(0.01)
     off, _ = load_checkpoint(tmp_path / "skip", text, encoder="fake", overrides={"text_skip": False})
     assert not hasattr(off, "skip_log_weight")
+
+
+def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
+    """select_text_path adds w * cos(text profile, item text) with the (decay, weight) best on
+    validation: an untrained net on a domain where users stay in one topic gains from it, the
+    scores are base + w * cosine, and finetune(text_path=True) saves a model that reloads
+    strictly with the path."""
+    from shiftrec.models.textsim import TextSim
+    from shiftrec.models.transfer_fit import FinetuneConfig
+    from shiftrec.pipelines.transfer import evaluate_net, finetune, select_text_path
+
+    split, text, _ = tiny_domain
+    torch.manual_seed(0)
+    net = build_net(TINY, text)
+    hist = [split.test.history[i] for i in range(6)]
+    seq = torch.from_numpy(np.stack([np.pad(h[-8:], (8 - len(h[-8:]), 0)) for h in hist]))
+    with torch.no_grad():
+        before = net.eval().score_all(seq).numpy()
+    choice = select_text_path(net, split, weights=(1.0, 5.0), decays=(0.3, 0.7))
+    assert choice["weight"] in (1.0, 5.0) and choice["decay"] in (0.3, 0.7)
+    assert choice["valid_ndcg@10"] > choice["valid_ndcg@10_without"]
+    assert choice["valid_ndcg@10"] == max(max(g.values()) for g in choice["grid"].values())
+    cos = TextSim(text, select_decay=(), temperature=1.0).fit(split).scores_with_decay(hist, choice["decay"])
+    with torch.no_grad():
+        after = net.score_all(seq).numpy()
+    assert np.allclose(after[:, 1:], before[:, 1:] + choice["weight"] * cos[:, 1:], atol=1e-4)
+    with pytest.raises(ConfigError, match="already has a text path"):
+        select_text_path(net, split)
+    cfg = FinetuneConfig(epochs=1, batch_size=64, threads=1, text_path=True, model=TINY)
+    net2, fields = finetune(None, split, text, "fake", cfg, tmp_path / "ft")
+    assert fields["text_path"]["valid_ndcg@10"] >= fields["text_path"]["valid_ndcg@10_without"]
+    again, man = load_checkpoint(tmp_path / "ft", strict=True)
+    assert man["text_path"] == fields["text_path"] and again.cfg.text_skip == net2.cfg.text_skip
+    assert evaluate_net(again, split)[0] == evaluate_net(net2, split)[0]

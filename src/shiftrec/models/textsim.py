@@ -92,13 +92,15 @@ class TextSim:
         total = 0.0
         for a in range(0, len(es), self.config.batch_size):
             rows = range(a, min(a + self.config.batch_size, len(es)))
-            s = self._scores([es.history[i] for i in rows], decay)
+            s = self.scores_with_decay([es.history[i] for i in rows], decay)
             total += float(per_user_metric(ranks_from_scores(s, es.target[a:a + len(rows)]),
                                            "ndcg@10").sum())
         return total / len(es)
 
-    def _scores(self, histories: list[np.ndarray], decay: float) -> np.ndarray:
-        assert self.table is not None
+    def scores_with_decay(self, histories: list[np.ndarray], decay: float) -> np.ndarray:
+        """score() with another decay (fitted models only)."""
+        if self.table is None:
+            raise ArtifactError("textsim model is not fitted")
         prof = np.zeros((len(histories), self.table.shape[1]), np.float32)
         for i, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64)[-self.config.max_history:]
@@ -117,7 +119,7 @@ class TextSim:
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
         if self.table is None:
             raise ArtifactError("textsim model is not fitted")
-        return self._scores(histories, self.decay)
+        return self.scores_with_decay(histories, self.decay)
 
     def save(self, path: str | Path) -> None:
         import io

@@ -194,7 +194,7 @@ MODEL_NAMES: dict[Mode, str] = {Mode.INDUCTIVE: "transfer", Mode.TRANSDUCTIVE: "
 
 #: FinetuneConfig fields that TransferRec.fit does not use (model settings go at the top level)
 _UNUSED_TRAIN_KEYS = ("mode", "freeze", "model", "dropout", "attn_dropout", "adaptor_dropout",
-                      "temperature", "text_skip", "stride")
+                      "temperature", "text_skip", "text_path", "stride")
 
 NEEDS_TEXT = ("the transfer model needs item text embeddings aligned with the split: encode the "
               "items with `shiftrec encode DATASET --split SPLIT -o EMB` and pass that folder as "

@@ -57,7 +57,10 @@ class FinetuneConfig:
     attn_dropout: float | None = None
     adaptor_dropout: float | None = None
     temperature: float | None = None
-    text_skip: bool | None = None  # the text-similarity path (TransferConfig.text_skip)
+    text_skip: bool | None = None  # the text-similarity path learned with the rest (TransferConfig.text_skip)
+    # after training, add the text path with the weight and decay chosen on validation
+    # (pipelines.transfer.select_text_path; weight 0 = no path is in the grid)
+    text_path: bool = False
     # architecture for training from scratch (ignored when a checkpoint is given)
     model: TransferConfig = TransferConfig()
 

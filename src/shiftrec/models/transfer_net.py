@@ -176,6 +176,19 @@ class TransferNet(nn.Module):
         return self.encode(seq, emb)[:, -1]
 
     # ---- text-similarity path (TransferConfig.text_skip) -----------------------------
+    def enable_text_path(self, weight: float, decay: float) -> None:
+        """Turn the text path on with this weight and decay (chosen on validation after
+        training: pipelines.transfer.select_text_path); every other weight is unchanged."""
+        from dataclasses import replace
+
+        if not weight > 0 or not 0 < decay < 1:
+            raise ConfigError(f"text path: weight must be > 0 and decay in (0, 1); got {weight}, {decay}")
+        self.cfg = replace(self.cfg, text_skip=True, skip_init=float(weight), skip_decay_init=float(decay))
+        dev = self.text.device
+        self.skip_log_weight = nn.Parameter(torch.zeros((), device=dev))
+        self.skip_decay_logit = nn.Parameter(torch.tensor(float(np.log(decay / (1 - decay))) / SKIP_LR_SCALE,
+                                                          device=dev))
+
     @property
     def skip_weight(self) -> torch.Tensor:
         return self.cfg.skip_init * torch.exp(SKIP_LR_SCALE * self.skip_log_weight)

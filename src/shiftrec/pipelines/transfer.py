@@ -284,6 +284,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     result = train(net, tcfg, batches, split.valid, checkpoint_dir=ckpt, resume=resume,
                    progress=progress)
     seconds = result.seconds if resume else time.perf_counter() - t0
+    text_path = select_text_path(net, split, threads=cfg.threads) if cfg.text_path else None
     meta = {"name": data_name or split.name, "users": len(split.user_ids), "items": split.n_items,
             "fingerprint": split.meta.get("fingerprint")}
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
@@ -292,6 +293,8 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
               "data_fingerprint": meta["fingerprint"],
               "item_keys_hash": item_keys_hash(split),
               "provenance": _provenance([meta], seconds, result, cfg.seed)}
+    if text_path is not None:
+        fields["text_path"] = text_path
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
     return net, fields
@@ -317,6 +320,55 @@ def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int
     net.eval()
     return evaluate(ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads), split, which,
                     batch_size=batch_size, max_len=net.cfg.max_len)
+
+
+TEXT_PATH_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+TEXT_PATH_DECAYS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEXT_PATH_WEIGHTS,
+                     decays: tuple[float, ...] = TEXT_PATH_DECAYS, batch_size: int = 512,
+                     threads: int = 0) -> dict[str, Any]:
+    """Add the text-similarity path to a trained net with the weight and decay that rank the
+    validation users best (NDCG@10 over all items): scores + w * cos(history text profile,
+    item text). Weight 0 (no path) is in the grid, so validation never gets worse; ties go to
+    the smaller weight. Returns the choice and the validation NDCG@10 of each (decay, weight)."""
+    from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+    from shiftrec.models.textsim import TextSim
+    from shiftrec.train.trainer import ModuleScorer
+
+    es = split.valid
+    if len(es) == 0:
+        raise InputError(f"split '{split.name}' has no validation users to choose the text path on")
+    if net.cfg.text_skip:
+        raise ConfigError("the net already has a text path")
+    W = sorted(set(float(w) for w in weights) | {0.0})
+    net.eval()
+    scorer = ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads)
+    sim = TextSim(net.text.cpu().numpy(), select_decay=(), temperature=1.0).fit(split)  # cosines
+    gain = np.zeros((len(decays), len(W)))
+    for a in range(0, len(es), batch_size):
+        rows = range(a, min(a + batch_size, len(es)))
+        hist = [es.history[i][-net.cfg.max_len:] for i in rows]
+        base = np.asarray(scorer.score(hist), np.float32)
+        tgt = es.target[a:a + len(rows)]
+        for di, d in enumerate(decays):
+            cos = sim.scores_with_decay(hist, d)
+            cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
+            for wi, w in enumerate(W):
+                gain[di, wi] += per_user_metric(ranks_from_scores(base + np.float32(w) * cos, tgt),
+                                                "ndcg@10").sum()
+    gain /= len(es)
+    di, wi = np.unravel_index(np.argmax(gain), gain.shape)  # first best: smallest weight of a tie
+    if gain[:, 0].max() >= gain[di, wi]:
+        wi = 0
+    choice = {"weight": W[wi], "decay": float(decays[di]) if wi else None,
+              "valid_ndcg@10": float(gain[di, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
+              "grid": {f"decay {d:g}": {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
+                       for i, d in enumerate(decays)}}
+    if wi:
+        net.enable_text_path(W[wi], float(decays[di]))
+    return choice
 
 
 def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
