@@ -64,6 +64,9 @@ ROW_LABELS = {
     "sasrec+flows": "SASRec (IDs, ours) + item flows (ShiftFusion)",
     "textsim": "text similarity, no training (TextSim)",
     "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
+    "scratch+text": "ours from scratch + text path (chosen on validation)",
+    "ft-ind+text": "ours pretrained + fine-tuned (inductive) + text path (chosen on validation)",
+    "ft-trans+text": "ours pretrained + fine-tuned (transductive) + text path (chosen on validation)",
 }
 PRETRAIN_SOURCE = {"online-retail": "online-retail-ii", "online-retail-shuffle": "online-retail-ii-shuffle"}
 
@@ -259,6 +262,21 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         out["valid_ndcg@10"] = zero_shot(pre_ck(), split, text, "minilm", "valid")[0]["ndcg@10"]
         out["pretrained_from"] = str(pre_ck())
         out["epochs"] = 0
+    elif row.endswith("+text"):
+        # the saved net of the base row plus the text-similarity path, its weight and decay
+        # chosen on validation (pipelines.transfer.select_text_path); nothing else trains
+        from shiftrec.models.transfer import load_checkpoint
+        from shiftrec.pipelines.transfer import select_text_path
+
+        base_row = row.removesuffix("+text")
+        base_dir = work / f"{ds_name}-{base_row}{'-' + args.tag if args.tag else ''}"
+        if not (base_dir / "manifest.json").exists():
+            raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
+        net, _ = load_checkpoint(base_dir, strict=True)
+        choice = select_text_path(net, split, threads=args.threads)
+        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+        out |= {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice, "epochs": 0,
+                "base": str(base_dir)}
     elif row.endswith("+flows"):
         # the saved model of the base row, fused with the item-level flows (item-kNN transitions
         # counted on the target's training sequences); the flow weight is chosen on validation
