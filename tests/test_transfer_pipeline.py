@@ -205,6 +205,14 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
                             "-o", str(tmp_path / "ft"), "--cache-dir", cache])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["n_users"] == 40
+    # --text-path: the text-similarity path chosen on validation after training, saved with the model
+    r = run.invoke(_cli(), ["finetune", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--epochs", "1", "--config", str(ft), "--text-path",
+                            "-o", str(tmp_path / "ftt"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    assert "text path: weight" in r.output
+    tp = json.loads((tmp_path / "ftt" / "manifest.json").read_text())["text_path"]
+    assert tp["valid_ndcg@10"] >= tp["valid_ndcg@10_without"]
     from shiftrec.evaluate.significance import compare_runs
 
     res = compare_runs(tmp_path / "zs.json", tmp_path / "ft")  # same users, same data

@@ -113,6 +113,7 @@ def finetune_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="text embedding cache folder")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on validation; weight 0 is a choice, so validation never gets worse")] = False,
 ) -> None:
     """Fine-tune a pretrained model on a target (full cross-entropy over all its items), then
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr
@@ -132,7 +133,8 @@ def finetune_cmd(
 
     con = _console()
     cfg = _cfg(FinetuneConfig, config, epochs=epochs, seed=seed, mode=mode, freeze=freeze, lr=lr,
-               batch_size=batch_size, patience=patience, threads=threads)
+               batch_size=batch_size, patience=patience, threads=threads,
+               text_path=True if text_path else None)
     ck = None if scratch else _checkpoint(checkpoint)
     enc = encoder or (read_manifest(ck)["encoder"] if ck is not None else "minilm")
     tgt = open_target(target, data_root, max_len=cfg.model.max_len)
@@ -141,6 +143,10 @@ def finetune_cmd(
               f"({len(src.split.user_ids):,} users, {src.split.n_items:,} items)")
     net, fields = finetune(ck, src.split, src.text, enc, cfg, out, resume=resume,
                            progress=epoch_printer(con), data_name=src.name)
+    tp = fields.get("text_path")
+    if tp is not None:
+        con.print(f"text path: weight {tp['weight']:g}" + (f", decay {tp['decay']:g}" if tp["decay"] else " (none)")
+                  + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}")
     metrics, ranks = evaluate_net(net, src.split, "test", threads=cfg.threads)
     _write_metrics(out / "metrics.json", metrics, out, src, ranks, "test")
     con.print(_fmt(metrics))
