@@ -102,8 +102,16 @@ def test_random_bytes_in_weights_are_refused(saved, tmp_path):
         assert "does not match the manifest" in _one_line(e) and Path(fname).name in str(e.value), name
 
 
+#: models that learn nothing from interactions: another run on the same items writes the same
+#: files (TextSim stores the unit item-text table), so there is nothing to swap
+SAME_FILES_EVERY_RUN = {"textsim"}
+
+
 def test_weights_swapped_from_another_run_are_refused(saved, tmp_path):
     name, _, root = saved
+    if name in SAME_FILES_EVERY_RUN:
+        assert all((root / "a" / f).read_bytes() == (root / "b" / f).read_bytes() for f in _files(root / "a"))
+        pytest.skip(f"{name} learns nothing from interactions: every run writes the same files")
     d = _copy(root, tmp_path)
     swapped = 0
     for fname in _files(root / "a"):
