@@ -322,7 +322,7 @@ def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int
                     batch_size=batch_size, max_len=net.cfg.max_len)
 
 
-TEXT_PATH_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+TEXT_PATH_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
 TEXT_PATH_DECAYS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
