@@ -40,6 +40,25 @@ def test_package_then_recommend(tmp_path, store_data):
                                                                         "item_id", "score"}
 
 
+def test_package_with_one_category_says_to_learn_topics(tmp_path, store_data):
+    """A catalogue with a single category gives one category topic: `package` refuses it in one
+    line naming the fix (it used to write a run whose every recommendation failed)."""
+    from shiftrec.data.schema import Dataset
+    from shiftrec.data.splits import leave_one_out
+    from shiftrec.models.itemknn import ItemKNN
+
+    ds, _ = store_data
+    one = Dataset(ds.events, ds.items.with_columns(pl.lit("Everything").alias("category")), name="one")
+    split = leave_one_out(one)
+    one.save(tmp_path / "ds")
+    split.save(tmp_path / "split")
+    ItemKNN().fit(split).save(tmp_path / "m")
+    r = _run("package", str(tmp_path / "m"), "--split", str(tmp_path / "split"), "--dataset",
+             str(tmp_path / "ds"), "-o", str(tmp_path / "run"))
+    assert r.exit_code != 0 and not (tmp_path / "run").exists()
+    assert r.exit_code == 2 and "1 topic" in r.output and "shiftrec topics" in r.output
+
+
 def test_export_events_cli(tmp_path):
     from shiftrec.data.schema import Dataset
     from shiftrec.serve.store import EventStore, StoredEvent

@@ -147,6 +147,12 @@ def write_run(out_dir: str | Path, *, model_dir: str | Path, split: SeqSplit | s
         raise InputError(f"the dataset (fingerprint {ds_fp}) is not the one split '{sp.name}' "
                          f"was made from ({split_fp})")
     topics = Topics.load(topics_dir) if topics_dir is not None else category_topics(ds.items)
+    if len(topics.names) < 2:  # the run's shift detection needs two; say so now, not at serving
+        what = "topics folder" if topics_dir is not None else "catalogue's categories"
+        raise InputError(f"the {what} give{'s' if topics_dir is not None else ''} "
+                         f"{len(topics.names)} topic; a servable run needs at least 2 for shift "
+                         "detection: learn topics from the titles with `shiftrec topics DATASET "
+                         "-o TOPICS` and pass --topics TOPICS")
     shift_cfg = shift_config or ShiftConfig()
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
