@@ -269,7 +269,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.pipelines.transfer import select_text_path
 
         base_row = row.removesuffix("+text")
-        base_dir = work / f"{ds_name}-{base_row}{'-' + args.tag if args.tag else ''}"
+        tagged = args.tag and not base_row.startswith("scratch")  # scratch rows save untagged
+        base_dir = work / f"{ds_name}-{base_row}{'-' + args.tag if tagged else ''}"
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         net, _ = load_checkpoint(base_dir, strict=True)

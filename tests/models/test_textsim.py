@@ -91,6 +91,6 @@ def test_cli_train_textsim_from_encoded_items(tmp_path):
                                  str(tmp_path / "emb"), "-o", str(tmp_path / "ts")])
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "ts" / "metrics.json").read_text())
-    assert metrics["recall@10"] == 1.0 and metrics["ndcg@10"] > 0.4  # next item ranked 3rd at worst
+    assert metrics["ndcg@10"] >= 0.5  # the next item ranks 3rd at worst (1 / log2(4) = 0.5)
     man = json.loads((tmp_path / "ts" / "manifest.json").read_text())
     assert man["model"] == "textsim" and man["encoder"] == "circle"

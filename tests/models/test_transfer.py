@@ -394,7 +394,15 @@ def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
         select_text_path(net, split)
     cfg = FinetuneConfig(epochs=1, batch_size=64, threads=1, text_path=True, model=TINY)
     net2, fields = finetune(None, split, text, "fake", cfg, tmp_path / "ft")
-    assert fields["text_path"]["valid_ndcg@10"] >= fields["text_path"]["valid_ndcg@10_without"]
+    tp = fields["text_path"]
+    assert net2.cfg.text_skip == (tp["weight"] > 0)
+    if tp["weight"] > 0:
+        assert net2.cfg.skip_init == tp["weight"] and net2.cfg.skip_decay_init == tp["decay"]
+    both = FinetuneConfig(epochs=1, batch_size=64, threads=1, text_path=True, text_skip=True, model=TINY)
+    with pytest.raises(ConfigError, match="already has one"):  # refused before training
+        finetune(None, split, text, "fake", both)
+    with pytest.raises(ConfigError, match="skip_decay_init in"):
+        build_net(TransferConfig(**{**TINY.__dict__, "text_skip": True, "skip_decay_init": 1.5}), text)
     again, man = load_checkpoint(tmp_path / "ft", strict=True)
     assert man["text_path"] == fields["text_path"] and again.cfg.text_skip == net2.cfg.text_skip
     assert evaluate_net(again, split)[0] == evaluate_net(net2, split)[0]

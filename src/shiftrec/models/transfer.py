@@ -144,6 +144,7 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
         encoder = encoder or man.get("encoder")
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), p)
     cfg = from_dict(TransferConfig, man["config"], where=str(p / MANIFEST))
+    stored_skip = cfg.text_skip
     if overrides:
         bad = set(overrides) & set(cfg.arch())
         changed = {k for k in bad if overrides[k] != getattr(cfg, k)}
@@ -176,7 +177,7 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
         raise ArtifactError(f"checkpoint weights do not match its manifest: "
                             f"{' '.join(str(e).split())[:300]}", path=p) from None
     allowed_missing = {"item_id.weight"} if cfg.mode == Mode.TRANSDUCTIVE and not strict else set()
-    if cfg.text_skip and not strict:  # a checkpoint without the text path gets a fresh one
+    if cfg.text_skip and not stored_skip and not strict:  # turned on here: a fresh path
         allowed_missing |= skip_keys
     if set(missing) - allowed_missing or unexpected:
         raise ArtifactError(f"checkpoint weights do not match the model: missing "

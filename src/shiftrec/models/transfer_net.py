@@ -21,6 +21,7 @@ from shiftrec.models.transfer_config import (
 #: the text path's two scalars train this many times faster than the other weights (see
 #: TransferNet.__init__)
 SKIP_LR_SCALE = 20.0
+SKIP_LOG_RANGE = float(np.log(100.0))
 
 
 class MoEAdaptor(nn.Module):
@@ -76,6 +77,9 @@ class TransferNet(nn.Module):
         self.apply(init_linear)
         self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
         if cfg.text_skip:  # TransferConfig.text_skip
+            if not cfg.skip_init > 0 or not 0 < cfg.skip_decay_init < 1:
+                raise ConfigError(f"text path: skip_init must be > 0 and skip_decay_init in (0, 1); "
+                                  f"got {cfg.skip_init}, {cfg.skip_decay_init}")
             # two scalars stored at 1/SKIP_LR_SCALE of their working scale: an optimiser step
             # (about lr in size for Adam) moves them SKIP_LR_SCALE times further, enough to find
             # their values in the few hundred steps of a small target
@@ -191,7 +195,9 @@ class TransferNet(nn.Module):
 
     @property
     def skip_weight(self) -> torch.Tensor:
-        return self.cfg.skip_init * torch.exp(SKIP_LR_SCALE * self.skip_log_weight)
+        # within 1/100 .. 100 times skip_init: a long run cannot push it to inf
+        return self.cfg.skip_init * torch.exp((SKIP_LR_SCALE * self.skip_log_weight).clamp(-SKIP_LOG_RANGE,
+                                                                                          SKIP_LOG_RANGE))
 
     @property
     def skip_decay(self) -> torch.Tensor:
@@ -226,7 +232,8 @@ class TransferNet(nn.Module):
         the unit user vector / temperature, and with the text path, skip_weight * profile."""
         q = F.normalize(self.user_vectors(seq), dim=-1) / self.cfg.temperature
         if self.cfg.text_skip:
-            q = torch.cat([q, self.skip_weight * self.text_profiles(seq, last_only=True)], dim=-1)
+            prof = self.text_profiles(seq[:, -self.cfg.max_len:], last_only=True)
+            q = torch.cat([q, self.skip_weight * prof], dim=-1)
         return q
 
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -276,6 +276,9 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
+    if cfg.text_path and net.cfg.text_skip:  # before training, not after it
+        raise ConfigError("text_path chooses a text path after training, but this net already has "
+                          "one (text_skip on, or a checkpoint saved with a text path): use one of them")
     net.objective = Objective.FULL_CE
     batches = causal_batches(split.train, net.cfg.max_len, cfg.stride)
     tcfg = cfg.train_config(net.cfg.max_len, "finetune", freeze_prefixes(cfg.freeze))
@@ -345,7 +348,8 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     W = sorted(set(float(w) for w in weights) | {0.0})
     net.eval()
     scorer = ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads)
-    sim = TextSim(net.text.cpu().numpy(), select_decay=(), temperature=1.0).fit(split)  # cosines
+    sim = TextSim(net.text.cpu().numpy(), select_decay=(), temperature=1.0,  # cosines, as the net's
+                  max_history=net.cfg.max_len).fit(split)
     gain = np.zeros((len(decays), len(W)))
     for a in range(0, len(es), batch_size):
         rows = range(a, min(a + batch_size, len(es)))
@@ -359,9 +363,8 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
                 gain[di, wi] += per_user_metric(ranks_from_scores(base + np.float32(w) * cos, tgt),
                                                 "ndcg@10").sum()
     gain /= len(es)
-    di, wi = np.unravel_index(np.argmax(gain), gain.shape)  # first best: smallest weight of a tie
-    if gain[:, 0].max() >= gain[di, wi]:
-        wi = 0
+    # the best (decay, weight); of a tie the smaller weight, then the smaller decay
+    di, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
     choice = {"weight": W[wi], "decay": float(decays[di]) if wi else None,
               "valid_ndcg@10": float(gain[di, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
               "grid": {f"decay {d:g}": {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
