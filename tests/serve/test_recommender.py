@@ -62,6 +62,28 @@ def test_text_model_is_servable(text_run):
     assert len(rec.recommend(rec.user_ids()[0], k=5).items) == 5
 
 
+def test_textsim_is_servable_and_takes_new_items_at_once(tmp_path, store_data):
+    """TextSim learns nothing, so a new catalogue item is recommendable at once: an anonymous
+    history of one new item gets its same-titled twin first."""
+    from shiftrec.models.textsim import TextSim
+    from tests.serve.conftest import FakeEncoder
+
+    ds, split = store_data
+    text = np.random.default_rng(0).normal(size=(split.n_items + 1, 8)).astype(np.float32)
+    text[0] = 0
+    run = make_run(tmp_path, TextSim(text, "fake").fit(split), ds, split, "ts")
+    rec = Recommender.load(run)
+    assert rec.model_name == "textsim" and rec.can_add_items
+    assert len(rec.recommend(rec.user_ids()[0], k=5).items) == 5
+    rec.encoder = FakeEncoder()
+    n0 = rec.n_items
+    assert rec.add_items([{"item_id": "lamp-a", "title": "A brass desk lamp"},
+                          {"item_id": "lamp-b", "title": "A brass desk lamp"}]) == ["lamp-a", "lamp-b"]
+    assert rec.n_items == n0 + 2
+    r = rec.recommend(history=["lamp-a"], k=3)
+    assert r.items[0].item_id == "lamp-b"
+
+
 def test_model_of_other_data_is_refused_naming_both_fingerprints(tmp_path, store_data):
     from shiftrec.data.clean import clean
     from shiftrec.data.readers._common import finish

@@ -121,6 +121,19 @@ class TextSim:
             raise ArtifactError("textsim model is not fitted")
         return self.scores_with_decay(histories, self.decay)
 
+    def extend_items(self, vectors: np.ndarray) -> None:
+        """Append items, given their text vectors (the run's encoder): scored at once, since
+        nothing about them is learned."""
+        if self.table is None:
+            raise ArtifactError("textsim model is not fitted")
+        v = np.asarray(vectors, np.float32)
+        if v.ndim != 2 or v.shape[1] != self.table.shape[1] or not np.isfinite(v).all():
+            raise InputError(f"new item vectors must be finite and (n, {self.table.shape[1]}); "
+                             f"got shape {tuple(v.shape)}")
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        unit = np.where(norm > 0, v / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+        self.table = np.concatenate([self.table, unit])
+
     def save(self, path: str | Path) -> None:
         import io
 

@@ -347,6 +347,22 @@ class TransferRec:
         adapted, not the whole table; run like score."""
         return self._run(histories, lambda net, seq: net.query_vectors(seq))
 
+    def extend_items(self, vectors: np.ndarray) -> None:
+        """Append items, given their text vectors (the run's encoder), to the item table: the
+        inductive model scores them at once (a transductive one has no ID for them)."""
+        net = self._fitted("")
+        if Mode(self.cfg.mode) != Mode.INDUCTIVE:
+            raise ConfigError("the transductive model has no item-ID embedding for new items: "
+                              "retrain, or serve the inductive model")
+        table = check_text_table(np.concatenate([self._fitted_text(), np.asarray(vectors, np.float32)]))
+        net.set_item_text(table, reset_ids=False)
+        self.item_text = table
+
+    def _fitted_text(self) -> np.ndarray:
+        if self.item_text is None:
+            raise ArtifactError(f"{self.name} model has no item table")
+        return self.item_text
+
     def save(self, path: str | Path) -> None:
         net = self._fitted(": nothing to save")
         save_checkpoint(net, path, encoder=self.encoder or "unnamed", include_items=True,

@@ -542,13 +542,13 @@ def create_app(svc: Service) -> Any:
     @app.post("/v1/items", response_model=M["ItemsOut"], tags=["items"],
               responses={409: {"description": "the model cannot embed new items"}})
     def post_items(body: ItemsIn) -> Any:
-        """Add catalogue items with text: the inductive text model embeds them at once (no
-        retraining); ID-only models answer 409."""
+        """Add catalogue items with text: the text models (inductive transfer, textsim) embed
+        them at once (no retraining); ID-only models answer 409."""
         rec = svc.rec
         if not rec.can_add_items:
             return _err(409, "items", f"model '{rec.model_name}' scores only the item ids it was "
-                        "trained on: new items need retraining (the inductive text model "
-                        "'transfer' embeds new items at once)")
+                        "trained on: new items need retraining (the text models "
+                        "'transfer' and 'textsim' embed new items at once)")
         items = [it.model_dump() for it in body.items]
         ids = [it["item_id"] for it in items]
         if len(set(ids)) != len(ids):

@@ -42,6 +42,8 @@ from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import read_json, require_complete, sha256_file
 
 MAX_K = 1000
+#: models that score items from their text alone: POST /v1/items adds items to them at once
+ITEM_TEXT_MODELS = ("transfer", "textsim")
 
 
 @dataclass
@@ -671,16 +673,16 @@ class Recommender:
     # ------------------------------------------------------------------ new items
     @property
     def can_add_items(self) -> bool:
-        return self.model_name == "transfer"
+        return self.model_name in ITEM_TEXT_MODELS
 
     def add_items(self, items: list[dict[str, Any]]) -> list[str]:
-        """Add catalogue items with text; the inductive text model embeds them with the run's
-        encoder at once, so they are recommendable without retraining. Returns the new ids
-        (ids already in the catalogue are left as they are)."""
+        """Add catalogue items with text; the text models (ITEM_TEXT_MODELS) embed them with
+        the run's encoder at once, so they are recommendable without retraining. Returns the
+        new ids (ids already in the catalogue are left as they are)."""
         if not self.can_add_items:
             raise ConfigError(f"model '{self.model_name}' scores item ids learned in training: "
-                              "new items need retraining (only the inductive text model "
-                              "'transfer' embeds new items)")
+                              "new items need retraining (only the text models "
+                              f"{', '.join(repr(m) for m in ITEM_TEXT_MODELS)} embed new items)")
         from shiftrec.text.item_text import TextConfig, build_texts
 
         with self._lock:
@@ -698,9 +700,7 @@ class Recommender:
                               schema={"title": pl.String, "category": pl.String,
                                       "brand": pl.String})
             vec = np.asarray(self.encoder.encode(build_texts(fr, TextConfig())), np.float32)
-            table = np.concatenate([self.model.item_text, vec]).astype(np.float32)
-            self.model.net.set_item_text(table, reset_ids=False)
-            self.model.item_text = table
+            self.model.extend_items(vec)
             keys = [f"{dom}/{it['item_id']}" for it in new]
             self.keys = np.concatenate([self.keys, np.asarray(keys, dtype=object)])
             for j, it in enumerate(new):
