@@ -204,7 +204,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
                                        batch_size=args.batch_size, patience=args.patience),),
                          seed=args.seed, threads=args.threads)
         rec = SASRec(SASRecConfig(hidden=64, train=tc), progress=_progress(row)).fit(split)
-        rec.save(work / f"{ds_name}-sasrec")  # for the sasrec+flows row
+        rec.save(work / f"{ds_name}-sasrec{'-' + args.tag if args.tag else ''}")  # for the sasrec+flows row
         m, _ = evaluate(rec, split, "test")
         out["test"] = _test_metrics(m)
         res = rec.result
