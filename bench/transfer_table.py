@@ -51,6 +51,7 @@ PUBLISHED["online-retail-shuffle"] = PUBLISHED["online-retail"] + [("TedRec (CIK
                                                                      float("nan"))]
 ROW_LABELS = {
     "pop": "popularity",
+    "itemknn": "item-kNN (the item flows alone)",
     "sasrec": "SASRec (IDs, ours, hidden 64)",
     "scratch": "ours from scratch (inductive, text only)",
     "scratch-trans": "ours from scratch (transductive, text + ID)",
@@ -120,6 +121,41 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RANKS = RESULTS / "transfer_table.ranks.npz"
+
+
+def store_ranks(key: str, ranks: np.ndarray) -> None:
+    have: dict[str, np.ndarray] = {}
+    if RANKS.exists():
+        with np.load(RANKS, allow_pickle=False) as z:
+            have = {k: z[k] for k in z.files}
+    have[key] = np.asarray(ranks, np.int32)
+    tmp = RANKS.with_name("transfer_table_ranks_tmp.npz")
+    np.savez_compressed(tmp, **have)
+    tmp.replace(RANKS)
+
+
+def paired_tests(ds_name: str, pairs: str) -> None:
+    """Paired t-test and bootstrap CI of NDCG@10 per user between stored rows."""
+    from shiftrec.evaluate.significance import paired_test
+
+    with np.load(RANKS, allow_pickle=False) as z:
+        ranks = {k: z[k].astype(np.int64) for k in z.files}
+    res = load_results()
+    out = res.setdefault("paired", {}).setdefault(ds_name, {})
+    for pair in pairs.split(","):
+        a, b = pair.split(":")
+        ka, kb = f"{ds_name}/{a}", f"{ds_name}/{b}"
+        if ka not in ranks or kb not in ranks:
+            raise SystemExit(f"no stored ranks for {ka if ka not in ranks else kb}: run that row first")
+        d = paired_test(ranks[ka], ranks[kb], k=10)
+        out[f"{b} vs {a}"] = {k: d[k] for k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low",
+                                                "ci95_high", "n_users")}
+        print(ds_name, f"{b} vs {a}", f"{d['mean_a']:.4f} -> {d['mean_b']:.4f}",
+              f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%) p={d['t_test_p']:.2g}")
+    save_results(res)
+
+
 def prepare(ds_name: str, cache_dir: Path) -> Any:
     from shiftrec.pipelines.transfer import load_dataset, make_source
 
@@ -161,6 +197,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     split, text = src.split, src.text
     t0 = time.perf_counter()
     out: dict[str, Any] = {"seed": args.seed, "dataset": ds_name}
+    ranks = None
     common = dict(epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads,
                   batch_size=args.batch_size, lr=args.lr)
     drop = {} if args.dropout is None else {"dropout": args.dropout, "attn_dropout": args.dropout}
@@ -186,14 +223,20 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     if row == "pop":
         from shiftrec.models.popularity import Popularity
 
-        m, _ = evaluate(Popularity().fit(split), split, "test")
+        m, ranks = evaluate(Popularity().fit(split), split, "test")
+        out["test"] = _test_metrics(m)
+    elif row == "itemknn":
+        from shiftrec.models.itemknn import ItemKNN
+
+        m, ranks = evaluate(ItemKNN().fit(split), split, "test")
         out["test"] = _test_metrics(m)
     elif row == "textsim":
         from shiftrec.models.textsim import TextSim
 
         model = TextSim(text, "minilm").fit(split)  # no training; the decay chosen on validation
         model.save(work / f"{ds_name}-textsim{'-' + args.tag if args.tag else ''}")  # for textsim+flows
-        out["test"] = _test_metrics(evaluate(model, split, "test")[0])
+        m, ranks = evaluate(model, split, "test")
+        out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
                 "valid_by_decay": model.selection, "epochs": 0}
     elif row == "sasrec":
@@ -205,7 +248,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
                          seed=args.seed, threads=args.threads)
         rec = SASRec(SASRecConfig(hidden=64, train=tc), progress=_progress(row)).fit(split)
         rec.save(work / f"{ds_name}-sasrec{'-' + args.tag if args.tag else ''}")  # for the sasrec+flows row
-        m, _ = evaluate(rec, split, "test")
+        m, ranks = evaluate(rec, split, "test")
         out["test"] = _test_metrics(m)
         res = rec.result
         out["epochs"] = res.phases[0].epochs_run
@@ -219,7 +262,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         net, fields = finetune(None, split, text, "minilm", cfg, work / f"{ds_name}-{row}",
                                progress=_progress(row))
         out |= hist_of(fields)
-        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+        m, ranks = evaluate_net(net, split)
+        out["test"] = _test_metrics(m)
     elif row == "pretrain":
         from shiftrec.pipelines.transfer import load_dataset, make_source
 
@@ -255,7 +299,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
                                resume=args.resume, progress=_progress(row))
         out |= hist_of(fields)
         out["pretrained_from"] = str(pre_ck())
-        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+        m, ranks = evaluate_net(net, split)
+        out["test"] = _test_metrics(m)
     elif row == "zero-shot":
         m, _ = zero_shot(pre_ck(), split, text, "minilm")
         out["test"] = _test_metrics(m)
@@ -275,7 +320,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         net, _ = load_checkpoint(base_dir, strict=True)
         choice = select_text_path(net, split, threads=args.threads)
-        out["test"] = _test_metrics(evaluate_net(net, split)[0])
+        m, ranks = evaluate_net(net, split)
+        out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice, "epochs": 0,
                 "base": str(base_dir)}
     elif row.endswith("+flows"):
@@ -290,7 +336,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         fused = ShiftFusion(load_model(base_dir), base_fitted=True, n_bins=1).fit(split)
-        out["test"] = _test_metrics(evaluate(fused, split, "test")[0])
+        m, ranks = evaluate(fused, split, "test")
+        out["test"] = _test_metrics(m)
         out["valid_ndcg@10"] = fused.selection["valid_ndcg@10_fused"]
         out["fusion"] = {"base": str(base_dir), "flow_weight": fused.bin_weights.tolist(),
                          "smoothing": fused.smoothing, "selection": fused.selection,
@@ -299,6 +346,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         out["epochs"] = 0
     else:
         raise SystemExit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
+    if ranks is not None:
+        out["_ranks"] = np.asarray(ranks)  # per-user test ranks: stored beside the JSON by main
     out["wall_seconds"] = time.perf_counter() - t0
     out["peak_rss_mb"] = peak_rss_mb()
     out["threads"] = args.threads
@@ -333,8 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/shiftrec-transfer-bench"))
     ap.add_argument("--tag", default=None, help="store rows under '<row>@<tag>' (ablations)")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--pairs", default=None,
+                    help="paired tests a:b,c:d between stored rows of --dataset (per-user test ranks "
+                         "in transfer_table.ranks.npz), written under 'paired' in the JSON")
     args = ap.parse_args(argv)
     res = load_results()
+    if args.pairs:
+        paired_tests(args.dataset, args.pairs)
+        return 0
     if args.table_only:
         save_results(res)
         return 0
@@ -344,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{args.dataset}] {row} ...", flush=True)
         r = run_row(row, args.dataset, src, args, args.work_dir)
         key = row if args.tag is None else f"{row}@{args.tag}"
+        ranks = r.pop("_ranks", None)
+        if ranks is not None:
+            store_ranks(f"{args.dataset}/{key}", ranks)
         res = load_results()
         res["rows"].setdefault(args.dataset, {})[key] = r
         save_results(res)
