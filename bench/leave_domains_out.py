@@ -154,23 +154,17 @@ def save_json(update: Any) -> None:
 def store_ranks(key: str, ranks: np.ndarray) -> None:
     import fcntl
 
+    from shiftrec.manifest import read_npz, write_npz
+
     with open(lock_path(), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        have: dict[str, np.ndarray] = {}
-        if RANKS.exists():
-            with np.load(RANKS, allow_pickle=False) as z:
-                have = {k: z[k] for k in z.files}
-        have[key] = np.asarray(ranks, np.int32)
-        tmp = RANKS.with_name("lodo_ranks_tmp.npz")
-        np.savez_compressed(tmp, **have)
-        tmp.replace(RANKS)
+        write_npz(RANKS, {**read_npz(RANKS), key: np.asarray(ranks, np.int32)})
 
 
 def load_ranks() -> dict[str, np.ndarray]:
-    if not RANKS.exists():
-        return {}
-    with np.load(RANKS, allow_pickle=False) as z:
-        return {k: z[k].astype(np.int64) for k in z.files}
+    from shiftrec.manifest import read_npz
+
+    return {k: v.astype(np.int64) for k, v in read_npz(RANKS).items()}
 
 
 def _progress(tag: str) -> Any:

@@ -125,22 +125,17 @@ RANKS = RESULTS / "transfer_table.ranks.npz"
 
 
 def store_ranks(key: str, ranks: np.ndarray) -> None:
-    have: dict[str, np.ndarray] = {}
-    if RANKS.exists():
-        with np.load(RANKS, allow_pickle=False) as z:
-            have = {k: z[k] for k in z.files}
-    have[key] = np.asarray(ranks, np.int32)
-    tmp = RANKS.with_name("transfer_table_ranks_tmp.npz")
-    np.savez_compressed(tmp, **have)
-    tmp.replace(RANKS)
+    from shiftrec.manifest import read_npz, write_npz
+
+    write_npz(RANKS, {**read_npz(RANKS), key: np.asarray(ranks, np.int32)})
 
 
 def paired_tests(ds_name: str, pairs: str) -> None:
     """Paired t-test and bootstrap CI of NDCG@10 per user between stored rows."""
     from shiftrec.evaluate.significance import paired_test
+    from shiftrec.manifest import read_npz
 
-    with np.load(RANKS, allow_pickle=False) as z:
-        ranks = {k: z[k].astype(np.int64) for k in z.files}
+    ranks = {k: v.astype(np.int64) for k, v in read_npz(RANKS).items()}
     res = load_results()
     out = res.setdefault("paired", {}).setdefault(ds_name, {})
     for pair in pairs.split(","):

@@ -50,6 +50,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def write_npz(path: str | Path, arrays: Any) -> None:
+    """Write named arrays (a mapping) as one compressed .npz, atomically; no pickled objects."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: str | Path) -> dict[str, Any]:
+    """Every array of an .npz written by write_npz ({} when there is no such file); never
+    unpickles."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 

@@ -16,7 +16,6 @@ only once the selection is made.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -36,7 +35,13 @@ from shiftrec.evaluate.selection import (
     slice_metrics,
     slice_scores,
 )
-from shiftrec.manifest import atomic_write_bytes, make_manifest, read_json, write_json
+from shiftrec.manifest import (
+    make_manifest,
+    read_json,
+    read_npz,
+    write_json,
+    write_npz,
+)
 from shiftrec.models.presets import CORE_VARIANTS, VARIANTS, Budget, Setting
 
 KS = (10, 20)
@@ -94,16 +99,10 @@ class _Runs:
         return read_json(self.dir(run) / "row.json")
 
     def ranks(self, run: str) -> dict[str, np.ndarray]:
-        p = self.dir(run) / "ranks.npz"
-        if not p.is_file():
-            return {}
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return read_npz(self.dir(run) / "ranks.npz")
 
     def _write_ranks(self, run: str, ranks: dict[str, np.ndarray]) -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **ranks)
-        atomic_write_bytes(self.dir(run) / "ranks.npz", buf.getvalue())
+        write_npz(self.dir(run) / "ranks.npz", ranks)
 
     def fit(self, run: str, build: Callable[[Path], Any], fitted: bool = False,
             with_test: bool = False) -> dict[str, Any]:
