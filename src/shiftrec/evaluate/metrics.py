@@ -6,6 +6,8 @@ that emits NaN for the target ranks it last, never first, and no metric can beco
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 KS = (5, 10, 20, 50)
@@ -71,6 +73,17 @@ def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
     if name == "ndcg":
         return per_user_ndcg(ranks, k)
     return np.where(ranks <= k, 1.0 / ranks, 0.0)
+
+
+def mixed_metric(base: np.ndarray, extra: np.ndarray, weights: Any, targets: np.ndarray,
+                 metric: str) -> np.ndarray:
+    """(users, len(weights)): each user's `metric` when all items are ranked by
+    base + w * extra, for each weight w (the grid both mixing choices search on validation:
+    ShiftFusion's flow weight and the transfer model's text path)."""
+    out = np.empty((len(targets), len(weights)))
+    for wi, w in enumerate(weights):
+        out[:, wi] = per_user_metric(ranks_from_scores(base + np.float32(w) * extra, targets), metric)
+    return out
 
 
 def all_metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:

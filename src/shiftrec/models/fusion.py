@@ -254,7 +254,7 @@ class ShiftFusion:
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Per validation user, smoothing and weight: the selection metric of the fused ranking
         (from the batches' `parts`, see _valid_parts); and each user's shift statistic."""
-        from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+        from shiftrec.evaluate.metrics import mixed_metric
 
         cfg = self.config
         gain = np.zeros((len(es), len(S), len(W)))
@@ -264,10 +264,7 @@ class ShiftFusion:
             stat[a:a + n] = st
             tgt = es.target[a:a + n]
             for si, sm in enumerate(S):
-                lp = flow_logp(raw, float(sm))
-                for wi, w in enumerate(W):
-                    r = ranks_from_scores(base + np.float32(w) * lp, tgt)
-                    gain[a:a + n, si, wi] = per_user_metric(r, cfg.select_metric)
+                gain[a:a + n, si] = mixed_metric(base, flow_logp(raw, float(sm)), W, tgt, cfg.select_metric)
         return gain, stat
 
     def _choose(self, gain: np.ndarray, bins: np.ndarray, nb: int, n_smooth: int

@@ -336,7 +336,7 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     validation users best (NDCG@10 over all items): scores + w * cos(history text profile,
     item text). Weight 0 (no path) is in the grid, so validation never gets worse; ties go to
     the smaller weight. Returns the choice and the validation NDCG@10 of each (decay, weight)."""
-    from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+    from shiftrec.evaluate.metrics import mixed_metric
     from shiftrec.models.textsim import TextSim
     from shiftrec.train.trainer import ModuleScorer
 
@@ -359,9 +359,7 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
         for di, d in enumerate(decays):
             cos = sim.scores_with_decay(hist, d)
             cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
-            for wi, w in enumerate(W):
-                gain[di, wi] += per_user_metric(ranks_from_scores(base + np.float32(w) * cos, tgt),
-                                                "ndcg@10").sum()
+            gain[di] += mixed_metric(base, cos, W, tgt, "ndcg@10").sum(axis=0)
     gain /= len(es)
     # the best (decay, weight); of a tie the smaller weight, then the smaller decay
     di, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
