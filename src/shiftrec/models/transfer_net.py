@@ -77,15 +77,7 @@ class TransferNet(nn.Module):
         self.apply(init_linear)
         self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
         if cfg.text_skip:  # TransferConfig.text_skip
-            if not cfg.skip_init > 0 or not 0 < cfg.skip_decay_init < 1:
-                raise ConfigError(f"text path: skip_init must be > 0 and skip_decay_init in (0, 1); "
-                                  f"got {cfg.skip_init}, {cfg.skip_decay_init}")
-            # two scalars stored at 1/SKIP_LR_SCALE of their working scale: an optimiser step
-            # (about lr in size for Adam) moves them SKIP_LR_SCALE times further, enough to find
-            # their values in the few hundred steps of a small target
-            self.skip_log_weight = nn.Parameter(torch.zeros(()))  # weight = skip_init * exp(S * .)
-            self.skip_decay_logit = nn.Parameter(torch.tensor(float(np.log(cfg.skip_decay_init / (1 - cfg.skip_decay_init)))
-                                                              / SKIP_LR_SCALE))
+            self._add_text_path_parameters()
 
     def set_item_frequency(self, counts: np.ndarray) -> None:
         """Training counts per item row (row 0 = padding) for the logQ correction of the
@@ -185,13 +177,22 @@ class TransferNet(nn.Module):
         training: pipelines.transfer.select_text_path); every other weight is unchanged."""
         from dataclasses import replace
 
-        if not weight > 0 or not 0 < decay < 1:
-            raise ConfigError(f"text path: weight must be > 0 and decay in (0, 1); got {weight}, {decay}")
         self.cfg = replace(self.cfg, text_skip=True, skip_init=float(weight), skip_decay_init=float(decay))
+        self._add_text_path_parameters()
+
+    def _add_text_path_parameters(self) -> None:
+        """The path's two scalars, starting at cfg.skip_init and cfg.skip_decay_init. They are
+        stored at 1/SKIP_LR_SCALE of their working scale: an optimiser step (about lr in size for
+        Adam) moves them SKIP_LR_SCALE times further, enough to find their values in the few
+        hundred steps of a small target."""
+        cfg = self.cfg
+        if not cfg.skip_init > 0 or not 0 < cfg.skip_decay_init < 1:
+            raise ConfigError(f"text path: skip_init must be > 0 and skip_decay_init in (0, 1); "
+                              f"got {cfg.skip_init}, {cfg.skip_decay_init}")
         dev = self.text.device
-        self.skip_log_weight = nn.Parameter(torch.zeros((), device=dev))
-        self.skip_decay_logit = nn.Parameter(torch.tensor(float(np.log(decay / (1 - decay))) / SKIP_LR_SCALE,
-                                                          device=dev))
+        decay_logit = float(np.log(cfg.skip_decay_init / (1 - cfg.skip_decay_init))) / SKIP_LR_SCALE
+        self.skip_log_weight = nn.Parameter(torch.zeros((), device=dev))  # weight = skip_init * exp(S * .)
+        self.skip_decay_logit = nn.Parameter(torch.tensor(decay_logit, device=dev))
 
     @property
     def skip_weight(self) -> torch.Tensor:
