@@ -40,7 +40,12 @@ class TextSimConfig:
     select_decay: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3, 0.1)  # chosen on validation; () keeps decay
     temperature: float = 0.05  # scores = cosine / temperature (logits; see the module docstring)
     max_history: int = 50
-    batch_size: int = 512
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length; all-zero rows (no text) stay zero."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norm > 0, x / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
 class TextSim:
@@ -54,8 +59,8 @@ class TextSim:
                 raise ConfigError(f"textsim: decay must be in (0, 1], got {d}")
         if not self.config.temperature > 0:
             raise ConfigError(f"textsim: temperature must be > 0, got {self.config.temperature}")
-        if self.config.max_history < 1 or self.config.batch_size < 1:
-            raise ConfigError("textsim: max_history and batch_size must be >= 1")
+        if self.config.max_history < 1:
+            raise ConfigError("textsim: max_history must be >= 1")
         self.source = item_text
         self.encoder = encoder
         self.decay = self.config.decay
@@ -75,27 +80,20 @@ class TextSim:
         if text.shape[0] != split.n_items + 1:
             raise InputError(f"item text table has {text.shape[0] - 1} items but the split has "
                              f"{split.n_items}")
-        norm = np.linalg.norm(text, axis=1, keepdims=True)
-        self.table = np.where(norm > 0, text / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+        self.table = _unit_rows(text)
         self.table[0] = 0.0
-        es = split.valid
-        if self.config.select_decay and len(es):
-            self.selection = {f"{d:g}": self._valid_ndcg(es, d) for d in self.config.select_decay}
+        if self.config.select_decay and len(split.valid):
+            self.selection = {f"{d:g}": self._valid_ndcg(split, d) for d in self.config.select_decay}
             self.decay = float(max(self.config.select_decay, key=lambda d: self.selection[f"{d:g}"]))
         f = split_fields(split)
         self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         return self
 
-    def _valid_ndcg(self, es: Any, decay: float) -> float:
-        from shiftrec.evaluate.metrics import per_user_metric, ranks_from_scores
+    def _valid_ndcg(self, split: SeqSplit, decay: float) -> float:
+        from shiftrec.evaluate.ranking import evaluate
 
-        total = 0.0
-        for a in range(0, len(es), self.config.batch_size):
-            rows = range(a, min(a + self.config.batch_size, len(es)))
-            s = self.scores_with_decay([es.history[i] for i in rows], decay)
-            total += float(per_user_metric(ranks_from_scores(s, es.target[a:a + len(rows)]),
-                                           "ndcg@10").sum())
-        return total / len(es)
+        self.decay = decay
+        return float(evaluate(self, split, "valid", max_len=self.config.max_history)[0]["ndcg@10"])
 
     def scores_with_decay(self, histories: list[np.ndarray], decay: float) -> np.ndarray:
         """score() with another decay (fitted models only)."""
@@ -130,9 +128,7 @@ class TextSim:
         if v.ndim != 2 or v.shape[1] != self.table.shape[1] or not np.isfinite(v).all():
             raise InputError(f"new item vectors must be finite and (n, {self.table.shape[1]}); "
                              f"got shape {tuple(v.shape)}")
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        unit = np.where(norm > 0, v / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-        self.table = np.concatenate([self.table, unit])
+        self.table = np.concatenate([self.table, _unit_rows(v)])
 
     def save(self, path: str | Path) -> None:
         import io
