@@ -306,24 +306,17 @@ class TransferRec:
             raise ArtifactError(f"{self.name} model is not fitted{what}")
         return self.net
 
-    def _run(self, histories: list[np.ndarray], fn: Any) -> np.ndarray:
-        """float32 `fn(net, seq)` of the right-aligned padded histories, in eval mode without
-        grad, on the scoring thread count (the net works through them 256 at a time, shortest
-        first: TransferNet.user_vectors)."""
-        import torch
+    def _run(self, histories: list[np.ndarray], fn: Any = None) -> np.ndarray:
+        """float32 rows of the net for each history (its scores, or `fn(seq, times)`), through
+        train.trainer.score_module as SASRec does: eval mode, no grad, the scoring thread count,
+        256 histories at a time, shortest first."""
+        from shiftrec.train.trainer import score_module
 
-        from shiftrec.train.batches import pad_left
-        from shiftrec.train.threads import resolve_threads, torch_threads
-
-        net = self._fitted("")
-        net.eval()
-        seq = torch.from_numpy(pad_left(histories, self.cfg.max_len))
-        threads = getattr(self.train_cfg, "threads", 0) or 0
-        with torch.no_grad(), torch_threads(resolve_threads(threads, self.cfg.hidden, len(seq))):
-            return fn(net, seq.to(net.text.device)).float().cpu().numpy()
+        return score_module(self._fitted(""), histories, None, self.cfg.max_len,
+                            threads=getattr(self.train_cfg, "threads", 0) or 0, fn=fn)
 
     def score(self, histories: list[np.ndarray], times: list[np.ndarray] | None = None) -> np.ndarray:
-        return self._run(histories, lambda net, seq: net.score_all(seq))
+        return self._run(histories)
 
     def item_vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         """(n_items + 1, hidden) unit item vectors (row 0 padding), or those of `ids`:
@@ -345,7 +338,8 @@ class TransferRec:
         """(batch, hidden) unit user vectors / temperature (see item_vectors; with the text path
         skip_weight * the history's unit text profile appended); only the history items are
         adapted, not the whole table; run like score."""
-        return self._run(histories, lambda net, seq: net.query_vectors(seq))
+        net = self._fitted("")
+        return self._run(histories, lambda seq, _t: net.query_vectors(seq))
 
     def extend_items(self, vectors: np.ndarray) -> None:
         """Append items, given their text vectors (the run's encoder), to the item table: the
