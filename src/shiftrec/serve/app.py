@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shiftrec.data.schema import EVENT_TYPES
 from shiftrec.errors import ShiftrecError
-from shiftrec.serve.recommender import MAX_K, Recommender
+from shiftrec.serve.recommender import MAX_K, Recommender, new_items_refused
 from shiftrec.serve.recommender import Query as RecQuery
 from shiftrec.serve.store import EventStore, StoredEvent, default_store_url, redact
 
@@ -546,9 +546,7 @@ def create_app(svc: Service) -> Any:
         them at once (no retraining); ID-only models answer 409."""
         rec = svc.rec
         if not rec.can_add_items:
-            return _err(409, "items", f"model '{rec.model_name}' scores only the item ids it was "
-                        "trained on: new items need retraining (the text models "
-                        "'transfer' and 'textsim' embed new items at once)")
+            return _err(409, "items", new_items_refused(rec.model_name))
         items = [it.model_dump() for it in body.items]
         ids = [it["item_id"] for it in items]
         if len(set(ids)) != len(ids):

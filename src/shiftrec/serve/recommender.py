@@ -46,6 +46,13 @@ MAX_K = 1000
 ITEM_TEXT_MODELS = ("transfer", "textsim")
 
 
+def new_items_refused(model_name: str) -> str:
+    """Why a model outside ITEM_TEXT_MODELS cannot take new catalogue items (library and API)."""
+    return (f"model '{model_name}' scores only the item ids it was trained on: new items need "
+            f"retraining (the text models {' and '.join(repr(m) for m in ITEM_TEXT_MODELS)} embed "
+            "new items at once)")
+
+
 @dataclass
 class Reason:
     kind: str
@@ -680,9 +687,7 @@ class Recommender:
         the run's encoder at once, so they are recommendable without retraining. Returns the
         new ids (ids already in the catalogue are left as they are)."""
         if not self.can_add_items:
-            raise ConfigError(f"model '{self.model_name}' scores item ids learned in training: "
-                              "new items need retraining (only the text models "
-                              f"{', '.join(repr(m) for m in ITEM_TEXT_MODELS)} embed new items)")
+            raise ConfigError(new_items_refused(self.model_name))
         from shiftrec.text.item_text import TextConfig, build_texts
 
         with self._lock:
