@@ -173,7 +173,8 @@ def _test_metrics(m: dict[str, float]) -> dict[str, float]:
 
 
 def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Path
-            ) -> dict[str, Any]:
+            ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The row's results, and its per-user test ranks (None for rows without a test ranking)."""
     import torch
 
     from shiftrec.evaluate.ranking import evaluate
@@ -197,6 +198,10 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
                   batch_size=args.batch_size, lr=args.lr)
     drop = {} if args.dropout is None else {"dropout": args.dropout, "attn_dropout": args.dropout}
     ck_dir = work / f"{ds_name}-pretrained"
+
+    def row_dir(name: str) -> Path:
+        """Where a row saves its model (and a +flows / +text row finds its base): per tag."""
+        return work / f"{ds_name}-{name}{'-' + args.tag if args.tag else ''}"
 
     def pre_ck() -> Path:
         if args.checkpoint:
@@ -229,7 +234,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.models.textsim import TextSim
 
         model = TextSim(text, "minilm").fit(split)  # no training; the decay chosen on validation
-        model.save(work / f"{ds_name}-textsim{'-' + args.tag if args.tag else ''}")  # for textsim+flows
+        model.save(row_dir(row))  # for textsim+flows
         m, ranks = evaluate(model, split, "test")
         out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
@@ -242,7 +247,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
                                        batch_size=args.batch_size, patience=args.patience),),
                          seed=args.seed, threads=args.threads)
         rec = SASRec(SASRecConfig(hidden=64, train=tc), progress=_progress(row)).fit(split)
-        rec.save(work / f"{ds_name}-sasrec{'-' + args.tag if args.tag else ''}")  # for the sasrec+flows row
+        rec.save(row_dir(row))  # for the sasrec+flows row
         m, ranks = evaluate(rec, split, "test")
         out["test"] = _test_metrics(m)
         res = rec.result
@@ -254,7 +259,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         mode = Mode.INDUCTIVE if row == "scratch" else Mode.TRANSDUCTIVE
         arch = TransferConfig(hidden=args.hidden, n_experts=args.experts)
         cfg = FinetuneConfig(mode=mode, model=arch, **common, **drop)
-        net, fields = finetune(None, split, text, "minilm", cfg, work / f"{ds_name}-{row}",
+        net, fields = finetune(None, split, text, "minilm", cfg, row_dir(row),
                                progress=_progress(row))
         out |= hist_of(fields)
         m, ranks = evaluate_net(net, split)
@@ -290,7 +295,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
         cfg = FinetuneConfig(mode=mode, freeze=freeze, **common, **drop)
         net, fields = finetune(pre_ck(), split, text, "minilm", cfg,
-                               work / f"{ds_name}-{row}{'-' + args.tag if args.tag else ''}",
+                               row_dir(row),
                                resume=args.resume, progress=_progress(row))
         out |= hist_of(fields)
         out["pretrained_from"] = str(pre_ck())
@@ -309,8 +314,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.pipelines.transfer import select_text_path
 
         base_row = row.removesuffix("+text")
-        tagged = args.tag and not base_row.startswith("scratch")  # scratch rows save untagged
-        base_dir = work / f"{ds_name}-{base_row}{'-' + args.tag if tagged else ''}"
+        base_dir = row_dir(base_row)
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         net, _ = load_checkpoint(base_dir, strict=True)
@@ -327,7 +331,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.models.registry import load_model
 
         base_row = row.removesuffix("+flows")
-        base_dir = work / f"{ds_name}-{base_row}{'-' + args.tag if args.tag else ''}"
+        base_dir = row_dir(base_row)
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         fused = ShiftFusion(load_model(base_dir), base_fitted=True, n_bins=1).fit(split)
@@ -341,13 +345,11 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         out["epochs"] = 0
     else:
         raise SystemExit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
-    if ranks is not None:
-        out["_ranks"] = np.asarray(ranks)  # per-user test ranks: stored beside the JSON by main
     out["wall_seconds"] = time.perf_counter() - t0
     out["peak_rss_mb"] = peak_rss_mb()
     out["threads"] = args.threads
     out["config"] = {k: v for k, v in vars(args).items() if k not in ("rows", "table_only")}
-    return out
+    return out, ranks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,9 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         print(f"[{args.dataset}] {row} ...", flush=True)
-        r = run_row(row, args.dataset, src, args, args.work_dir)
+        r, ranks = run_row(row, args.dataset, src, args, args.work_dir)
         key = row if args.tag is None else f"{row}@{args.tag}"
-        ranks = r.pop("_ranks", None)
         if ranks is not None:
             store_ranks(f"{args.dataset}/{key}", ranks)
         res = load_results()
