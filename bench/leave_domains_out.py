@@ -255,7 +255,7 @@ def target_source(name: str) -> Any:
                        cache_dir=CACHE)
 
 
-def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, work: Path
+def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row_dir: Any
             ) -> tuple[dict[str, Any], np.ndarray]:
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.models.transfer import Freeze, Mode, TransferConfig
@@ -282,7 +282,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         m, ranks = evaluate(model, split, "test")
         info = {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
                 "valid_by_decay": model.selection}
-        model.save(work / "textsim")  # for textsim+flows
+        model.save(row_dir(row))  # for textsim+flows
     elif row == "sasrec":
         from shiftrec.models.sasrec import SASRec, SASRecConfig
         from shiftrec.train.trainer import Phase, TrainConfig
@@ -295,7 +295,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         info = {"epochs": r.epochs_run, "best_epoch": r.best_epoch, "valid_ndcg@10": r.best_metric,
                 "settings": "hidden 64, dropout 0.7, lr 1e-3, batch 2048, patience 10"}
         m, ranks = evaluate(model, split, "test")
-        model.save(work / "sasrec")  # for sasrec+flows
+        model.save(row_dir(row))  # for sasrec+flows
     elif row.endswith("+flows"):
         # the saved model of the base row fused with item-to-item flows counted on the target's
         # training sequences; the flow weight is chosen on validation NDCG@10 (grid grows while
@@ -303,7 +303,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
         from shiftrec.models.fusion import ShiftFusion
         from shiftrec.models.registry import load_model
 
-        base_dir = work / row.removesuffix("+flows")
+        base_dir = row_dir(row.removesuffix("+flows"))
         if not (base_dir / "manifest.json").exists():
             sys.exit(f"run row {row.removesuffix('+flows')} first (no saved model in {base_dir})")
         fused = ShiftFusion(load_model(base_dir), base_fitted=True, n_bins=1).fit(split)
@@ -322,13 +322,13 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
             assert ckpt is not None
             net, _ = load_checkpoint(ckpt, np.asarray(text, np.float32), encoder=ENCODER)
         else:
-            if not (work / base / "manifest.json").exists():
-                sys.exit(f"run row {base} first (no saved model in {work / base})")
-            net, _ = load_checkpoint(work / base, strict=True)
+            if not (row_dir(base) / "manifest.json").exists():
+                sys.exit(f"run row {base} first (no saved model in {row_dir(base)})")
+            net, _ = load_checkpoint(row_dir(base), strict=True)
         choice = select_text_path(net, split, threads=args.threads)
         m, ranks = evaluate_net(net, split, "test", threads=args.threads)
         info = {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice,
-                "base": base if base == "zs" else str((work / base).relative_to(ROOT))}
+                "base": base if base == "zs" else str(row_dir(base).relative_to(ROOT))}
     elif row == "zs":
         assert ckpt is not None
         m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads)
@@ -344,8 +344,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, wor
                              seed=args.seed, threads=args.threads, **lr,
                              model=TransferConfig(hidden=args.hidden, inner=2 * args.hidden))
         start = None if row == "scratch" else ckpt
-        net, fields = finetune(start, split, text, ENCODER, cfg, work / row, resume=args.resume
-                               and (work / row / "trainer" / "checkpoint.json").exists(),
+        net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
+                               and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
                                progress=_progress(row))
         prov = fields["provenance"]
         info = {"epochs": prov["epochs_run"][0], "best_epoch": prov["best_epoch"][0],
@@ -375,6 +375,17 @@ def sliced_metrics(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
+def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
+    """A row's results key, and its work folder's name: the target, the row, and the settings
+    that row depends on (checkpoint tag, width, learning rate, text path, seed)."""
+    trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")
+    return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
+            + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
+            + (f"~lr{args.lr:g}" if args.lr and trained else "")
+            + ("~skip" if args.text_skip and trained else "")
+            + (f"#seed{args.seed}" if args.seed else ""))
+
+
 def cmd_target(args: argparse.Namespace) -> None:
     import torch
 
@@ -386,27 +397,25 @@ def cmd_target(args: argparse.Namespace) -> None:
         store_ranks(f"{name}/:{b}", mk)
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     tag = args.tag or (ckpt.name if ckpt else "")
-    work = WORK / "targets" / name / tag / (f"seed{args.seed}" if args.seed else "") / \
-        (f"h{args.hidden}" if args.hidden != 128 else "") / (f"lr{args.lr:g}" if args.lr else "") / \
-        ("skip" if args.text_skip else "")
+
+    def row_dir(row: str) -> Path:
+        """A row's work folder (its saved model; where +flows / +text rows find their base)."""
+        return WORK / "targets" / row_key(name, row, tag, args)
+
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
             sys.exit(f"unknown row '{row}'; valid rows: {', '.join(ROW_LABELS)}")
         if row in NEEDS_CKPT and ckpt is None:
             sys.exit(f"row {row} needs --checkpoint")
         t = time.perf_counter()
-        res, ranks = run_row(row, src, ckpt, args, work)
+        res, ranks = run_row(row, src, ckpt, args, row_dir)
         res["slices"] = sliced_metrics(ranks, masks)
         res["wall_seconds"] = round(time.perf_counter() - t, 1)
         res["seed"] = args.seed
         res["threads"] = args.threads
         res["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         res["command"] = "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])
-        key = f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "") + \
-            (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "") + \
-            (f"~lr{args.lr:g}" if args.lr and (row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")) else "") + \
-            ("~skip" if args.text_skip and (row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")) else "") + \
-            (f"#seed{args.seed}" if args.seed else "")
+        key = row_key(name, row, tag, args)
         print(key, {b: round(v["ndcg@10"], 4) for b, v in
                     {"all": res["test"], **{k: v for k, v in res["slices"].items() if v}}.items()},
               f"{res['wall_seconds']:.0f}s", flush=True)
