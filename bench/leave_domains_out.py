@@ -31,7 +31,7 @@ Protocol (ours; selection on validation only, test reported once per row):
 - `adapt` fine-tunes the text encoder itself (MiniLM) on the sources' transition pairs
   (shiftrec.text.adapt: an item's text and the next item's text pulled together, in-batch
   negatives); `target --encoder out/lodo/encoders/<name>` then runs the text rows (textsim,
-  scratch, ...) on the adapted encoder's features (keys get `~enc:<name>`): the text side of
+  scratch, ...) on the adapted encoder's features (keys get `~enc-<name>`): the text side of
   pretraining, compared with the same rows on the generic encoder.
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
@@ -126,7 +126,7 @@ def set_encoder(spec: str) -> None:
 
 
 def encoder_tag() -> str:
-    return "" if ENCODER == "minilm" else f"~enc:{Path(ENCODER).name}"
+    return "" if ENCODER == "minilm" else f"~enc-{Path(ENCODER).name}"
 
 
 def target_spec(key: str) -> tuple[str, int, int]:
@@ -238,7 +238,8 @@ def cmd_adapt(args: argparse.Namespace) -> None:
         print(f"source {name}: {len(domains[-1].pairs)} transition pairs", flush=True)
     cfg = AdaptConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       max_tokens=args.max_tokens, freeze_layers=args.freeze_layers,
-                      chunk_steps=args.chunk_steps, seed=args.seed, threads=args.threads)
+                      chunk_steps=args.chunk_steps, same_domain=args.same_domain, seed=args.seed,
+                      threads=args.threads)
     out = WORK / "encoders" / args.name
     t0 = time.perf_counter()
 
@@ -788,12 +789,13 @@ def main() -> None:
     ad.add_argument("--lr", type=float, default=2e-5)
     ad.add_argument("--max-tokens", type=int, default=32)
     ad.add_argument("--freeze-layers", type=int, default=2)
+    ad.add_argument("--same-domain", action="store_true", help="each batch from one source domain")
     ad.add_argument("--resume", action="store_true")
     for name in ("target", "curve"):
         sub.choices[name].add_argument(
             "--encoder", default="minilm",
             help="text encoder: minilm, or an adapted folder (out/lodo/encoders/<name>); keys and "
-                 "work folders of every row but pop / itemknn / sasrec get ~enc:<folder name>")
+                 "work folders of every row but pop / itemknn / sasrec get ~enc-<folder name>")
     for q in (p, ad, *[sub.choices[n] for n in ("target", "curve")]):
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=1)

@@ -55,6 +55,19 @@ def test_draw_keys_identify_the_positive_item_per_domain():
     assert {int(k) >> 32 for k in keys} == {0, 1}
 
 
+def test_draw_same_domain_keeps_a_batch_in_one_domain():
+    a = PairDomain("a", ["x1", "x2"], np.array([[1, 2]]))
+    b = PairDomain("b", ["y1", "y2"], np.array([[2, 1]]))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(20):
+        keys = _draw([a, b], 8, rng, same_domain=True)[2]
+        doms = {int(k) >> 32 for k in keys}
+        assert len(doms) == 1
+        seen |= doms
+    assert seen == {0, 1}
+
+
 @pytest.mark.parametrize("kw", [{"steps": 0}, {"batch_size": 1}, {"lr": 0}, {"freeze_layers": -1}])
 def test_config_is_validated(kw):
     with pytest.raises(ConfigError):

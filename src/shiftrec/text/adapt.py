@@ -45,6 +45,7 @@ class AdaptConfig:
     freeze_layers: int = 2  # bottom transformer layers (and the token embeddings) kept frozen
     chunk_steps: int = 100  # the folder is written after every chunk (resumable)
     valid_pairs: int = 512  # held-out pairs: accuracy of picking the next item among them
+    same_domain: bool = False  # each batch from one domain (negatives as hard as the positives)
     seed: int = 0
     threads: int = 0  # 0 = torch's default
 
@@ -91,14 +92,16 @@ def transition_pairs(train: Seqs, texts: Sequence[str] | None = None) -> np.ndar
     return out
 
 
-def _draw(domains: list[PairDomain], n: int, rng: np.random.Generator
+def _draw(domains: list[PairDomain], n: int, rng: np.random.Generator, same_domain: bool = False
           ) -> tuple[list[str], list[str], np.ndarray]:
     """n pairs, domains drawn in proportion to the square root of their pair counts (large
-    domains do not drown the small ones). Returns anchor texts, positive texts and a positive
-    key per pair (domain, item) for masking duplicates."""
+    domains do not drown the small ones); with `same_domain` one domain for the whole batch.
+    Returns anchor texts, positive texts and a positive key per pair (domain, item) for masking
+    duplicates."""
     sizes = np.array([len(d.pairs) for d in domains], float)
     p = np.sqrt(sizes) / np.sqrt(sizes).sum()
-    which = rng.choice(len(domains), size=n, p=p)
+    which = (np.full(n, rng.choice(len(domains), p=p)) if same_domain
+             else rng.choice(len(domains), size=n, p=p))
     anchors, positives, keys = [], [], np.zeros(n, np.int64)
     for k, di in enumerate(which):
         d = domains[di]
@@ -254,7 +257,7 @@ def _train_chunk(model: Any, domains: list[PairDomain], cfg: AdaptConfig, done: 
     losses = []
     for s in range(n):
         rng = np.random.default_rng([cfg.seed, done + s])
-        anchors, positives, keys = _draw(domains, cfg.batch_size, rng)
+        anchors, positives, keys = _draw(domains, cfg.batch_size, rng, cfg.same_domain)
         emb = model(_tokens(model, anchors + positives))["sentence_embedding"]
         emb = F.normalize(emb, dim=-1)
         a, b = emb[:cfg.batch_size], emb[cfg.batch_size:]
