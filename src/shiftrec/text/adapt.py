@@ -129,17 +129,12 @@ def _split_domains(domains: list[PairDomain], valid_pairs: int, seed: int
 def _pair_accuracy(model: Any, valid: list[PairDomain], batch: int = 128) -> float | None:
     """Share of held-out anchors whose own next item is the most similar among all held-out
     next items (chance = 1 / number of pairs)."""
-    import torch
-
     anchors = [d.texts[a - 1] for d in valid for a in d.pairs[:, 0]]
     positives = [d.texts[b - 1] for d in valid for b in d.pairs[:, 1]]
     if len(anchors) < 2:
         return None
-    with torch.no_grad():
-        ea = model.encode(anchors, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True,
-                          show_progress_bar=False)
-        eb = model.encode(positives, batch_size=batch, convert_to_numpy=True,
-                          normalize_embeddings=True, show_progress_bar=False)
+    ea, eb = (model.encode(t, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True,
+                           show_progress_bar=False) for t in (anchors, positives))
     sims = ea @ eb.T
     return float(np.mean(np.argmax(sims, 1) == np.arange(len(anchors))))
 
@@ -160,19 +155,9 @@ def _freeze(model: Any, layers: int) -> None:
 
 
 def _load_model(folder: Path, max_tokens: int) -> Any:
-    from shiftrec.text.encoders import _offline, _quiet_transformers
+    from shiftrec.text.encoders import load_sentence_transformer
 
-    _offline()
-    undo = _quiet_transformers()
-    try:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    except OSError as e:
-        raise InputError(f"cannot load sentence-transformers model: {str(e).splitlines()[0]}",
-                         path=folder) from None
-    finally:
-        undo()
+    model = load_sentence_transformer(folder, "cpu")
     model.max_seq_length = max_tokens
     return model
 
@@ -200,24 +185,25 @@ def adapt_encoder(base: str | Path, domains: list[PairDomain], out_dir: str | Pa
     state_file = out / ADAPT_FILE
     if resume and state_file.is_file():
         record = read_json(state_file)
-        fixed = {k: v for k, v in _jsonable(cfg).items() if k not in _MAY_CHANGE}
+        fixed = {k: v for k, v in asdict(cfg).items() if k not in _MAY_CHANGE}
         was = {k: v for k, v in record["config"].items() if k not in _MAY_CHANGE}
         if was != fixed:
             diff = ", ".join(f"{k} {was.get(k)} -> {v}" for k, v in fixed.items() if was.get(k) != v)
             raise ConfigError(f"cannot resume {out}: it was started with another config ({diff}); "
                               f"only {', '.join(_MAY_CHANGE)} may change")
-        record["config"] = _jsonable(cfg)
+        record["config"] = asdict(cfg)
         start = Path(out)
     else:
         record = {"base": str(base),
                   "base_fingerprint": base_fingerprint or folder_fingerprint(base),
-                  "config": _jsonable(cfg),
+                  "config": asdict(cfg),
                   "sources": {d.name: int(len(d.pairs)) for d in domains},
                   "steps_done": 0, "seconds": 0.0, "chunks": []}
         start = Path(base)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_doms, valid_doms = _split_domains(domains, cfg.valid_pairs, cfg.seed)
+    record["valid_pairs"] = int(sum(len(d.pairs) for d in valid_doms))
     model = _load_model(start, cfg.max_tokens)
     if record["steps_done"] == 0 and valid_doms:
         record["valid_pair_accuracy_before"] = _pair_accuracy(model, valid_doms)
@@ -235,7 +221,6 @@ def adapt_encoder(base: str | Path, domains: list[PairDomain], out_dir: str | Pa
                                  round(n * cfg.batch_size / secs, 1),
                                  "valid_pair_accuracy": acc})
         record["valid_pair_accuracy"] = acc
-        record["valid_pairs"] = int(sum(len(d.pairs) for d in valid_doms))
         with atomic_dir(out) as tmp:
             model.save(str(tmp), safe_serialization=True)
             write_json(tmp / ADAPT_FILE, record)
@@ -278,6 +263,3 @@ def _train_chunk(model: Any, domains: list[PairDomain], cfg: AdaptConfig, done: 
     model.eval()
     return losses
 
-
-def _jsonable(cfg: AdaptConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -147,6 +147,22 @@ def _quiet_transformers() -> Callable[[], None]:
 
 # ----------------------------------------------------------------------------- encoders
 
+def load_sentence_transformer(folder: str | Path, device: str) -> Any:
+    """A sentence-transformers model from a local folder, offline and quietly; a folder it
+    cannot load is an InputError naming the folder."""
+    _offline()
+    undo = _quiet_transformers()
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(folder), device=device, local_files_only=True)
+    except OSError as e:
+        raise InputError(f"cannot load sentence-transformers model: {str(e).splitlines()[0]}",
+                         path=Path(folder)) from None
+    finally:
+        undo()
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers folder (modules.json) loaded offline; CUDA when present."""
 
@@ -181,19 +197,8 @@ class SentenceTransformerEncoder:
 
     def _load(self) -> Any:
         if self._model is None:
-            _offline()
             _set_threads(self._threads)
-            undo = _quiet_transformers()
-            try:
-                from sentence_transformers import SentenceTransformer
-
-                model = SentenceTransformer(str(self.folder), device=self.device,
-                                            local_files_only=True)
-            except OSError as e:
-                raise InputError(f"cannot load sentence-transformers model: {str(e).splitlines()[0]}",
-                                 path=self.folder) from None
-            finally:
-                undo()
+            model = load_sentence_transformer(self.folder, self.device)
             getdim = getattr(model, "get_embedding_dimension", None) or \
                 model.get_sentence_embedding_dimension
             real = int(getdim())
