@@ -782,15 +782,16 @@ def main() -> None:
     sh.add_argument("--name", default="amazon5-minilm")
     ad = sub.add_parser("adapt", help="adapt the text encoder to the sources' transitions")
     ad.add_argument("--rotation", default="A", choices=sorted(ROTATIONS))
-    ad.add_argument("--name", default="A-adapt")
-    ad.add_argument("--steps", type=int, default=400)
-    ad.add_argument("--chunk-steps", type=int, default=100)
-    ad.add_argument("--batch-size", type=int, default=64)
+    ad.add_argument("--name", default="A-adapt", help="folder under out/lodo/encoders")
+    ad.add_argument("--steps", type=int, default=400, help="optimizer steps in all (--resume may raise it)")
+    ad.add_argument("--chunk-steps", type=int, default=100, help="steps between saved, resumable folders")
+    ad.add_argument("--batch-size", type=int, default=64, help="pairs per step (in-batch negatives)")
     ad.add_argument("--lr", type=float, default=2e-5)
-    ad.add_argument("--max-tokens", type=int, default=32)
-    ad.add_argument("--freeze-layers", type=int, default=2)
+    ad.add_argument("--max-tokens", type=int, default=32, help="texts cut to this many tokens in training")
+    ad.add_argument("--freeze-layers", type=int, default=2,
+                    help="bottom transformer layers kept fixed (token embeddings always are)")
     ad.add_argument("--same-domain", action="store_true", help="each batch from one source domain")
-    ad.add_argument("--resume", action="store_true")
+    ad.add_argument("--resume", action="store_true", help="continue the folder --name")
     for name in ("target", "curve"):
         sub.choices[name].add_argument(
             "--encoder", default="minilm",
