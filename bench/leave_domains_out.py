@@ -36,7 +36,7 @@ Protocol (ours; selection on validation only, test reported once per row):
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 
-    python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--resume]
+    python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--same-domain] [--resume]
     python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
     python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor
         --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     (one command; seeds > 0: row#seedN)
@@ -263,7 +263,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from shiftrec.pipelines.transfer import PretrainConfig, pretrain
 
     rot = args.rotation
-    name = f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "")
+    name = f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "") + ("-dom" if args.same_domain else "")
     run = WORK / name / "pre"
     sources = sources_for(rot)
     n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
@@ -276,7 +276,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     for k in range(done + 1, args.chunks + 1):
         cfg = PretrainConfig(model=arch, epochs=k, lr=args.lr, batch_size=args.batch_size,
                              patience=0, steps_per_epoch=args.chunk_steps, valid_users=500,
-                             seed=args.seed, threads=args.threads, half_weights=True)
+                             seed=args.seed, threads=args.threads, half_weights=True,
+                             same_domain=args.same_domain)
         t = time.perf_counter()
         _, fields = pretrain(sources, ENCODER, cfg, run, resume=resume or k > 1,
                              progress=_progress(f"pretrain chunk {k}"))
@@ -750,6 +751,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--logq", action="store_true", help="logQ correction of the in-batch negatives")
+    p.add_argument("--same-domain", action="store_true",
+                   help="every batch from one source domain (in-batch negatives from the positive's "
+                        "own domain); the run is named <rotation>-h<hidden>[-logq]-dom")
     for name in ("target", "curve"):
         t = sub.add_parser(name)
         t.add_argument("target", type=target_key,

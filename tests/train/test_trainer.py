@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from shiftrec.data.splits import Seqs  # noqa: E402
-from shiftrec.errors import ConfigError  # noqa: E402
+from shiftrec.errors import ConfigError, InputError  # noqa: E402
 from shiftrec.train.batches import CausalBatches  # noqa: E402
 from shiftrec.train.trainer import (  # noqa: E402
     Phase,
@@ -74,6 +74,21 @@ def test_batches_cover_all_windows_and_respect_budget():
         sup = (b["labels"] > 0).sum(1)
         assert sup.sum() <= 12 or len(sup) == 1
         assert (b["seq"][:, -1] > 0).any()  # trimmed to the longest window of the batch
+
+
+def test_groups_keep_each_batch_in_one_group_and_cover_every_target():
+    seqs = _random_seqs(2)
+    groups = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1, 2, 0, 1, 2])  # a group id per sequence
+    src = CausalBatches(seqs, max_len=8, stride=3, groups=groups)
+    idx = src.order(np.random.default_rng(0), 12)
+    assert np.array_equal(np.sort(np.concatenate(idx)), np.arange(len(src.windows)))
+    for b in idx:
+        assert len(set(groups[src.windows.user[b]].tolist())) == 1
+    # an order mixing the groups exists for this budget: without groups some batch mixes them
+    plain = CausalBatches(seqs, max_len=8, stride=3).order(np.random.default_rng(0), 12)
+    assert any(len(set(groups[src.windows.user[b]].tolist())) > 1 for b in plain)
+    with pytest.raises(InputError, match="one id per sequence"):
+        CausalBatches(seqs, max_len=8, groups=groups[:-1])
 
 
 # ----------------------------------------------------------------------------- training

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shiftrec.data.splits import Seqs, SeqSplit
 from shiftrec.errors import InputError
 from shiftrec.models.transfer_config import Freeze, Mode, Objective, TransferConfig
@@ -90,10 +92,11 @@ def check_split(split: SeqSplit, what: str = "target") -> None:
                          f"needs at least 3 events)")
 
 
-def causal_batches(seqs: Seqs, max_len: int, stride: int) -> Any:
+def causal_batches(seqs: Seqs, max_len: int, stride: int, groups: np.ndarray | None = None) -> Any:
+    """The trainer's batch source; `groups` (an id per sequence) keeps each batch in one group."""
     from shiftrec.train.batches import CausalBatches
 
-    return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)))
+    return CausalBatches(seqs, max_len=max_len, stride=max(1, min(stride, max_len)), groups=groups)
 
 
 def train_on_split(net: Any, split: SeqSplit, train_cfg: TrainConfig | None = None, *,

@@ -4,7 +4,8 @@ target, evaluate zero-shot on an unseen domain. Every stage trains through the o
 
 - A `Source` is one domain: its SeqSplit and the frozen text features of its items.
 - `pretrain` merges the sources into one namespaced item table (offsets per domain), draws causal
-  all-prefix batches that mix domains, trains with in-batch contrastive objectives and writes a
+  all-prefix batches that mix domains (or keep one domain per batch: PretrainConfig.same_domain),
+  trains with in-batch contrastive objectives and writes a
   checkpoint (safetensors + manifest with encoder, dims, data fingerprints, config, provenance).
 - `finetune` loads a checkpoint (or starts from scratch) on a target split with full cross-entropy
   over all target items; what is frozen is `FinetuneConfig.freeze`.
@@ -63,6 +64,9 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = auto (train.threads); an explicit count is used as given
     half_weights: bool = False  # store float16 weights (for a small shipped asset)
+    # every batch from one source domain (its in-batch negatives then share the target's domain);
+    # False mixes the domains in every batch
+    same_domain: bool = False
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -199,7 +203,8 @@ def _source_meta(s: Source) -> dict[str, Any]:
 def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = PretrainConfig(),
              out_dir: str | Path | None = None, *, resume: bool = False,
              progress: Callable[[Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Pretrain on `sources` (mixed in every batch). Writes a checkpoint to out_dir when given;
+    """Pretrain on `sources` (mixed in every batch, or one domain per batch with
+    cfg.same_domain). Writes a checkpoint to out_dir when given;
     the trainer's resumable state lives in out_dir/trainer. Returns (net, manifest fields)."""
     import torch
 
@@ -213,7 +218,9 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
     net.objective = Objective(cfg.model.objective)
     if cfg.model.logq:
         net.set_item_frequency(np.bincount(merged.train.items, minlength=len(merged.text)))
-    batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride)
+    groups = np.repeat(np.arange(len(sources)), [len(s.split.train) for s in sources]) \
+        if cfg.same_domain else None
+    batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride, groups)
     phase = Phase(name="pretrain", epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                   batch_size=cfg.batch_size, patience=cfg.patience,
                   steps_per_epoch=cfg.steps_per_epoch)

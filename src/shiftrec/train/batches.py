@@ -83,7 +83,8 @@ class CausalBatches:
     """
 
     def __init__(self, seqs: Seqs, max_len: int = 50, stride: int = 10, bucket: bool = True,
-                 bucket_chunk: int = 0, with_times: bool = False) -> None:
+                 bucket_chunk: int = 0, with_times: bool = False,
+                 groups: np.ndarray | None = None) -> None:
         self.seqs = seqs
         self.max_len = max_len
         self.windows = causal_windows(seqs, max_len, stride)
@@ -92,15 +93,36 @@ class CausalBatches:
         self.bucket = bucket
         self.bucket_chunk = bucket_chunk
         self.with_times = with_times
+        # groups: a group id per sequence row; a batch then holds windows of one group only
+        # (e.g. one source domain per pretraining batch, so in-batch negatives share its domain)
+        self.window_group: np.ndarray | None = None
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != (len(seqs),):
+                raise InputError(f"groups must give one id per sequence ({len(seqs)}); "
+                                 f"got shape {groups.shape}")
+            self.window_group = groups[self.windows.user]
 
     @property
     def n_targets(self) -> int:
         return self.windows.n_targets
 
     def order(self, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
-        """Window indices of each batch for one epoch (shuffled, optionally length-bucketed)."""
+        """Window indices of each batch for one epoch (shuffled, optionally length-bucketed;
+        with groups, each batch is packed from one group's windows)."""
+        if self.window_group is None:
+            batches = self._pack(np.arange(len(self.windows)), rng, batch_size)
+        else:
+            batches = [b for g in np.unique(self.window_group)
+                       for b in self._pack(np.flatnonzero(self.window_group == g), rng, batch_size)]
+        order = rng.permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def _pack(self, ids: np.ndarray, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
+        """Shuffle (and bucket) the windows `ids`, then pack them greedily into batches of at most
+        `batch_size` supervised targets."""
         w = self.windows
-        perm = rng.permutation(len(w))
+        perm = ids[rng.permutation(len(ids))]
         if self.bucket:
             sup = (w.length - w.keep_from)[perm]
             chunk_targets = self.bucket_chunk * batch_size if self.bucket_chunk else None
@@ -117,9 +139,7 @@ class CausalBatches:
                 cuts.append(i)
                 acc = 0
             acc += n
-        batches = np.split(perm, cuts)
-        order = rng.permutation(len(batches))
-        return [batches[i] for i in order]
+        return np.split(perm, cuts)
 
     def make(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         w = self.windows
