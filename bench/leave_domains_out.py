@@ -263,12 +263,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from shiftrec.pipelines.transfer import PretrainConfig, pretrain
 
     rot = args.rotation
-    name = f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "") + ("-dom" if args.same_domain else "")
+    name = (f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "") + ("-dom" if args.same_domain else "")
+            + (f"-d{args.dropout:g}" if args.dropout is not None else ""))
     run = WORK / name / "pre"
     sources = sources_for(rot)
     n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
     arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, n_experts=args.experts,
-                          objective=Objective.CONTRASTIVE, logq=args.logq)
+                          objective=Objective.CONTRASTIVE, logq=args.logq,
+                          **({} if args.dropout is None else {"dropout": args.dropout,
+                                                             "attn_dropout": args.dropout}))
     resume = args.resume and (run / "trainer" / "checkpoint.json").exists()
     done = 0
     if resume:
@@ -406,9 +409,12 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         lr = {} if args.lr is None else {"lr": args.lr}
         if args.text_skip:
             lr["text_skip"] = True
+        arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden)
+        # fine-tuning regularises like training from scratch, whatever the pretraining used
         cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, threads=args.threads, **lr,
-                             model=TransferConfig(hidden=args.hidden, inner=2 * args.hidden))
+                             seed=args.seed, threads=args.threads, **lr, model=arch,
+                             dropout=arch.dropout, attn_dropout=arch.attn_dropout,
+                             adaptor_dropout=arch.adaptor_dropout)
         start = None if row == "scratch" else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
@@ -751,6 +757,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--logq", action="store_true", help="logQ correction of the in-batch negatives")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="hidden and attention dropout while pretraining (default: the model's 0.5); "
+                        "fine-tuning always uses the from-scratch rows' dropout; the run gets -d<value>")
     p.add_argument("--same-domain", action="store_true",
                    help="every batch from one source domain (in-batch negatives from the positive's "
                         "own domain); the run is named <rotation>-h<hidden>[-logq]-dom")
