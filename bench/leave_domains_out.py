@@ -36,7 +36,7 @@ Protocol (ours; selection on validation only, test reported once per row):
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 
-    python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--same-domain] [--resume]
+    python bench/leave_domains_out.py pretrain --chunks 8 --chunk-steps 200 [--logq] [--same-domain] [--uniform-negatives N] [--dropout D] [--resume]
     python bench/leave_domains_out.py target toys --rows pop,itemknn,sasrec,scratch
     python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor
         --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     (one command; seeds > 0: row#seedN)
@@ -46,6 +46,7 @@ Protocol (ours; selection on validation only, test reported once per row):
     python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
     python bench/leave_domains_out.py adapt --steps 600 --threads 2    # adapted encoder A-adapt
     python bench/leave_domains_out.py target toys --rows textsim,scratch --encoder out/lodo/encoders/A-adapt
+    python bench/leave_domains_out.py sources-textsim      # TextSim on the sources' validation users
     python bench/leave_domains_out.py table                # markdown from the JSON
 
 Set SHIFTREC_DATA to the shared data folder. Item text is cached in out/cache/minilm (the first
@@ -264,12 +265,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     rot = args.rotation
     name = (f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "") + ("-dom" if args.same_domain else "")
-            + (f"-d{args.dropout:g}" if args.dropout is not None else ""))
+            + (f"-d{args.dropout:g}" if args.dropout is not None else "")
+            + (f"-neg{args.uniform_negatives}" if args.uniform_negatives else ""))
     run = WORK / name / "pre"
     sources = sources_for(rot)
     n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
     arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, n_experts=args.experts,
                           objective=Objective.CONTRASTIVE, logq=args.logq,
+                          uniform_negatives=args.uniform_negatives,
                           **({} if args.dropout is None else {"dropout": args.dropout,
                                                              "attn_dropout": args.dropout}))
     resume = args.resume and (run / "trainer" / "checkpoint.json").exists()
@@ -311,6 +314,37 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             p["chunks"] = sorted(chunks + [entry], key=lambda c: c["chunk"])
 
         save_json(upd)
+
+
+def cmd_sources_textsim(args: argparse.Namespace) -> None:
+    """Reference for the pretraining curve: TextSim (no training) on the same source validation
+    users that pretraining selects on (500 per domain), ranked within each domain's own items
+    (the pretraining validator's protocol), for a few decays."""
+    from shiftrec.evaluate.metrics import ndcg_at_k
+    from shiftrec.models.textsim import TextSim, TextSimConfig
+    from shiftrec.pipelines.transfer import merge_sources
+
+    sources = sources_for(args.rotation)
+    merged = merge_sources(sources, 500, 0)
+    out: dict[str, Any] = {}
+    for decay in (0.3, 0.5, 1.0):
+        ranks_all, per = [], {}
+        for d, s in enumerate(sources):
+            es, off = merged.valid[s.name], int(merged.offsets[d])
+            model = TextSim(s.text, ENCODER, TextSimConfig(select_decay=())).fit(s.split)
+            sc = model.scores_with_decay([es.history[i] - off for i in range(len(es))], decay)[:, 1:]
+            tv = sc[np.arange(len(es)), es.target - off - 1][:, None]
+            r = ((sc > tv).sum(1) + (sc == tv).sum(1)).astype(np.int64)
+            per[s.name] = ndcg_at_k(r, 10)
+            ranks_all.append(r)
+        out[f"decay {decay:g}"] = {"ndcg@10": ndcg_at_k(np.concatenate(ranks_all), 10), "per_domain": per}
+        print(f"decay {decay:g}: source valid NDCG@10 {out[f'decay {decay:g}']['ndcg@10']:.4f}", flush=True)
+
+    def upd(data: dict[str, Any]) -> None:
+        data.setdefault("source_textsim", {})[args.rotation] = {
+            **out, "command": "python " + " ".join(["bench/leave_domains_out.py", *sys.argv[1:]])}
+
+    save_json(upd)
 
 
 # ----------------------------------------------------------------------------------- targets
@@ -760,6 +794,9 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=None,
                    help="hidden and attention dropout while pretraining (default: the model's 0.5); "
                         "fine-tuning always uses the from-scratch rows' dropout; the run gets -d<value>")
+    p.add_argument("--uniform-negatives", type=int, default=0,
+                   help="extra negatives per batch drawn uniformly from the batch's domain, beside the "
+                        "in-batch ones; the run gets -neg<N>")
     p.add_argument("--same-domain", action="store_true",
                    help="every batch from one source domain (in-batch negatives from the positive's "
                         "own domain); the run is named <rotation>-h<hidden>[-logq]-dom")
@@ -789,6 +826,9 @@ def main() -> None:
     pt = sub.add_parser("tests")
     pt.add_argument("--pairs", default="scratch:ft,sasrec:ft,itemknn:ft,pop:zs")
     sub.add_parser("table")
+    sx = sub.add_parser("sources-textsim", help="TextSim on the sources' validation users (a reference "
+                                              "for pretraining's source valid NDCG@10)")
+    sx.add_argument("--rotation", default="A", choices=sorted(ROTATIONS))
     sh = sub.add_parser("ship")
     sh.add_argument("--run", default="A-h128")
     sh.add_argument("--chunk", type=int, required=True)
@@ -827,6 +867,8 @@ def main() -> None:
         cmd_tests(args)
     elif args.cmd == "ship":
         cmd_ship(args)
+    elif args.cmd == "sources-textsim":
+        cmd_sources_textsim(args)
     OUT_MD.write_text(markdown(load_json()))
 
 

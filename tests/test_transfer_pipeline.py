@@ -7,6 +7,7 @@ noise), so the test is fast and needs no language model.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -70,8 +71,9 @@ def test_pretrain_writes_checkpoint_with_provenance(pretrained):
 
 
 def test_pretrain_one_domain_per_batch(world, tmp_path, monkeypatch):
-    """same_domain: every pretraining batch holds one source's items only, and the model still
-    learns the shared topics (zero-shot on the unseen domain beats chance)."""
+    """same_domain: every pretraining batch holds one source's items only (with uniform negatives
+    from that domain too), and the model still learns the shared topics (zero-shot on the unseen
+    domain beats chance)."""
     import shiftrec.models.transfer_net as tn
 
     sources, (split, text) = world
@@ -85,12 +87,14 @@ def test_pretrain_one_domain_per_batch(world, tmp_path, monkeypatch):
         return orig(self, seq, tgt)
 
     monkeypatch.setattr(tn.TransferNet, "contrastive_loss", spy)
-    cfg = PretrainConfig(model=ARCH, epochs=12, lr=5e-3, batch_size=96, patience=0, valid_users=40,
-                         threads=1, same_domain=True)
+    cfg = PretrainConfig(epochs=12, lr=5e-3, batch_size=96, patience=0, valid_users=40,
+                         threads=1, same_domain=True,
+                         model=replace(ARCH, uniform_negatives=64))
     pretrain(sources, "fake-enc", cfg, tmp_path / "ck")
     assert seen and set(seen) == {1}
     man = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     assert man["pretrain_config"]["same_domain"] is True
+    assert man["pretrain_config"]["model"]["uniform_negatives"] == 64
     m, _ = zero_shot(tmp_path / "ck", split, text, "fake-enc")
     assert m["recall@5"] > 0.5
 

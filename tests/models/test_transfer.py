@@ -128,6 +128,47 @@ def test_logq_correction_subtracts_log_frequency_of_in_batch_items(tiny_domain):
     assert corrected.log_q is None
 
 
+def test_uniform_negatives_come_from_the_batch_domain_and_enter_the_loss(tiny_domain):
+    """set_domains splits the table into domains; uniform negatives are drawn from the targets'
+    domain (the whole table when the targets span two), never equal a target, and the loss is the
+    cross-entropy over the in-batch positives followed by those draws."""
+    import torch.nn.functional as F
+
+    from shiftrec.errors import ConfigError
+
+    split, text, _ = tiny_domain
+    n = split.n_items
+    cfg = TransferConfig(**{**TINY.__dict__, "objective": Objective.CONTRASTIVE, "seq_weight": 0.0,
+                            "dropout": 0.0, "attn_dropout": 0.0, "adaptor_dropout": 0.0,
+                            "gate_noise": False, "uniform_negatives": 200})
+    net = build_net(cfg, text).eval()
+    cut = n // 2
+    net.set_domains([cut, n - cut])
+    torch.manual_seed(0)
+    second = net.uniform_negative_ids(torch.tensor([cut + 1, cut + 2]))
+    assert len(second) > 100 and int(second.min()) >= cut + 1 and int(second.max()) <= n
+    assert not torch.isin(second, torch.tensor([cut + 1, cut + 2])).any()
+    first = net.uniform_negative_ids(torch.tensor([1, 2]))
+    assert int(first.max()) <= cut and int(first.min()) >= 1
+    both = net.uniform_negative_ids(torch.tensor([1, cut + 1]))
+    assert int(both.min()) <= cut < int(both.max())  # spans both domains
+    with pytest.raises(InputError, match="sum to"):
+        net.set_domains([cut, n])
+    batch = {"seq": torch.tensor([[1, 2, 3, 0]]), "labels": torch.tensor([[2, 3, 4, 0]])}
+    torch.manual_seed(5)
+    got = net.training_loss(batch)
+    torch.manual_seed(5)
+    uniq, inv = torch.unique(torch.tensor([2, 3, 4]), return_inverse=True)
+    cols = torch.cat([uniq, net.uniform_negative_ids(uniq)])
+    h = net.encode(batch["seq"])[batch["labels"] > 0]
+    want = F.cross_entropy(net.logits(h, net.item_embed(cols)), inv)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ConfigError, match="logq"):
+        build_net(TransferConfig(**{**cfg.__dict__, "logq": True}), text)
+    net.set_item_text(text)  # a new item table drops the old domains
+    assert net.domain_ends is None
+
+
 def test_left_and_right_padding_agree(tiny_domain):
     """Positions count items from the first real one: the same history gives the same state."""
     _, text, _ = tiny_domain

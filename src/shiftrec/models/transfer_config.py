@@ -54,6 +54,11 @@ class TransferConfig:
     # logit (sampling-bias correction: in-batch negatives are drawn by popularity, so without it
     # the model learns to rank popular items low; with it the loss estimates the full softmax)
     logq: bool = False
+    # contrastive pretraining: this many extra negatives per batch drawn uniformly from the items of
+    # the batch's domain (TransferNet.set_domains; the whole table when the batch mixes domains),
+    # beside the in-batch ones (mixed negative sampling): in-batch negatives are popular items only,
+    # while full-ranking evaluation ranks the long tail too
+    uniform_negatives: int = 0
     # text-similarity path: add skip_weight * cos(recency-weighted profile of the history's item
     # texts, the item's text) to every logit (raw encoder vectors, not the adaptor's: near-
     # duplicate and same-line titles keep their full similarity); the weight and the decay are

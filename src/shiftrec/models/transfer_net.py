@@ -76,6 +76,12 @@ class TransferNet(nn.Module):
                                     for _ in range(cfg.n_layers))
         self.apply(init_linear)
         self.log_q: torch.Tensor | None = None  # see set_item_frequency (not a weight)
+        if cfg.uniform_negatives < 0:
+            raise ConfigError(f"uniform_negatives must be >= 0, got {cfg.uniform_negatives}")
+        if cfg.uniform_negatives and cfg.logq:
+            raise ConfigError("logq corrects in-batch (popularity-drawn) negatives only: use it or "
+                              "uniform_negatives, not both")
+        self.domain_ends: torch.Tensor | None = None  # see set_domains (not a weight)
         if cfg.text_skip:  # TransferConfig.text_skip
             self._add_text_path_parameters()
 
@@ -88,6 +94,28 @@ class TransferNet(nn.Module):
                              f"got shape {counts.shape}")
         q = (counts + 1.0) / (counts + 1.0).sum()
         self.log_q = torch.from_numpy(np.log(q).astype(np.float32)).to(self.text.device)
+
+    def set_domains(self, sizes: list[int] | np.ndarray) -> None:
+        """Item rows 1..n of the table as consecutive domains of these sizes (a merged pretraining
+        table), so that uniform negatives come from the batch's own domain."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if sizes.ndim != 1 or (sizes <= 0).any() or int(sizes.sum()) != self.n_items:
+            raise InputError(f"domain sizes must be positive and sum to the {self.n_items} items; "
+                             f"got {sizes.tolist()}")
+        self.domain_ends = torch.from_numpy(np.cumsum(sizes)).to(self.text.device)
+
+    def uniform_negative_ids(self, targets: torch.Tensor) -> torch.Tensor:
+        """cfg.uniform_negatives item ids drawn uniformly from the targets' domain (the whole table
+        when they span several domains or no domains were set), minus any of the targets."""
+        lo, hi = 1, self.n_items
+        if self.domain_ends is not None:
+            ends = self.domain_ends.to(targets.device)
+            d = torch.searchsorted(ends, torch.stack([targets.min(), targets.max()]) - 1, right=True)
+            if int(d[0]) == int(d[1]):
+                lo = 1 + (int(ends[d[0] - 1]) if int(d[0]) > 0 else 0)
+                hi = int(ends[d[0]])
+        neg = torch.randint(lo, hi + 1, (self.cfg.uniform_negatives,), device=targets.device)
+        return neg[~torch.isin(neg, targets)]
 
     def _new_id_table(self, n_items: int) -> nn.Embedding:
         e = nn.Embedding(n_items + 1, self.cfg.hidden, padding_idx=0)
@@ -111,6 +139,7 @@ class TransferNet(nn.Module):
         dev = self.text.device
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
         self.log_q = None  # counts belonged to the old table
+        self.domain_ends = None  # and so did the domains
         if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
             self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
 
@@ -287,9 +316,12 @@ class TransferNet(nn.Module):
         # sequence -> item, every prefix, in-batch negatives (same item elsewhere masked)
         t = tgt[sel]
         uniq, inv = torch.unique(t, return_inverse=True)
-        s = self.logits(h[sel], self.item_embed(uniq))
+        cols = uniq  # in-batch positives are each other's negatives; + uniform draws
+        if cfg.uniform_negatives:
+            cols = torch.cat([uniq, self.uniform_negative_ids(uniq)])
+        s = self.logits(h[sel], self.item_embed(cols))
         if cfg.text_skip:
-            s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel], uniq)
+            s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel], cols)
         if cfg.logq:
             if self.log_q is None:
                 raise ConfigError("logq correction needs the items' training counts "

@@ -218,6 +218,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
     net.objective = Objective(cfg.model.objective)
     if cfg.model.logq:
         net.set_item_frequency(np.bincount(merged.train.items, minlength=len(merged.text)))
+    net.set_domains(merged.sizes)
     groups = np.repeat(np.arange(len(sources)), [len(s.split.train) for s in sources]) \
         if cfg.same_domain else None
     batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride, groups)
