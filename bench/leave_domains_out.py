@@ -443,7 +443,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         lr = {} if args.lr is None else {"lr": args.lr}
         if args.text_skip:
             lr["text_skip"] = True
-        arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden)
+        arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden,
+                              **({} if args.dropout is None else {"dropout": args.dropout,
+                                                                 "attn_dropout": args.dropout}))
         # fine-tuning regularises like training from scratch, whatever the pretraining used
         cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
                              seed=args.seed, threads=args.threads, **lr, model=arch,
@@ -488,6 +490,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
             + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
+            + (f"~d{args.dropout:g}" if getattr(args, "dropout", None) is not None and trained else "")
             + ("~skip" if args.text_skip and trained else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + (f"#seed{args.seed}" if args.seed else ""))
@@ -691,6 +694,11 @@ def seed_summary(rows: dict[str, Any]) -> dict[str, tuple[list[float], list[int]
 
 def markdown(data: dict[str, Any]) -> str:
     lines = ["# Leave-domains-out transfer (full ranking, leave-one-out, test; selected on validation)", ""]
+    for rot, ref in data.get("source_textsim", {}).items():
+        lines += [f"Reference for the pretraining curves (rotation {rot}): TextSim, which trains nothing, "
+                  "scores source valid NDCG@10 " + ", ".join(
+                      f"{ref[k]['ndcg@10']:.4f} ({k})" for k in ref if k.startswith("decay"))
+                  + f" on the same validation users (`{ref['command']}`).", ""]
     for run, p in data.get("pretrain", {}).items():
         lines += [f"## Pretraining {run}", "",
                   "sources: " + ", ".join(f"{s['name']} ({s['users']} users, {s['train_events']} train events)"
@@ -820,6 +828,9 @@ def main() -> None:
                             "(TransferConfig.text_skip; a checkpoint without it gets a fresh one); keys ~skip")
         t.add_argument("--hidden", type=int, default=128,
                        help="width of the scratch row's model (fine-tuning keeps the checkpoint's)")
+        t.add_argument("--dropout", type=float, default=None,
+                       help="hidden and attention dropout of the scratch / fine-tune rows (default: the "
+                            "model's 0.5); keys and work folders get ~d<value>")
         if name == "curve":
             t.add_argument("--run", default="A-h128")
             t.add_argument("--chunks", type=int, nargs="*", default=None)
