@@ -613,9 +613,13 @@ def cmd_curve(args: argparse.Namespace) -> None:
     if not pre:
         sys.exit(f"no pretraining run '{args.run}' in {OUT_JSON}")
     chunks = [c for c in pre["chunks"] if not args.chunks or c["chunk"] in args.chunks]
+    # tags: snap_<k> for the first run (A-h128), else <--tag or the run's name>-snap_<k>, so
+    # that snapshots of different runs never share a key
+    prefix = args.tag or ("" if args.run == "A-h128" else args.run)
     for c in chunks:
+        snap = Path(c["snapshot"]).name
         ns = argparse.Namespace(**{**vars(args), "checkpoint": str(ROOT / c["snapshot"]),
-                                   "tag": Path(c["snapshot"]).name, "rows": args.rows})
+                                   "tag": f"{prefix}-{snap}" if prefix else snap, "rows": args.rows})
         cmd_target(ns)
 
 
