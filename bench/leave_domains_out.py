@@ -15,8 +15,9 @@ Protocol (ours; selection on validation only, test reported once per row):
   pretraining interactions processed.
 - Rows per target: pop, itemknn, textsim (no training: item-text cosine with the history's
   recency-weighted text profile, decay chosen on validation), sasrec (IDs, hidden 64), scratch (the text model from scratch,
-  inductive), zs (zero-shot), ft (full fine-tune, inductive), ft-adaptor (adaptor only), ft-trans
-  (transductive: text + a fresh item-ID table). Early stopping on validation NDCG@10.
+  inductive), zs (zero-shot), ft (full fine-tune, inductive), ft-adaptor (adaptor only), ft-seq
+  (the adaptor frozen, the transformer trained), ft-trans (transductive: text + a fresh item-ID
+  table). Early stopping on validation NDCG@10.
 - Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
   rows, overall and on the cold slice (target item with <= 5 training interactions).
 - Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
@@ -101,6 +102,7 @@ ROW_LABELS = {
     "ft": "text model pretrained + full fine-tune (inductive)",
     "ft-adaptor": "text model pretrained + adaptor-only fine-tune (inductive)",
     "ft-trans": "text model pretrained + fine-tune with item IDs (transductive)",
+    "ft-seq": "text model pretrained + fine-tune with the text adaptor frozen (inductive)",
     "ft+flows": "text model pretrained + full fine-tune, + item flows (ShiftFusion)",
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
     "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
@@ -108,9 +110,9 @@ ROW_LABELS = {
     "ft+text": "text model pretrained + full fine-tune + text path (chosen on validation)",
     "zs+text": "zero-shot + text path (no training; weight, decay chosen on validation)",
 }
-NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-trans", "ft+flows", "ft+text", "zs+text")
+NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+text", "zs+text")
 ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
-TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-trans")  # rows that take --lr
+TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
 
 
 def set_encoder(spec: str) -> None:
@@ -439,7 +441,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
     else:
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
-        freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
+        freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
         lr = {} if args.lr is None else {"lr": args.lr}
         if args.text_skip:
             lr["text_skip"] = True
