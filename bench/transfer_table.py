@@ -204,8 +204,9 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         return work / f"{ds_name}-{name}{'-' + args.tag if args.tag else ''}"
 
     def pre_ck() -> Path:
-        if args.checkpoint:
-            return Path(args.checkpoint)
+        if args.checkpoint:  # a folder, or the name of a shipped checkpoint
+            p = Path(args.checkpoint)
+            return p if p.exists() else pretrained_path(args.checkpoint)
         return ck_dir if ds_name in PRETRAIN_SOURCE else pretrained_path()
 
     def hist_of(fields: dict[str, Any]) -> dict[str, Any]:
@@ -371,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--pretrain-objective", default="full_ce")
-    ap.add_argument("--checkpoint", default=None, help="pretrained checkpoint (default: shipped)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="pretrained checkpoint folder or shipped name, e.g. amazon-minilm (default: the shipped default)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cache-dir", type=Path,
                     default=Path(os.environ.get("SHIFTREC_CACHE", Path.home() / ".cache/shiftrec"))

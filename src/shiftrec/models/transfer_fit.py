@@ -16,7 +16,7 @@ from shiftrec.models.transfer_config import Freeze, Mode, Objective, TransferCon
 from shiftrec.train.trainer import Device, Phase, TrainConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
-DEFAULT_PRETRAINED = "amazon5-minilm"  # bench/leave_domains_out.py; "amazon-minilm" is the earlier one
+DEFAULT_PRETRAINED = "amazon5dom-minilm"  # bench/leave_domains_out.py; "amazon5-minilm", "amazon-minilm" are earlier ones
 
 
 def pretrained_path(name: str = DEFAULT_PRETRAINED) -> Path:
