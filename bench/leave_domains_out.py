@@ -607,6 +607,46 @@ def cmd_tests(args: argparse.Namespace) -> None:
 
         if pooled:
             save_json(upd_pool)
+    if args.seeds:
+        _seed_pooled_tests(groups, pairs, ranks, [int(x) for x in args.seeds.split(",")])
+
+
+def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ranks: dict[str, np.ndarray],
+                       seeds: list[int]) -> None:
+    """For the smaller shops: each row's per-user NDCG@10 averaged over training seeds (keys row,
+    row#seed1, ...), pooled over the independent user samples, then one paired test per pair."""
+    from shiftrec.evaluate.metrics import per_user_metric
+    from shiftrec.evaluate.significance import paired_values_test
+
+    def key(n: str, row: str, seed: int) -> str:
+        return f"{n}/{row}" + (f"#seed{seed}" if seed else "")
+
+    def avg(n: str, row: str) -> np.ndarray:
+        return np.mean([per_user_metric(ranks[key(n, row, sd)], "ndcg@10") for sd in seeds], axis=0)
+
+    tag = "seeds " + ",".join(map(str, seeds))
+    for group, names in groups.items():
+        pooled = {}
+        for a, b in pairs:
+            have = [n for n in names if all(key(n, r, sd) in ranks for r in (a, b) for sd in seeds)]
+            if len(have) < 2:
+                continue
+            va = np.concatenate([avg(n, a) for n in have])
+            vb = np.concatenate([avg(n, b) for n in have])
+            masks = [target_masks(n, ranks) for n in have]
+            slices = {"all": np.ones(len(va), bool),
+                      **{sl: np.concatenate([m[sl] for m in masks]) for sl in masks[0]}}
+            res = {sl: {k: v for k, v in paired_values_test(va[m], vb[m]).items()
+                        if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
+                   for sl, m in slices.items() if m.any()}
+            pooled[f"{b} vs {a} ({tag})"] = {"samples": have, **res}
+            _print_pair(f"{group} (pooled over {len(have)} samples, mean over {tag})", f"{b} vs {a}", res["all"])
+
+        def upd(data: dict[str, Any], group: str = group, pooled: dict = pooled) -> None:
+            data.setdefault("pooled_samples", {}).setdefault(group, {}).update(pooled)
+
+        if pooled:
+            save_json(upd)
 
 
 def cmd_curve(args: argparse.Namespace) -> None:
@@ -849,6 +889,9 @@ def main() -> None:
             t.add_argument("--chunks", type=int, nargs="*", default=None)
     pt = sub.add_parser("tests")
     pt.add_argument("--pairs", default="scratch:ft,sasrec:ft,itemknn:ft,pop:zs")
+    pt.add_argument("--seeds", default=None,
+                    help="e.g. 0,1,2: for the smaller shops, also test each pair on every user's NDCG@10 "
+                         "averaged over these training seeds (rows row, row#seed1, ...), samples pooled")
     sub.add_parser("table")
     sx = sub.add_parser("sources-textsim", help="TextSim on the sources' validation users (a reference "
                                               "for pretraining's source valid NDCG@10)")

@@ -171,3 +171,18 @@ def test_paired_test_default_is_ndcg_and_bootstrap_is_chunked():
     d = per_user_metric(b, "ndcg@10") - per_user_metric(a, "ndcg@10")
     boots = d[np.random.default_rng(0).integers(0, len(d), size=(50, len(d)))].mean(axis=1)
     assert res["ci95_low"] == pytest.approx(np.quantile(boots, 0.025))
+
+
+def test_paired_values_test_on_hand_values():
+    """Per-user values given directly (e.g. averaged over seeds): hand-computed mean, difference
+    and t-test p-value (d = 1, 2, 3: mean 2, sd 1, t = 2 * sqrt(3), 2 degrees of freedom)."""
+    from scipy import stats
+
+    from shiftrec.evaluate.significance import paired_values_test
+
+    res = paired_values_test(np.array([0.0, 0.0, 0.0]), np.array([1.0, 2.0, 3.0]), n_boot=20)
+    assert res["mean_a"] == 0 and res["mean_b"] == 2 and res["diff"] == 2
+    assert res["t_test_p"] == pytest.approx(2 * stats.t.sf(2 * np.sqrt(3), 2))
+    assert paired_values_test(np.ones(4), np.ones(4))["t_test_p"] == 1.0
+    with pytest.raises(ValueError, match="same users"):
+        paired_values_test(np.ones(3), np.ones(4))

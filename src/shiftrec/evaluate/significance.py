@@ -20,12 +20,23 @@ def paired_test(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, n_boot: i
     signed-rank p-value (NaN when 10 or fewer users differ) and a paired-bootstrap 95% interval
     of the difference. When no user differs the t-test p-value is 1.
     """
-    from scipy import stats
-
     if len(ranks_a) != len(ranks_b):
         raise ValueError("paired test needs the same users in both runs")
     metric = (metric or f"ndcg@{k}").strip().lower()
-    a, b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
+    out = paired_values_test(per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric),
+                             n_boot, seed)
+    return {"metric": metric, **out}
+
+
+def paired_values_test(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
+                       ) -> dict[str, Any]:
+    """paired_test on per-user values already computed (e.g. a metric averaged over training
+    seeds): means, B - A, t-test and Wilcoxon p-values, paired-bootstrap 95% interval."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("paired test needs the same users in both runs")
     d = b - a
     t_p = float(stats.ttest_rel(b, a).pvalue) if np.any(d) else 1.0
     w_p = float(stats.wilcoxon(d[d != 0]).pvalue) if np.count_nonzero(d) > 10 else float("nan")
@@ -34,7 +45,7 @@ def paired_test(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, n_boot: i
     step = max(1, 4_000_000 // max(len(d), 1))  # bounded memory; same draws as one big block
     for s in range(0, n_boot, step):
         boots[s:s + step] = d[rng.integers(0, len(d), size=(min(step, n_boot - s), len(d)))].mean(axis=1)
-    return {"metric": metric, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+    return {"mean_a": float(a.mean()), "mean_b": float(b.mean()),
             "diff": float(d.mean()), "t_test_p": t_p, "wilcoxon_p": w_p,
             "ci95_low": float(np.quantile(boots, 0.025)), "ci95_high": float(np.quantile(boots, 0.975)),
             "n_users": int(len(d)), "n_differ": int(np.count_nonzero(d))}
