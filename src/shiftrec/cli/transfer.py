@@ -63,8 +63,10 @@ def pretrain_cmd(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
-    """Pretrain the transferable text model on several source domains at once (in-batch
-    contrastive objectives across domains). A dataset with several domains gives one source each.
+    """Pretrain the transferable text model on several source domains at once (contrastive: each
+    batch from one domain, its negatives the batch's other targets plus 4,096 items drawn from
+    that domain; dropout 0.1 — the shipped checkpoint's recipe; `--config` YAML may change any of
+    it, e.g. `same_domain: false`). A dataset with several domains gives one source each.
 
     Append @N to a source to subsample N users of it (overrides --max-users).
 
