@@ -685,8 +685,8 @@ amazon clothing, and Scientific (UniSRec's Amazon 2018 Industrial & Scientific f
 
 Snapshot {chunk} of the run ({targets:,} training targets processed, {steps} steps of {batch}
 targets; the snapshot keeps the weights best on the sources' validation users so far). {why}
-Test splits were never used to choose (bench/results/leave_domains_out.json; its test lift over
-training from scratch is small, see the README's leave-domains-out section). Reproduce (wall time
+The choice reads validation numbers only (bench/results/leave_domains_out.json; for its test
+lift over training from scratch, see the README's leave-domains-out section). Reproduce (wall time
 depends on the machine; here {seconds:.0f} s of pretraining on a shared 2-core CPU, 1 torch thread):
 
     SHIFTREC_DATA=../shared/data python bench/leave_domains_out.py pretrain \\
@@ -860,7 +860,7 @@ def main() -> None:
                         "in-batch ones; the run gets -neg<N>")
     p.add_argument("--same-domain", action="store_true",
                    help="every batch from one source domain (in-batch negatives from the positive's "
-                        "own domain); the run is named <rotation>-h<hidden>[-logq]-dom")
+                        "own domain); the run's name gets -dom")
     for name in ("target", "curve"):
         t = sub.add_parser(name)
         t.add_argument("target", type=target_key,
