@@ -613,8 +613,9 @@ def cmd_tests(args: argparse.Namespace) -> None:
 
 def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ranks: dict[str, np.ndarray],
                        seeds: list[int]) -> None:
-    """For the smaller shops: each row's per-user NDCG@10 averaged over training seeds (keys row,
-    row#seed1, ...), pooled over the independent user samples, then one paired test per pair."""
+    """Each row's per-user NDCG@10 averaged over training seeds (keys row, row#seed1, ...), then
+    one paired test per pair: for every target alone, and for the smaller shops also pooled over
+    the independent user samples."""
     from shiftrec.evaluate.metrics import per_user_metric
     from shiftrec.evaluate.significance import paired_values_test
 
@@ -625,11 +626,13 @@ def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ran
         return np.mean([per_user_metric(ranks[key(n, row, sd)], "ndcg@10") for sd in seeds], axis=0)
 
     tag = "seeds " + ",".join(map(str, seeds))
-    for group, names in groups.items():
+    # every target on its own (a group of one), then each smaller-shop group pooled
+    singles = {n: [n] for n in load_json().get("targets", {})}
+    for group, names in {**singles, **groups}.items():
         pooled = {}
         for a, b in pairs:
             have = [n for n in names if all(key(n, r, sd) in ranks for r in (a, b) for sd in seeds)]
-            if len(have) < 2:
+            if len(have) < min(2, len(names)) or not have:
                 continue
             va = np.concatenate([avg(n, a) for n in have])
             vb = np.concatenate([avg(n, b) for n in have])
@@ -640,10 +643,15 @@ def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ran
                         if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
                    for sl, m in slices.items() if m.any()}
             pooled[f"{b} vs {a} ({tag})"] = {"samples": have, **res}
-            _print_pair(f"{group} (pooled over {len(have)} samples, mean over {tag})", f"{b} vs {a}", res["all"])
+            where = f"{group} (pooled over {len(have)} samples, " if group in groups else f"{group} ("
+            _print_pair(f"{where}mean over {tag})", f"{b} vs {a}", res["all"])
 
         def upd(data: dict[str, Any], group: str = group, pooled: dict = pooled) -> None:
-            data.setdefault("pooled_samples", {}).setdefault(group, {}).update(pooled)
+            if group in groups:
+                data.setdefault("pooled_samples", {}).setdefault(group, {}).update(pooled)
+            else:
+                data["targets"][group].setdefault("paired_ndcg@10", {}).update(
+                    {k: {s: v for s, v in d.items() if s != "samples"} for k, d in pooled.items()})
 
         if pooled:
             save_json(upd)
@@ -890,8 +898,8 @@ def main() -> None:
     pt = sub.add_parser("tests")
     pt.add_argument("--pairs", default="scratch:ft,sasrec:ft,itemknn:ft,pop:zs")
     pt.add_argument("--seeds", default=None,
-                    help="e.g. 0,1,2: for the smaller shops, also test each pair on every user's NDCG@10 "
-                         "averaged over these training seeds (rows row, row#seed1, ...), samples pooled")
+                    help="e.g. 0,1,2: also test each pair on every user's NDCG@10 averaged over these "
+                         "training seeds (rows row, row#seed1, ...); smaller shops' samples pooled")
     sub.add_parser("table")
     sx = sub.add_parser("sources-textsim", help="TextSim on the sources' validation users (a reference "
                                               "for pretraining's source valid NDCG@10)")
