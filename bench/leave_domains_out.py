@@ -328,12 +328,12 @@ def cmd_sources_textsim(args: argparse.Namespace) -> None:
 
     sources = sources_for(args.rotation)
     merged = merge_sources(sources, 500, 0)
+    models = [TextSim(s.text, ENCODER, TextSimConfig(select_decay=())).fit(s.split) for s in sources]
     out: dict[str, Any] = {}
     for decay in (0.3, 0.5, 1.0):
         ranks_all, per = [], {}
-        for d, s in enumerate(sources):
+        for d, (s, model) in enumerate(zip(sources, models, strict=True)):
             es, off = merged.valid[s.name], int(merged.offsets[d])
-            model = TextSim(s.text, ENCODER, TextSimConfig(select_decay=())).fit(s.split)
             sc = model.scores_with_decay([es.history[i] - off for i in range(len(es))], decay)[:, 1:]
             tv = sc[np.arange(len(es)), es.target - off - 1][:, None]
             r = ((sc > tv).sum(1) + (sc == tv).sum(1)).astype(np.int64)
@@ -492,7 +492,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
             + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
-            + (f"~d{args.dropout:g}" if getattr(args, "dropout", None) is not None and trained else "")
+            + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")
             + ("~skip" if args.text_skip and trained else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + (f"#seed{args.seed}" if args.seed else ""))
@@ -547,11 +547,18 @@ def cmd_target(args: argparse.Namespace) -> None:
 
 
 def _pair_stats(ra: np.ndarray, rb: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
-    from shiftrec.evaluate.significance import paired_test
+    from shiftrec.evaluate.metrics import per_user_metric
 
-    return {s: {k: v for k, v in paired_test(ra[m], rb[m], k=10).items()
+    return _value_stats(per_user_metric(ra, "ndcg@10"), per_user_metric(rb, "ndcg@10"), masks)
+
+
+def _value_stats(va: np.ndarray, vb: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Paired tests of per-user values (NDCG@10), overall and on each slice mask."""
+    from shiftrec.evaluate.significance import paired_values_test
+
+    return {s: {k: v for k, v in paired_values_test(va[m], vb[m]).items()
                 if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
-            for s, m in {"all": np.ones(len(ra), bool), **masks}.items() if m.any()}
+            for s, m in {"all": np.ones(len(va), bool), **masks}.items() if m.any()}
 
 
 def _print_pair(name: str, pair: str, d: dict[str, Any]) -> None:
@@ -608,16 +615,16 @@ def cmd_tests(args: argparse.Namespace) -> None:
         if pooled:
             save_json(upd_pool)
     if args.seeds:
-        _seed_pooled_tests(groups, pairs, ranks, [int(x) for x in args.seeds.split(",")])
+        _seed_pooled_tests(list(data.get("targets", {})), groups, pairs, ranks,
+                           [int(x) for x in args.seeds.split(",")])
 
 
-def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ranks: dict[str, np.ndarray],
-                       seeds: list[int]) -> None:
+def _seed_pooled_tests(targets: list[str], groups: dict[str, list[str]], pairs: list[list[str]],
+                       ranks: dict[str, np.ndarray], seeds: list[int]) -> None:
     """Each row's per-user NDCG@10 averaged over training seeds (keys row, row#seed1, ...), then
-    one paired test per pair: for every target alone, and for the smaller shops also pooled over
-    the independent user samples."""
+    one paired test per pair: for every target that is not a smaller-shop sample, and for the
+    smaller shops pooled over their independent user samples."""
     from shiftrec.evaluate.metrics import per_user_metric
-    from shiftrec.evaluate.significance import paired_values_test
 
     def key(n: str, row: str, seed: int) -> str:
         return f"{n}/{row}" + (f"#seed{seed}" if seed else "")
@@ -626,22 +633,17 @@ def _seed_pooled_tests(groups: dict[str, list[str]], pairs: list[list[str]], ran
         return np.mean([per_user_metric(ranks[key(n, row, sd)], "ndcg@10") for sd in seeds], axis=0)
 
     tag = "seeds " + ",".join(map(str, seeds))
-    # every target on its own (a group of one), then each smaller-shop group pooled
-    singles = {n: [n] for n in load_json().get("targets", {})}
+    singles = {n: [n] for n in targets if "-u" not in n}
     for group, names in {**singles, **groups}.items():
         pooled = {}
         for a, b in pairs:
             have = [n for n in names if all(key(n, r, sd) in ranks for r in (a, b) for sd in seeds)]
-            if len(have) < min(2, len(names)) or not have:
+            if not have or (group in groups and len(have) < 2):
                 continue
-            va = np.concatenate([avg(n, a) for n in have])
-            vb = np.concatenate([avg(n, b) for n in have])
             masks = [target_masks(n, ranks) for n in have]
-            slices = {"all": np.ones(len(va), bool),
-                      **{sl: np.concatenate([m[sl] for m in masks]) for sl in masks[0]}}
-            res = {sl: {k: v for k, v in paired_values_test(va[m], vb[m]).items()
-                        if k in ("mean_a", "mean_b", "diff", "t_test_p", "ci95_low", "ci95_high", "n_users")}
-                   for sl, m in slices.items() if m.any()}
+            res = _value_stats(np.concatenate([avg(n, a) for n in have]),
+                               np.concatenate([avg(n, b) for n in have]),
+                               {sl: np.concatenate([m[sl] for m in masks]) for sl in masks[0]})
             pooled[f"{b} vs {a} ({tag})"] = {"samples": have, **res}
             where = f"{group} (pooled over {len(have)} samples, " if group in groups else f"{group} ("
             _print_pair(f"{where}mean over {tag})", f"{b} vs {a}", res["all"])
@@ -709,6 +711,8 @@ Use without any source data:
 
 def cmd_ship(args: argparse.Namespace) -> None:
     """Copy a snapshot into the package as the default pretrained checkpoint."""
+    from shiftrec.models.transfer import TransferConfig
+
     data = load_json()
     pre = data["pretrain"][args.run]
     c = next(c for c in pre["chunks"] if c["chunk"] == args.chunk)
@@ -736,7 +740,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
         why=args.why,
         flags=(" --logq" if cfg["model"].get("logq") else "")
         + (" --same-domain" if cfg.get("same_domain") else "")
-        + (f" --dropout {cfg['model']['dropout']:g}" if cfg["model"]["dropout"] != 0.5 else "")
+        + (f" --dropout {cfg['model']['dropout']:g}" if cfg["model"]["dropout"] != TransferConfig().dropout else "")
         + (f" --uniform-negatives {cfg['model']['uniform_negatives']}" if cfg["model"].get("uniform_negatives") else ""))
     (dest / "README.md").write_text(text)
     print(f"shipped {snap} -> {dest} ({sum(f.stat().st_size for f in dest.rglob('*') if f.is_file())} bytes)")
