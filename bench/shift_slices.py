@@ -25,6 +25,13 @@ into bench/results/shift_slices.json and shift_slices.md (paired test ours vs SA
   python bench/shift_slices.py ablate --data amazon-toys/loo
   python bench/shift_slices.py run --data amazon-toys/loo --model shiftaware
   python bench/shift_slices.py report
+  python bench/shift_slices.py run --data amazon-toys/temporal --seed 1 --model sasrec ...
+  python bench/shift_slices.py seeds [--seed 0 --seed 1 --seed 2]   # mean ± std over seeds
+
+`seeds` writes bench/results/shift_slices_seeds.{json,md} (the seed-0 table stays as `report`
+wrote it) and keeps every run's per-user test ranks in shift_slices_seeds.ranks.npz, so the
+paired tests can be re-run without the work folders. Seeds > 0 use the variant chosen on seed 0's
+validation (out/shift_slices/chosen.json, or the setting's ablation.json).
 
 The variants table, the per-setting budgets and the selection rule are the library's
 (shiftrec.models.presets, shiftrec.evaluate.selection); `shiftrec shift-slices SPLIT --topics
@@ -576,9 +583,173 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- seeds
+
+SEEDS_JSON = RESULTS / "shift_slices_seeds.json"
+SEEDS_RANKS = RESULTS / "shift_slices_seeds.ranks.npz"
+SEED_FREE = ("popularity", "topic_profile", "itemknn")
+SLICES = ("shifted", "stable", "all")
+
+
+def _seed_rows(data: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Test metrics per (model, seed) of one setting: the finished runs under out/ (their ranks
+    are kept in SEEDS_RANKS), else the seed-0 rows of the published table."""
+    from shiftrec.manifest import read_npz, write_npz
+
+    kept = read_npz(SEEDS_RANKS) if SEEDS_RANKS.exists() else {}
+    got: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in json.loads((RESULTS / "shift_slices.json").read_text())["rows"]:
+        if r["data"] == data:
+            got.setdefault((r["model"], r["seed"]), {"source": "shift_slices.json"})[r["slice"]] = {
+                "ndcg@10": r["ndcg@10"], "recall@10": r["recall@10"], "n_users": r["n_users"]}
+    runs = ddir(data) / "runs"
+    for p in sorted(runs.glob("*/row.json")) if runs.exists() else []:
+        r = json.loads(p.read_text())
+        if "test" not in r:
+            continue
+        key = (r["model"], r["seed"])
+        row = {"source": "run", **{sl: {m: r["test"][sl][m] for m in ("ndcg@10", "recall@10", "n_users")}
+                                   for sl in SLICES}}
+        if key in got:  # the same seed measured again: the published value, to check it repeats
+            row["published_ndcg@10_all"] = got[key]["all"]["ndcg@10"]
+        got[key] = row
+        kept[f"{data}|{r['model']}|s{r['seed']}"] = np.load(p.parent / "ranks.npz")["test"].astype(np.int32)
+    if kept:
+        write_npz(SEEDS_RANKS, kept)
+    for (m, s), row in got.items():
+        row["has_ranks"] = f"{data}|{m}|s{s}" in kept
+    return got
+
+
+def _user_ndcg(kept: dict[str, np.ndarray], data: str, model: str, seed: int,
+               mask: np.ndarray) -> np.ndarray | None:
+    """Per-user test NDCG@10 of a kept run on the users of `mask` (None when not kept)."""
+    from shiftrec.evaluate.metrics import per_user_metric
+
+    r = kept.get(f"{data}|{model}|s{0 if model in SEED_FREE else seed}")
+    return None if r is None else per_user_metric(r[mask].astype(np.int64), "ndcg@10")
+
+
+def seeds_summary(seeds: list[int]) -> dict[str, Any]:
+    """Mean ± std over training seeds of every row of the slice table, and per slice the paired
+    test between the best and the runner-up (by mean NDCG@10), on each seed whose per-user ranks
+    are kept and on the per-user NDCG@10 averaged over those seeds."""
+    from shiftrec.evaluate.significance import paired_values_test
+    from shiftrec.manifest import read_npz
+
+    out: dict[str, Any] = {}
+    for data in DATA:
+        if not (ddir(data) / "prep.json").exists():
+            continue
+        got = _seed_rows(data)
+        if not any(s > 0 for _, s in got):
+            continue
+        _, _, _, masks = load_data(data)
+        masks = {**masks, "all": np.ones_like(masks["shifted"])}
+        rows: dict[str, Any] = {}
+        for m in sorted({m for m, _ in got}):
+            ss = [0] if m in SEED_FREE else [s for s in seeds if (m, s) in got]
+            if not ss:
+                continue
+            vals = {sl: np.array([got[(m, s)][sl]["ndcg@10"] for s in ss]) for sl in SLICES}
+            rows[m] = {"seeds": ss, "seed_free": m in SEED_FREE,
+                       "per_seed": {str(s): got[(m, s)] for s in ss},
+                       "mean": {sl: float(v.mean()) for sl, v in vals.items()},
+                       "std": {sl: float(v.std(ddof=1)) if len(v) > 1 else None
+                               for sl, v in vals.items()},
+                       "recall@10_all_mean": float(np.mean([got[(m, s)]["all"]["recall@10"] for s in ss]))}
+        kept = read_npz(SEEDS_RANKS)
+        full = [m for m in rows if rows[m]["seed_free"] or rows[m]["seeds"] == seeds]
+        tests: dict[str, Any] = {}
+        for sl in SLICES:
+            order = sorted(full, key=lambda m: -rows[m]["mean"][sl])
+            if len(order) < 2:
+                continue
+            best, second = order[0], order[1]
+
+            vals = {s: (_user_ndcg(kept, data, second, s, masks[sl]),
+                        _user_ndcg(kept, data, best, s, masks[sl])) for s in seeds}
+            with_ranks = [s for s, (a, b) in vals.items() if a is not None and b is not None]
+            per = {str(s): paired_values_test(*vals[s], seed=s) for s in with_ranks}
+            pooled = None
+            if len(with_ranks) > 1:
+                pooled = paired_values_test(np.mean([vals[s][0] for s in with_ranks], axis=0),
+                                            np.mean([vals[s][1] for s in with_ranks], axis=0))
+            tests[sl] = {"best": best, "runner_up": second, "per_seed": per,
+                         "seed_averaged": pooled, "seeds_with_ranks": with_ranks}
+        # the table's target: ours (each trained row of ours) against SASRec on each slice, per
+        # user averaged over the seeds where both have kept ranks
+        vs_sasrec: dict[str, Any] = {}
+        for m in rows:
+            if not m.startswith(("shiftaware", "shiftfusion")):
+                continue
+            for sl in ("shifted", "stable"):
+                both = [(a, b) for a, b in ((_user_ndcg(kept, data, "sasrec", s, masks[sl]),
+                                             _user_ndcg(kept, data, m, s, masks[sl])) for s in seeds)
+                        if a is not None and b is not None]
+                if len(both) == len(seeds):
+                    t = paired_values_test(np.mean([a for a, _ in both], axis=0),
+                                           np.mean([b for _, b in both], axis=0))
+                    vs_sasrec.setdefault(m, {})[sl] = {
+                        **t, "relative_change": t["diff"] / t["mean_a"] if t["mean_a"] > 0 else None}
+        out[data] = {"rows": rows, "best_vs_runner_up": tests, "vs_sasrec_seed_averaged": vs_sasrec}
+    return {"seeds": seeds, "std": "sample standard deviation (ddof=1) over the seeds",
+            "note": ("trained rows over the training seeds (the same split, topics and selection "
+                     "as the seed-0 table; ours = the variant chosen on seed 0's validation); "
+                     "popularity, topic_profile and itemknn are seed-free. Paired tests: diff = "
+                     "best - runner-up, per user on the slice, on every seed whose ranks are kept "
+                     "and on the per-user NDCG@10 averaged over those seeds."),
+            "settings": out, "machine": machine()}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
+def seeds_markdown(res: dict[str, Any]) -> str:
+    lines = ["# Shifted / stable slices over training seeds", "", res["note"], "",
+             f"Seeds {res['seeds']}; mean ± std ({res['std']}).", ""]
+    for data, d in res["settings"].items():
+        lines += [f"## {data}", "", "| model | seeds | NDCG@10 shifted | NDCG@10 stable | NDCG@10 all "
+                  "| R@10 all (mean) |", "|---|---|---|---|---|---|"]
+        for m, r in sorted(d["rows"].items(), key=lambda kv: -kv[1]["mean"]["all"]):
+            def cell(sl: str, r: dict[str, Any] = r) -> str:
+                sd = r["std"][sl]
+                return f"{r['mean'][sl]:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+            seeds = "seed-free" if r["seed_free"] else ",".join(map(str, r["seeds"]))
+            lines.append(f"| {m} | {seeds} | {cell('shifted')} | {cell('stable')} | {cell('all')} "
+                         f"| {r['recall@10_all_mean']:.4f} |")
+        lines.append("")
+        for sl, t in d["best_vs_runner_up"].items():
+            ps = "; ".join(f"seed {s}: {x['mean_a']:.4f} -> {x['mean_b']:.4f}, p = {x['t_test_p']:.2g}"
+                           for s, x in t["per_seed"].items())
+            pooled = t["seed_averaged"]
+            pl = "" if pooled is None else (
+                f"; averaged over seeds {t['seeds_with_ranks']}: {pooled['mean_a']:.4f} -> "
+                f"{pooled['mean_b']:.4f} ({100 * pooled['diff'] / max(pooled['mean_a'], 1e-12):+.1f}%), "
+                f"p = {pooled['t_test_p']:.2g}, 95% CI of diff [{pooled['ci95_low']:.4f}, "
+                f"{pooled['ci95_high']:.4f}], n = {pooled['n_users']}")
+            lines.append(f"- {sl}: best **{t['best']}**, runner-up {t['runner_up']}: {ps or 'no ranks kept'}{pl}")
+        if d.get("vs_sasrec_seed_averaged"):
+            lines += ["", "Against SASRec, per-user NDCG@10 averaged over the seeds (paired t-test):", ""]
+            for m, v in d["vs_sasrec_seed_averaged"].items():
+                lines.append(f"- {m}: " + "; ".join(
+                    f"{sl} {x['mean_a']:.4f} -> {x['mean_b']:.4f} ({_pct(x['relative_change'])}), "
+                    f"p = {x['t_test_p']:.2g}" for sl, x in v.items()))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_report(seeds: list[int]) -> None:
+    res = seeds_summary(seeds)
+    write_json(SEEDS_JSON, res)
+    (RESULTS / "shift_slices_seeds.md").write_text(seeds_markdown(res))
+    print(seeds_markdown(res))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["prep", "run", "ablate", "select", "report"])
+    ap.add_argument("what", choices=["prep", "run", "ablate", "select", "report", "seeds"])
     ap.add_argument("--data", action="append", help="data key(s); default: all")
     ap.add_argument("--model", action="append", help="popularity, topic_profile, sasrec, "
                     "shiftaware, shiftaware-none, shiftaware:<variant>")
@@ -609,6 +780,8 @@ def main() -> None:
     elif args.what == "select":
         for d in datas:
             select(d, seeds[0])
+    elif args.what == "seeds":
+        seeds_report(sorted(args.seed or [0, 1, 2]))
     else:
         report(args)
 
