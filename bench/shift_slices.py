@@ -741,7 +741,12 @@ def seeds_markdown(res: dict[str, Any]) -> str:
 
 
 def seeds_report(seeds: list[int]) -> None:
+    """Write the seeds table; settings without work folders here keep their earlier entry."""
     res = seeds_summary(seeds)
+    if SEEDS_JSON.exists():
+        res["settings"] = {**json.loads(SEEDS_JSON.read_text())["settings"], **res["settings"]}
+    if not res["settings"]:
+        raise SystemExit(f"no seed runs under {WORK}: run `run --seed S` first; nothing written")
     write_json(SEEDS_JSON, res)
     (RESULTS / "shift_slices_seeds.md").write_text(seeds_markdown(res))
     print(seeds_markdown(res))
