@@ -591,12 +591,9 @@ SEED_FREE = ("popularity", "topic_profile", "itemknn")
 SLICES = ("shifted", "stable", "all")
 
 
-def _seed_rows(data: str) -> dict[tuple[str, int], dict[str, Any]]:
-    """Test metrics per (model, seed) of one setting: the finished runs under out/ (their ranks
-    are kept in SEEDS_RANKS), else the seed-0 rows of the published table."""
-    from shiftrec.manifest import read_npz, write_npz
-
-    kept = read_npz(SEEDS_RANKS) if SEEDS_RANKS.exists() else {}
+def _seed_rows(data: str, kept: dict[str, np.ndarray]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Test metrics per (model, seed) of one setting: the finished runs under out/ (their test
+    ranks are added to `kept`), else the seed-0 rows of the published table."""
     got: dict[tuple[str, int], dict[str, Any]] = {}
     for r in json.loads((RESULTS / "shift_slices.json").read_text())["rows"]:
         if r["data"] == data:
@@ -614,8 +611,6 @@ def _seed_rows(data: str) -> dict[tuple[str, int], dict[str, Any]]:
             row["published_ndcg@10_all"] = got[key]["all"]["ndcg@10"]
         got[key] = row
         kept[f"{data}|{r['model']}|s{r['seed']}"] = np.load(p.parent / "ranks.npz")["test"].astype(np.int32)
-    if kept:
-        write_npz(SEEDS_RANKS, kept)
     for (m, s), row in got.items():
         row["has_ranks"] = f"{data}|{m}|s{s}" in kept
     return got
@@ -630,18 +625,38 @@ def _user_ndcg(kept: dict[str, np.ndarray], data: str, model: str, seed: int,
     return None if r is None else per_user_metric(r[mask].astype(np.int64), "ndcg@10")
 
 
+def _pair_over_seeds(kept: dict[str, np.ndarray], data: str, a: str, b: str, seeds: list[int],
+                     mask: np.ndarray) -> dict[str, Any]:
+    """Paired tests of model b against model a on the users of `mask`: on every seed where both
+    have kept ranks, and on the per-user NDCG@10 averaged over those seeds (when more than one)."""
+    from shiftrec.evaluate.significance import paired_values_test
+
+    def test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
+        t = paired_values_test(x, y, seed=seed)
+        return {**t, "relative_change": t["diff"] / t["mean_a"] if t["mean_a"] > 0 else None}
+
+    vals = {s: (_user_ndcg(kept, data, a, s, mask), _user_ndcg(kept, data, b, s, mask)) for s in seeds}
+    with_ranks = [s for s, (x, y) in vals.items() if x is not None and y is not None]
+    averaged = None
+    if len(with_ranks) > 1:
+        averaged = test(np.mean([vals[s][0] for s in with_ranks], axis=0),
+                        np.mean([vals[s][1] for s in with_ranks], axis=0))
+    return {"per_seed": {str(s): test(*vals[s], seed=s) for s in with_ranks},
+            "seed_averaged": averaged, "seeds_with_ranks": with_ranks}
+
+
 def seeds_summary(seeds: list[int]) -> dict[str, Any]:
     """Mean ± std over training seeds of every row of the slice table, and per slice the paired
     test between the best and the runner-up (by mean NDCG@10), on each seed whose per-user ranks
     are kept and on the per-user NDCG@10 averaged over those seeds."""
-    from shiftrec.evaluate.significance import paired_values_test
-    from shiftrec.manifest import read_npz
+    from shiftrec.manifest import read_npz, write_npz
 
+    kept = read_npz(SEEDS_RANKS)
     out: dict[str, Any] = {}
     for data in DATA:
         if not (ddir(data) / "prep.json").exists():
             continue
-        got = _seed_rows(data)
+        got = _seed_rows(data, kept)
         if not any(s > 0 for _, s in got):
             continue
         _, _, _, masks = load_data(data)
@@ -658,7 +673,6 @@ def seeds_summary(seeds: list[int]) -> dict[str, Any]:
                        "std": {sl: float(v.std(ddof=1)) if len(v) > 1 else None
                                for sl, v in vals.items()},
                        "recall@10_all_mean": float(np.mean([got[(m, s)]["all"]["recall@10"] for s in ss]))}
-        kept = read_npz(SEEDS_RANKS)
         full = [m for m in rows if rows[m]["seed_free"] or rows[m]["seeds"] == seeds]
         tests: dict[str, Any] = {}
         for sl in SLICES:
@@ -666,17 +680,8 @@ def seeds_summary(seeds: list[int]) -> dict[str, Any]:
             if len(order) < 2:
                 continue
             best, second = order[0], order[1]
-
-            vals = {s: (_user_ndcg(kept, data, second, s, masks[sl]),
-                        _user_ndcg(kept, data, best, s, masks[sl])) for s in seeds}
-            with_ranks = [s for s, (a, b) in vals.items() if a is not None and b is not None]
-            per = {str(s): paired_values_test(*vals[s], seed=s) for s in with_ranks}
-            pooled = None
-            if len(with_ranks) > 1:
-                pooled = paired_values_test(np.mean([vals[s][0] for s in with_ranks], axis=0),
-                                            np.mean([vals[s][1] for s in with_ranks], axis=0))
-            tests[sl] = {"best": best, "runner_up": second, "per_seed": per,
-                         "seed_averaged": pooled, "seeds_with_ranks": with_ranks}
+            tests[sl] = {"best": best, "runner_up": second,
+                         **_pair_over_seeds(kept, data, second, best, seeds, masks[sl])}
         # the table's target: ours (each trained row of ours) against SASRec on each slice, per
         # user averaged over the seeds where both have kept ranks
         vs_sasrec: dict[str, Any] = {}
@@ -684,15 +689,12 @@ def seeds_summary(seeds: list[int]) -> dict[str, Any]:
             if not m.startswith(("shiftaware", "shiftfusion")):
                 continue
             for sl in ("shifted", "stable"):
-                both = [(a, b) for a, b in ((_user_ndcg(kept, data, "sasrec", s, masks[sl]),
-                                             _user_ndcg(kept, data, m, s, masks[sl])) for s in seeds)
-                        if a is not None and b is not None]
-                if len(both) == len(seeds):
-                    t = paired_values_test(np.mean([a for a, _ in both], axis=0),
-                                           np.mean([b for _, b in both], axis=0))
-                    vs_sasrec.setdefault(m, {})[sl] = {
-                        **t, "relative_change": t["diff"] / t["mean_a"] if t["mean_a"] > 0 else None}
+                t = _pair_over_seeds(kept, data, "sasrec", m, seeds, masks[sl])
+                if t["seeds_with_ranks"] == seeds and t["seed_averaged"] is not None:
+                    vs_sasrec.setdefault(m, {})[sl] = t["seed_averaged"]
         out[data] = {"rows": rows, "best_vs_runner_up": tests, "vs_sasrec_seed_averaged": vs_sasrec}
+    if kept:
+        write_npz(SEEDS_RANKS, kept)
     return {"seeds": seeds, "std": "sample standard deviation (ddof=1) over the seeds",
             "note": ("trained rows over the training seeds (the same split, topics and selection "
                      "as the seed-0 table; ours = the variant chosen on seed 0's validation); "
@@ -726,7 +728,7 @@ def seeds_markdown(res: dict[str, Any]) -> str:
             pooled = t["seed_averaged"]
             pl = "" if pooled is None else (
                 f"; averaged over seeds {t['seeds_with_ranks']}: {pooled['mean_a']:.4f} -> "
-                f"{pooled['mean_b']:.4f} ({100 * pooled['diff'] / max(pooled['mean_a'], 1e-12):+.1f}%), "
+                f"{pooled['mean_b']:.4f} ({_pct(pooled['relative_change'])}), "
                 f"p = {pooled['t_test_p']:.2g}, 95% CI of diff [{pooled['ci95_low']:.4f}, "
                 f"{pooled['ci95_high']:.4f}], n = {pooled['n_users']}")
             lines.append(f"- {sl}: best **{t['best']}**, runner-up {t['runner_up']}: {ps or 'no ranks kept'}{pl}")
