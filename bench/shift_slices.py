@@ -42,8 +42,10 @@ Run with the installed package (`pip install -e .`); this script does not touch 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import re
 import resource
 import time
 from pathlib import Path
@@ -73,6 +75,7 @@ DATA = {  # key -> (preset, split kind)
     "amazon-toys/loo": ("amazon-toys", "loo"),
     "amazon-toys/temporal": ("amazon-toys", "temporal"),
 }
+SASREC_PATIENCE = re.compile(r"sasrec-p\d+")  # SASRec with another early-stopping patience
 TEMPORAL = (0.9, 0.8)  # test_start, valid_start as time quantiles
 KS = (10, 20)
 
@@ -209,10 +212,14 @@ def build_model(name: str, data: str, split: Any, it: np.ndarray, names: list[st
         return ItemKNN(), {}
     if name == "topic_profile":
         return select_topic_profile(split, it, names)
-    if name == "sasrec":
-        return presets.sasrec(EPOCHS[data], seed, budget(args), **presets.checkpointing(
-            run_dir / "ckpt"), progress=_progress(f"{data} sasrec")), {
-            "epochs_cap": EPOCHS[data]}
+    if name == "sasrec" or SASREC_PATIENCE.fullmatch(name):
+        # sasrec-p<N>: the same baseline with early-stopping patience N (a check that a longer
+        # patience does not change the comparison; ours still warm-starts from `sasrec`)
+        b = budget(args) if name == "sasrec" else dataclasses.replace(
+            budget(args), patience=int(name.removeprefix("sasrec-p")))
+        return presets.sasrec(EPOCHS[data], seed, b, **presets.checkpointing(
+            run_dir / "ckpt"), progress=_progress(f"{data} {name}")), {
+            "epochs_cap": EPOCHS[data], "patience": b.patience}
     if name.startswith("shiftaware"):
         variant = name.split(":", 1)[1]
         warm = WORK / dkey(data) / "runs" / f"sasrec-s{seed}" / "model"
@@ -591,14 +598,19 @@ SEED_FREE = ("popularity", "topic_profile", "itemknn")
 SLICES = ("shifted", "stable", "all")
 
 
-def _seed_rows(data: str, kept: dict[str, np.ndarray]) -> dict[tuple[str, int], dict[str, Any]]:
+def _seed_rows(data: str, kept: dict[str, np.ndarray], earlier: dict[str, Any]
+               ) -> dict[tuple[str, int], dict[str, Any]]:
     """Test metrics per (model, seed) of one setting: the finished runs under out/ (their test
-    ranks are added to `kept`), else the seed-0 rows of the published table."""
+    ranks are added to `kept`), else the rows of the earlier seeds table (`earlier`: its entry for
+    this setting; their ranks are in `kept` already), else the seed-0 rows of the published table."""
     got: dict[tuple[str, int], dict[str, Any]] = {}
     for r in json.loads((RESULTS / "shift_slices.json").read_text())["rows"]:
         if r["data"] == data:
             got.setdefault((r["model"], r["seed"]), {"source": "shift_slices.json"})[r["slice"]] = {
                 "ndcg@10": r["ndcg@10"], "recall@10": r["recall@10"], "n_users": r["n_users"]}
+    for m, row in earlier.get("rows", {}).items():
+        for s, r in row["per_seed"].items():
+            got[(m, int(s))] = {k: v for k, v in r.items() if k != "has_ranks"}
     runs = ddir(data) / "runs"
     for p in sorted(runs.glob("*/row.json")) if runs.exists() else []:
         r = json.loads(p.read_text())
@@ -652,11 +664,12 @@ def seeds_summary(seeds: list[int]) -> dict[str, Any]:
     from shiftrec.manifest import read_npz, write_npz
 
     kept = read_npz(SEEDS_RANKS)
+    earlier = json.loads(SEEDS_JSON.read_text())["settings"] if SEEDS_JSON.exists() else {}
     out: dict[str, Any] = {}
     for data in DATA:
         if not (ddir(data) / "prep.json").exists():
             continue
-        got = _seed_rows(data, kept)
+        got = _seed_rows(data, kept, earlier.get(data, {}))
         if not any(s > 0 for _, s in got):
             continue
         _, _, _, masks = load_data(data)
@@ -684,15 +697,19 @@ def seeds_summary(seeds: list[int]) -> dict[str, Any]:
                          **_pair_over_seeds(kept, data, second, best, seeds, masks[sl])}
         # the table's target: ours (each trained row of ours) against SASRec on each slice, per
         # user averaged over the seeds where both have kept ranks
-        vs_sasrec: dict[str, Any] = {}
-        for m in rows:
-            if not m.startswith(("shiftaware", "shiftfusion")):
-                continue
-            for sl in ("shifted", "stable"):
-                t = _pair_over_seeds(kept, data, "sasrec", m, seeds, masks[sl])
-                if t["seeds_with_ranks"] == seeds and t["seed_averaged"] is not None:
-                    vs_sasrec.setdefault(m, {})[sl] = t["seed_averaged"]
-        out[data] = {"rows": rows, "best_vs_runner_up": tests, "vs_sasrec_seed_averaged": vs_sasrec}
+        # (and against SASRec run with a longer early-stopping patience, sasrec-p<N>, when run)
+        vs: dict[str, dict[str, Any]] = {}
+        for base in ["sasrec"] + sorted(m for m in rows if SASREC_PATIENCE.fullmatch(m)):
+            for m in rows:
+                if not m.startswith(("shiftaware", "shiftfusion")):
+                    continue
+                for sl in ("shifted", "stable"):
+                    t = _pair_over_seeds(kept, data, base, m, seeds, masks[sl])
+                    if t["seeds_with_ranks"] == seeds and t["seed_averaged"] is not None:
+                        vs.setdefault(base, {}).setdefault(m, {})[sl] = t["seed_averaged"]
+        out[data] = {"rows": rows, "best_vs_runner_up": tests,
+                     "vs_sasrec_seed_averaged": vs.pop("sasrec", {}),
+                     "vs_sasrec_patience_seed_averaged": vs}
     if kept:
         write_npz(SEEDS_RANKS, kept)
     return {"seeds": seeds, "std": "sample standard deviation (ddof=1) over the seeds",
@@ -732,9 +749,14 @@ def seeds_markdown(res: dict[str, Any]) -> str:
                 f"p = {pooled['t_test_p']:.2g}, 95% CI of diff [{pooled['ci95_low']:.4f}, "
                 f"{pooled['ci95_high']:.4f}], n = {pooled['n_users']}")
             lines.append(f"- {sl}: best **{t['best']}**, runner-up {t['runner_up']}: {ps or 'no ranks kept'}{pl}")
-        if d.get("vs_sasrec_seed_averaged"):
-            lines += ["", "Against SASRec, per-user NDCG@10 averaged over the seeds (paired t-test):", ""]
-            for m, v in d["vs_sasrec_seed_averaged"].items():
+        against = {"SASRec": d.get("vs_sasrec_seed_averaged") or {}} | {
+            f"{b} (SASRec with early-stopping patience {b.removeprefix('sasrec-p')})": v
+            for b, v in (d.get("vs_sasrec_patience_seed_averaged") or {}).items()}
+        for base, vs in against.items():
+            if not vs:
+                continue
+            lines += ["", f"Against {base}, per-user NDCG@10 averaged over the seeds (paired t-test):", ""]
+            for m, v in vs.items():
                 lines.append(f"- {m}: " + "; ".join(
                     f"{sl} {x['mean_a']:.4f} -> {x['mean_b']:.4f} ({_pct(x['relative_change'])}), "
                     f"p = {x['t_test_p']:.2g}" for sl, x in v.items()))
@@ -743,7 +765,8 @@ def seeds_markdown(res: dict[str, Any]) -> str:
 
 
 def seeds_report(seeds: list[int]) -> None:
-    """Write the seeds table; settings without work folders here keep their earlier entry."""
+    """Write the seeds table; settings without work folders here keep their earlier entry, and
+    runs not here keep their earlier rows (and kept ranks)."""
     res = seeds_summary(seeds)
     if SEEDS_JSON.exists():
         res["settings"] = {**json.loads(SEEDS_JSON.read_text())["settings"], **res["settings"]}

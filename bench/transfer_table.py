@@ -21,11 +21,14 @@ can be split into several invocations:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 OUT_JSON = RESULTS / "transfer_table.json"
 OUT_MD = RESULTS / "transfer_table.md"
+LOCK = ROOT / "out" / ".transfer_table.lock"
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
 
 PUBLISHED = {
@@ -90,9 +94,96 @@ def save_results(res: dict[str, Any]) -> None:
     OUT_MD.write_text(markdown(res))
 
 
+@contextlib.contextmanager
+def results_lock() -> Iterator[None]:
+    """Hold the lock of the read-modify-write of the results (JSON and ranks), so that rows may
+    run in several processes side by side (each with its own --tag or rows)."""
+    import fcntl
+
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+SEED_TAG = re.compile(r"^(?P<row>[^@]+)@seed(?P<seed>\d+)$")
+SEED_FREE = ("pop", "itemknn", "textsim", "textsim+flows", "zero-shot")  # no training seed
+
+
+def seed_groups(rows: dict[str, Any]) -> dict[str, dict[int, str]]:
+    """Rows run with several training seeds: row -> {seed: key}, the untagged key being the row's
+    own seed and 'row@seedN' seed N. Only rows with at least two seeds."""
+    groups: dict[str, dict[int, str]] = {}
+    for key, r in rows.items():
+        m = SEED_TAG.match(key)
+        if m:
+            groups.setdefault(m["row"], {})[int(m["seed"])] = key
+        elif "@" not in key and key in ROW_LABELS and key != "pretrain":
+            groups.setdefault(key, {})[int(r.get("seed", 0))] = key
+    return {k: dict(sorted(g.items())) for k, g in groups.items() if len(g) > 1}
+
+
+def seeds_section(ds: str, rows: dict[str, Any], ranks: dict[str, np.ndarray]) -> list[str]:
+    """Mean ± sample std over training seeds of every row run with several seeds, beside the
+    seed-free rows; the paired t-test between the best and the runner-up on per-user NDCG@10
+    averaged over the seeds (among the rows run with every seed; every seed's ranks needed)."""
+    from shiftrec.evaluate.metrics import per_user_metric
+    from shiftrec.evaluate.significance import paired_values_test
+
+    groups = seed_groups(rows)
+    if not groups:
+        return []
+    lines = [f"### {ds} over training seeds", "",
+             "mean ± sample std (ddof = 1) over the seeds; rows without a training seed once.", "",
+             "| system | Recall@10 | NDCG@10 | Recall@50 | NDCG@50 | seeds |", "|---|---|---|---|---|---|"]
+    means: dict[str, float] = {}
+    for key, label in ROW_LABELS.items():
+        if key in groups:
+            vals = np.array([[rows[k]["test"][m] for m in METRICS] for k in groups[key].values()])
+            cells = [f"{mu:.4f} ± {sd:.4f}" for mu, sd in zip(vals.mean(0), vals.std(0, ddof=1), strict=True)]
+            seeds = ", ".join(map(str, groups[key]))
+            means[key] = float(vals[:, 1].mean())
+        elif key in SEED_FREE and key in rows:
+            cells = [f"{rows[key]['test'][m]:.4f}" for m in METRICS]
+            seeds = "no training seed"
+            means[key] = rows[key]["test"]["ndcg@10"]
+        else:
+            continue
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {seeds} |")
+
+    def user_ndcg(key: str) -> tuple[np.ndarray, list[int]] | None:
+        keys = groups[key] if key in groups else {0: key}
+        have = {s: k for s, k in keys.items() if f"{ds}/{k}" in ranks}
+        if len(have) < len(keys):
+            return None
+        per = [per_user_metric(ranks[f"{ds}/{k}"], "ndcg@10") for k in have.values()]
+        return np.mean(per, axis=0), list(have)
+
+    # best and runner-up among the rows run with every seed (and the rows without a seed)
+    every = max((tuple(g) for g in groups.values()), key=len)
+    order = sorted((k for k in means if k not in groups or tuple(groups[k]) == every),
+                   key=means.get, reverse=True)
+    lines.append("")
+    if len(order) > 1:
+        best, runner = order[0], order[1]
+        a, b = user_ndcg(runner), user_ndcg(best)
+        if a is None or b is None:
+            lines.append(f"Best {best}, runner-up {runner}: paired test not run (per-user ranks of "
+                         f"every seed not kept for {best if b is None else runner}).")
+        else:
+            d = paired_values_test(a[0], b[0])
+            lines.append(f"Best **{best}** vs runner-up {runner}, per-user NDCG@10 averaged over seeds "
+                         f"{b[1]} / {a[1]}: {d['mean_a']:.4f} -> {d['mean_b']:.4f} "
+                         f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%), paired t-test "
+                         f"p = {d['t_test_p']:.2g}, 95% CI of the difference [{d['ci95_low']:.4f}, "
+                         f"{d['ci95_high']:.4f}], n = {d['n_users']}.")
+    return lines + [""]
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = ["# Transfer table (full ranking over all items, leave-one-out, test; selected on valid)",
              ""]
+    ranks = load_ranks()
     for ds in ("scientific", "online-retail", "online-retail-shuffle"):
         rows = res["rows"].get(ds, {})
         lines += [f"## {ds}", "",
@@ -115,6 +206,7 @@ def markdown(res: dict[str, Any]) -> str:
             lines += ["", f"Pretraining for this table: {pre.get('note', '')} "
                           f"({pre['wall_seconds']:.0f} s, seed {pre['seed']})."]
         lines.append("")
+        lines += seeds_section(ds, rows, ranks)
     notes = res.get("notes")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -130,12 +222,17 @@ def store_ranks(key: str, ranks: np.ndarray) -> None:
     write_npz(RANKS, {**read_npz(RANKS), key: np.asarray(ranks, np.int32)})
 
 
+def load_ranks() -> dict[str, np.ndarray]:
+    from shiftrec.manifest import read_npz
+
+    return {k: v.astype(np.int64) for k, v in read_npz(RANKS).items()}
+
+
 def paired_tests(ds_name: str, pairs: str) -> None:
     """Paired t-test and bootstrap CI of NDCG@10 per user between stored rows."""
     from shiftrec.evaluate.significance import paired_test
-    from shiftrec.manifest import read_npz
 
-    ranks = {k: v.astype(np.int64) for k, v in read_npz(RANKS).items()}
+    ranks = load_ranks()
     res = load_results()
     out = res.setdefault("paired", {}).setdefault(ds_name, {})
     for pair in pairs.split(","):
@@ -385,12 +482,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired tests a:b,c:d between stored rows of --dataset (per-user test ranks "
                          "in transfer_table.ranks.npz), written under 'paired' in the JSON")
     args = ap.parse_args(argv)
-    res = load_results()
     if args.pairs:
-        paired_tests(args.dataset, args.pairs)
+        with results_lock():
+            paired_tests(args.dataset, args.pairs)
         return 0
     if args.table_only:
-        save_results(res)
+        with results_lock():
+            save_results(load_results())
         return 0
     src = prepare(args.dataset, args.cache_dir)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -398,11 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{args.dataset}] {row} ...", flush=True)
         r, ranks = run_row(row, args.dataset, src, args, args.work_dir)
         key = row if args.tag is None else f"{row}@{args.tag}"
-        if ranks is not None:
-            store_ranks(f"{args.dataset}/{key}", ranks)
-        res = load_results()
-        res["rows"].setdefault(args.dataset, {})[key] = r
-        save_results(res)
+        with results_lock():
+            if ranks is not None:
+                store_ranks(f"{args.dataset}/{key}", ranks)
+            res = load_results()
+            res["rows"].setdefault(args.dataset, {})[key] = r
+            save_results(res)
         t = r.get("test")
         print(f"[{args.dataset}] {key}: " + (" ".join(f"{k}={t[k]:.4f}" for k in METRICS) if t else "")
               + f" ({r['wall_seconds']:.0f}s)", flush=True)
