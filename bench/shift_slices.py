@@ -27,6 +27,8 @@ into bench/results/shift_slices.json and shift_slices.md (paired test ours vs SA
   python bench/shift_slices.py report
   python bench/shift_slices.py run --data amazon-toys/temporal --seed 1 --model sasrec ...
   python bench/shift_slices.py seeds [--seed 0 --seed 1 --seed 2]   # mean ± std over seeds
+  python bench/shift_slices.py run --data amazon-toys/temporal --seed 1 --model sasrec-p10 \
+      --model shiftfusion:sasrec-p10     # SASRec with early-stopping patience 10 (a fairer check)
 
 `seeds` writes bench/results/shift_slices_seeds.{json,md} (the seed-0 table stays as `report`
 wrote it) and keeps every run's per-user test ranks in shift_slices_seeds.ranks.npz, so the
@@ -781,8 +783,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["prep", "run", "ablate", "select", "report", "seeds"])
     ap.add_argument("--data", action="append", help="data key(s); default: all")
-    ap.add_argument("--model", action="append", help="popularity, topic_profile, sasrec, "
-                    "shiftaware, shiftaware-none, shiftaware:<variant>")
+    ap.add_argument("--model", action="append", help="popularity, topic_profile, itemknn, sasrec, "
+                    "sasrec-p<N> (patience N), shiftaware, shiftaware-none, shiftaware:<variant>, "
+                    "shiftfusion:<base>")
     ap.add_argument("--variants", nargs="*", help="ablation variants (default: all)")
     ap.add_argument("--seed", type=int, action="append")
     ap.add_argument("--lr", type=float, default=1e-3)
