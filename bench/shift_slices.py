@@ -659,14 +659,13 @@ def _pair_over_seeds(kept: dict[str, np.ndarray], data: str, a: str, b: str, see
             "seed_averaged": averaged, "seeds_with_ranks": with_ranks}
 
 
-def seeds_summary(seeds: list[int]) -> dict[str, Any]:
+def seeds_summary(seeds: list[int], earlier: dict[str, Any]) -> dict[str, Any]:
     """Mean ± std over training seeds of every row of the slice table, and per slice the paired
     test between the best and the runner-up (by mean NDCG@10), on each seed whose per-user ranks
     are kept and on the per-user NDCG@10 averaged over those seeds."""
     from shiftrec.manifest import read_npz, write_npz
 
     kept = read_npz(SEEDS_RANKS)
-    earlier = json.loads(SEEDS_JSON.read_text())["settings"] if SEEDS_JSON.exists() else {}
     out: dict[str, Any] = {}
     for data in DATA:
         if not (ddir(data) / "prep.json").exists():
@@ -769,9 +768,9 @@ def seeds_markdown(res: dict[str, Any]) -> str:
 def seeds_report(seeds: list[int]) -> None:
     """Write the seeds table; settings without work folders here keep their earlier entry, and
     runs not here keep their earlier rows (and kept ranks)."""
-    res = seeds_summary(seeds)
-    if SEEDS_JSON.exists():
-        res["settings"] = {**json.loads(SEEDS_JSON.read_text())["settings"], **res["settings"]}
+    earlier = json.loads(SEEDS_JSON.read_text())["settings"] if SEEDS_JSON.exists() else {}
+    res = seeds_summary(seeds, earlier)  # `earlier`: the settings of the seeds table written before
+    res["settings"] = {**earlier, **res["settings"]}
     if not res["settings"]:
         raise SystemExit(f"no seed runs under {WORK}: run `run --seed S` first; nothing written")
     write_json(SEEDS_JSON, res)
