@@ -630,32 +630,25 @@ def _seed_rows(data: str, kept: dict[str, np.ndarray], earlier: dict[str, Any]
     return got
 
 
-def _user_ndcg(kept: dict[str, np.ndarray], data: str, model: str, seed: int,
-               mask: np.ndarray) -> np.ndarray | None:
-    """Per-user test NDCG@10 of a kept run on the users of `mask` (None when not kept)."""
-    from shiftrec.evaluate.metrics import per_user_metric
-
-    r = kept.get(f"{data}|{model}|s{0 if model in SEED_FREE else seed}")
-    return None if r is None else per_user_metric(r[mask].astype(np.int64), "ndcg@10")
+def _ranks(kept: dict[str, np.ndarray], data: str, model: str, seed: int) -> np.ndarray | None:
+    """A kept run's per-user test ranks (None when not kept); seed-free models have seed 0 only."""
+    return kept.get(f"{data}|{model}|s{0 if model in SEED_FREE else seed}")
 
 
 def _pair_over_seeds(kept: dict[str, np.ndarray], data: str, a: str, b: str, seeds: list[int],
                      mask: np.ndarray) -> dict[str, Any]:
     """Paired tests of model b against model a on the users of `mask`: on every seed where both
     have kept ranks, and on the per-user NDCG@10 averaged over those seeds (when more than one)."""
-    from shiftrec.evaluate.significance import paired_values_test
+    from shiftrec.evaluate.significance import seed_averaged_test
 
-    def test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
-        t = paired_values_test(x, y, seed=seed)
-        return {**t, "relative_change": t["diff"] / t["mean_a"] if t["mean_a"] > 0 else None}
-
-    vals = {s: (_user_ndcg(kept, data, a, s, mask), _user_ndcg(kept, data, b, s, mask)) for s in seeds}
-    with_ranks = [s for s, (x, y) in vals.items() if x is not None and y is not None]
+    runs = {s: (_ranks(kept, data, a, s), _ranks(kept, data, b, s)) for s in seeds}
+    with_ranks = [s for s, (x, y) in runs.items() if x is not None and y is not None]
     averaged = None
     if len(with_ranks) > 1:
-        averaged = test(np.mean([vals[s][0] for s in with_ranks], axis=0),
-                        np.mean([vals[s][1] for s in with_ranks], axis=0))
-    return {"per_seed": {str(s): test(*vals[s], seed=s) for s in with_ranks},
+        averaged = seed_averaged_test([runs[s][0] for s in with_ranks],
+                                      [runs[s][1] for s in with_ranks], mask=mask)
+    return {"per_seed": {str(s): seed_averaged_test([runs[s][0]], [runs[s][1]], mask=mask, seed=s)
+                         for s in with_ranks},
             "seed_averaged": averaged, "seeds_with_ranks": with_ranks}
 
 

@@ -21,14 +21,12 @@ can be split into several invocations:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import resource
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +92,6 @@ def save_results(res: dict[str, Any]) -> None:
     OUT_MD.write_text(markdown(res))
 
 
-@contextlib.contextmanager
-def results_lock() -> Iterator[None]:
-    """Hold the lock of the read-modify-write of the results (JSON and ranks), so that rows may
-    run in several processes side by side (each with its own --tag or rows)."""
-    import fcntl
-
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 SEED_TAG = re.compile(r"^(?P<row>[^@]+)@seed(?P<seed>\d+)$")
 SEED_FREE = ("pop", "itemknn", "textsim", "textsim+flows", "zero-shot")  # no training seed
 
@@ -127,8 +113,7 @@ def seeds_section(ds: str, rows: dict[str, Any], ranks: dict[str, np.ndarray]) -
     """Mean ± sample std over training seeds of every row run with several seeds, beside the
     seed-free rows; the paired t-test between the best and the runner-up on per-user NDCG@10
     averaged over the seeds (among the rows run with every seed; every seed's ranks needed)."""
-    from shiftrec.evaluate.metrics import per_user_metric
-    from shiftrec.evaluate.significance import paired_values_test
+    from shiftrec.evaluate.significance import seed_averaged_test
 
     groups = seed_groups(rows)
     if not groups:
@@ -151,13 +136,12 @@ def seeds_section(ds: str, rows: dict[str, Any], ranks: dict[str, np.ndarray]) -
             continue
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {seeds} |")
 
-    def user_ndcg(key: str) -> tuple[np.ndarray, list[int]] | None:
+    def runs(key: str) -> tuple[list[np.ndarray], list[int]] | None:
         keys = groups[key] if key in groups else {0: key}
         have = {s: k for s, k in keys.items() if f"{ds}/{k}" in ranks}
         if len(have) < len(keys):
             return None
-        per = [per_user_metric(ranks[f"{ds}/{k}"], "ndcg@10") for k in have.values()]
-        return np.mean(per, axis=0), list(have)
+        return [ranks[f"{ds}/{k}"] for k in have.values()], list(have)
 
     # best and runner-up among the rows run with every seed (and the rows without a seed)
     every = max((tuple(g) for g in groups.values()), key=len)
@@ -166,12 +150,12 @@ def seeds_section(ds: str, rows: dict[str, Any], ranks: dict[str, np.ndarray]) -
     lines.append("")
     if len(order) > 1:
         best, runner = order[0], order[1]
-        a, b = user_ndcg(runner), user_ndcg(best)
+        a, b = runs(runner), runs(best)
         if a is None or b is None:
             lines.append(f"Best {best}, runner-up {runner}: paired test not run (per-user ranks of "
                          f"every seed not kept for {best if b is None else runner}).")
         else:
-            d = paired_values_test(a[0], b[0])
+            d = seed_averaged_test(a[0], b[0])
             lines.append(f"Best **{best}** vs runner-up {runner}, per-user NDCG@10 averaged over seeds "
                          f"{b[1]} / {a[1]}: {d['mean_a']:.4f} -> {d['mean_b']:.4f} "
                          f"({100 * d['diff'] / max(d['mean_a'], 1e-12):+.1f}%), paired t-test "
@@ -482,12 +466,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="paired tests a:b,c:d between stored rows of --dataset (per-user test ranks "
                          "in transfer_table.ranks.npz), written under 'paired' in the JSON")
     args = ap.parse_args(argv)
+    from shiftrec.manifest import locked
+
     if args.pairs:
-        with results_lock():
+        with locked(LOCK):
             paired_tests(args.dataset, args.pairs)
         return 0
     if args.table_only:
-        with results_lock():
+        with locked(LOCK):
             save_results(load_results())
         return 0
     src = prepare(args.dataset, args.cache_dir)
@@ -496,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{args.dataset}] {row} ...", flush=True)
         r, ranks = run_row(row, args.dataset, src, args, args.work_dir)
         key = row if args.tag is None else f"{row}@{args.tag}"
-        with results_lock():
+        with locked(LOCK):
             if ranks is not None:
                 store_ranks(f"{args.dataset}/{key}", ranks)
             res = load_results()

@@ -8,7 +8,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +89,43 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"not valid JSON ({type(e).__name__})", path=p, row=line) from None
     except OSError as e:
         raise ArtifactError(f"cannot read: {e.strerror}", path=p) from None
+
+
+@contextmanager
+def locked(lock_file: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `lock_file` for the block, so that processes
+    updating the same result files side by side take turns (POSIX; the file is created)."""
+    import fcntl
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def update_json(path: str | Path, update: Callable[[dict[str, Any]], None], *,
+                lock_file: str | Path | None = None, indent: int = 2) -> dict[str, Any]:
+    """Locked read-modify-write of a JSON results file: `update` changes the parsed object ({}
+    when there is no file) in place; it is written atomically and returned. The lock is
+    `lock_file` (default: a hidden `.<name>.lock` beside the file)."""
+    p = Path(path)
+    with locked(lock_file or p.with_name(f".{p.name}.lock")):
+        data = read_json(p) if p.exists() else {}
+        update(data)
+        atomic_write_bytes(p, (json.dumps(data, indent=indent, default=str) + "\n").encode())
+    return data
+
+
+def update_npz(path: str | Path, arrays: Any, *, lock_file: str | Path | None = None) -> None:
+    """Locked merge of named arrays into an .npz written by write_npz (a name already there is
+    replaced); never unpickles."""
+    p = Path(path)
+    with locked(lock_file or p.with_name(f".{p.name}.lock")):
+        write_npz(p, {**read_npz(p), **arrays})
 
 
 #: written last into every artifact folder; a folder without it is an unfinished or foreign write

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,33 @@ def paired_values_test(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: i
             "diff": float(d.mean()), "t_test_p": t_p, "wilcoxon_p": w_p,
             "ci95_low": float(np.quantile(boots, 0.025)), "ci95_high": float(np.quantile(boots, 0.975)),
             "n_users": int(len(d)), "n_differ": int(np.count_nonzero(d))}
+
+
+def seed_mean_metric(runs: Sequence[np.ndarray], metric: str = "ndcg@10") -> np.ndarray:
+    """Each user's metric averaged over several runs (training seeds) of one system: `runs` are
+    per-user ranks of the same users in the same order."""
+    if len(runs) == 0:
+        raise ValueError("seed_mean_metric needs at least one run")
+    per = [per_user_metric(np.asarray(r), metric) for r in runs]
+    if len({len(v) for v in per}) != 1:
+        raise ValueError("every run must rank the same users")
+    return np.mean(per, axis=0)
+
+
+def seed_averaged_test(runs_a: Sequence[np.ndarray], runs_b: Sequence[np.ndarray],
+                       metric: str = "ndcg@10", mask: np.ndarray | None = None,
+                       n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired test of system B against system A on each user's metric averaged over training
+    seeds (one run each for a system without a seed), on the users of `mask` (all when None).
+
+    paired_values_test's result plus relative_change (B / A - 1; None when A's mean is 0) and
+    the number of runs averaged on each side."""
+    a, b = seed_mean_metric(runs_a, metric), seed_mean_metric(runs_b, metric)
+    if mask is not None:
+        a, b = a[mask], b[mask]
+    t = paired_values_test(a, b, n_boot=n_boot, seed=seed)
+    return {**t, "relative_change": t["diff"] / t["mean_a"] if t["mean_a"] > 0 else None,
+            "metric": metric, "runs_a": len(runs_a), "runs_b": len(runs_b)}
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", n_boot: int = 2000,
