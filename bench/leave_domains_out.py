@@ -6,7 +6,11 @@ Protocol (ours; selection on validation only, test reported once per row):
 - Rotation A: sources = amazon beauty, health, books, electronics-2014, electronics-2018 (five
   domains, every user, 1.33M training interactions); held-out targets = amazon toys and amazon
   clothing (each a seeded sample of 5,000 users: the "small target" of the mission), and
-  Scientific (Amazon 2018 Industrial & Scientific, UniSRec's files, all 8,442 users).
+  Scientific (Amazon 2018 Industrial & Scientific, UniSRec's files, all 8,442 users); two
+  natively small shops never used for any choice: giftcards (Amazon 2018 Gift Cards, 458 users)
+  and magazines (Magazine Subscriptions, 348 users), text = title + brand + category +
+  description; and retail (Online Retail I, invoice lines shuffled) for its 1,000-invoice samples,
+  fine-tuned from the Online Retail II checkpoint of bench/transfer_table.py.
 - Item text = title (the Amazon 2014 folders have no other field) for the sources and the Amazon
   targets; Scientific uses UniSRec's text (title + category + brand). Encoder: minilm (384-d).
 - Pretraining runs in chunks of --chunk-steps optimiser steps (one trainer "epoch" each), resumable
@@ -42,6 +46,11 @@ Protocol (ours; selection on validation only, test reported once per row):
     python bench/leave_domains_out.py target toys --rows zs,ft,ft+flows,ft-trans,ft-adaptor
         --checkpoint out/lodo/A-h128/snap_6 [--seed 1]     (one command; seeds > 0: row#seedN)
     python bench/leave_domains_out.py target toys-u1000 --rows scratch,ft --checkpoint ...  # 1,000 users
+    python bench/leave_domains_out.py target magazines --rows zs,ft --checkpoint \
+        src/shiftrec/assets/pretrained/amazon5dom-minilm --tag amazon5dom-minilm --dropout 0.1
+    python bench/leave_domains_out.py target retail-u1000-s1 --rows zs,ft --checkpoint \
+        out/ortt/online-retail-shuffle-pretrained --tag orII --dropout 0.1
+    python bench/leave_domains_out.py tests --pairs scratch:ft@amazon5dom-minilm~d0.1 --seeds 0,1,2
     python bench/leave_domains_out.py curve toys --rows zs,ft --chunks 1 2 3 8   # learning curve
     python bench/leave_domains_out.py tests --pairs scratch:ft@snap_6,sasrec:ft@snap_6
     python bench/leave_domains_out.py ship --run A-h128-logq --chunk 6   # package default
