@@ -275,13 +275,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     rot = args.rotation
     name = (f"{rot}-h{args.hidden}" + ("-logq" if args.logq else "") + ("-dom" if args.same_domain else "")
             + (f"-d{args.dropout:g}" if args.dropout is not None else "")
-            + (f"-neg{args.uniform_negatives}" if args.uniform_negatives else ""))
+            + (f"-neg{args.uniform_negatives}" if args.uniform_negatives else "")
+            + (f"-pop{args.pop_buckets}" if args.pop_buckets else ""))
     run = WORK / name / "pre"
     sources = sources_for(rot)
     n_train = sum(int(s.split.train.indptr[-1]) for s in sources)
     arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, n_experts=args.experts,
                           objective=Objective.CONTRASTIVE, logq=args.logq,
-                          uniform_negatives=args.uniform_negatives,
+                          uniform_negatives=args.uniform_negatives, pop_buckets=args.pop_buckets,
                           **({} if args.dropout is None else {"dropout": args.dropout,
                                                              "attn_dropout": args.dropout}))
     resume = args.resume and (run / "trainer" / "checkpoint.json").exists()
@@ -452,7 +453,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         lr = {} if args.lr is None else {"lr": args.lr}
         if args.text_skip:
             lr["text_skip"] = True
-        arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden,
+        arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, pop_buckets=args.pop_buckets,
                               **({} if args.dropout is None else {"dropout": args.dropout,
                                                                  "attn_dropout": args.dropout}))
         # fine-tuning regularises like training from scratch, whatever the pretraining used
@@ -498,6 +499,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
             + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
+            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in ("scratch", "scratch+text") else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")
             + ("~skip" if args.text_skip and trained else "")
@@ -877,6 +879,9 @@ def main() -> None:
     p.add_argument("--uniform-negatives", type=int, default=0,
                    help="extra negatives per batch drawn uniformly from the batch's domain, beside the "
                         "in-batch ones; the run gets -neg<N>")
+    p.add_argument("--pop-buckets", type=int, default=0,
+                   help="the domain-relative popularity feature with N buckets "
+                        "(TransferConfig.pop_buckets); the run gets -pop<N>")
     p.add_argument("--same-domain", action="store_true",
                    help="every batch from one source domain (in-batch negatives from the positive's "
                         "own domain); the run's name gets -dom")
@@ -903,6 +908,9 @@ def main() -> None:
         t.add_argument("--dropout", type=float, default=None,
                        help="hidden and attention dropout of the scratch / fine-tune rows (default: the "
                             "model's 0.5); keys and work folders get ~d<value>")
+        t.add_argument("--pop-buckets", type=int, default=0,
+                       help="the scratch row with the popularity feature (TransferConfig.pop_buckets; "
+                            "fine-tuning keeps the checkpoint's); keys and work folders get ~pop<N>")
         if name == "curve":
             t.add_argument("--run", default="A-h128")
             t.add_argument("--chunks", type=int, nargs="*", default=None)

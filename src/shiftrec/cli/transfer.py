@@ -199,6 +199,7 @@ def evaluate_cmd(
                                 f"{mine}) than '{src.name}' ({theirs}); use --zero-shot to score "
                                 "from text only", path=ck)
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
+        net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads)
     if out is not None:
         _write_metrics(out, metrics, ck, src, ranks, which)

@@ -46,7 +46,8 @@ ITEM_TEXT = "item_text.safetensors"
 MANIFEST = "manifest.json"
 
 __all__ = ["Freeze", "Mode", "Objective", "TransferConfig", "TransferRec", "batch_inputs",
-           "build_net", "check_text_table", "load_checkpoint", "save_checkpoint"]
+           "build_net", "check_text_table", "load_checkpoint", "save_checkpoint",
+           "train_item_counts"]
 
 
 def build_net(cfg: TransferConfig, text: np.ndarray, n_id_items: int | None = None) -> Any:
@@ -91,7 +92,10 @@ def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: 
         atomic_write_bytes(d / WEIGHTS, st_save(sd, metadata={"encoder": encoder,
                                                               "text_dim": str(net.text_dim)}))
         if include_items:
-            atomic_write_bytes(d / ITEM_TEXT, st_save({"text": net.text.detach().cpu().contiguous()}))
+            items = {"text": net.text.detach().cpu().contiguous()}
+            if net.pop_bucket is not None:  # the items' popularity buckets travel with them
+                items["pop_bucket"] = net.pop_bucket.detach().cpu().contiguous()
+            atomic_write_bytes(d / ITEM_TEXT, st_save(items))
 
     n_id = None if net.item_id is None else net.item_id.num_embeddings - 1
     return save_model_folder(path, write, kind=MODEL_KIND, model="transfer", encoder=encoder,
@@ -137,10 +141,13 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
 
     p = Path(path)
     man = read_manifest(p)
+    buckets = None
     if text is None:
         if not (p / ITEM_TEXT).exists():
             raise ArtifactError("checkpoint carries no item table: pass item text features", path=p)
-        text = load_file(str(p / ITEM_TEXT))["text"].numpy()
+        items = load_file(str(p / ITEM_TEXT))
+        text = items["text"].numpy()
+        buckets = items["pop_bucket"].numpy() if "pop_bucket" in items else None
         encoder = encoder or man.get("encoder")
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), p)
     cfg = from_dict(TransferConfig, man["config"], where=str(p / MANIFEST))
@@ -183,7 +190,22 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
         raise ArtifactError(f"checkpoint weights do not match the model: missing "
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
                             path=p)
+    if net.pop is not None and buckets is not None:
+        try:
+            net.set_pop_buckets(buckets)
+        except InputError as e:
+            raise ArtifactError(f"stored popularity buckets do not fit the item table: {e.message}",
+                                path=p) from None
+    elif net.pop is not None and strict:
+        raise ArtifactError(f"model has the popularity feature but {ITEM_TEXT} stores no buckets",
+                            path=p)
     return net, man
+
+
+def train_item_counts(split: SeqSplit) -> np.ndarray:
+    """Training interactions per item row of the split (row 0 = padding): what the popularity
+    feature (TransferConfig.pop_buckets) buckets."""
+    return np.bincount(split.train.items, minlength=split.n_items + 1)[:split.n_items + 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +314,7 @@ class TransferRec:
             self.net = build_net(self.cfg, text)
         else:  # continue training a loaded net, on this split's item table
             self.net.set_item_text(text, reset_ids=False)
+        self.net.set_item_popularity(train_item_counts(split))
         self.net, self.history = train_on_split(self.net, split, train_cfg,
                                                 checkpoint_dir=self.checkpoint_dir,
                                                 resume=self.resume, progress=self.progress)

@@ -16,6 +16,7 @@ from shiftrec.models.transfer_config import (
     TransferConfig,
     batch_inputs,
     check_text_table,
+    popularity_buckets,
 )
 
 #: the text path's two scalars train this many times faster than the other weights (see
@@ -69,6 +70,13 @@ class TransferNet(nn.Module):
             self.item_id = self._new_id_table(n_id_items or text.shape[0] - 1)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
         nn.init.normal_(self.pos.weight, std=0.02)
+        self.pop: nn.Embedding | None = None  # TransferConfig.pop_buckets
+        self.pop_bucket: torch.Tensor | None = None  # per item row; set_item_popularity (not a weight)
+        if cfg.pop_buckets < 0 or cfg.pop_buckets == 1:
+            raise ConfigError(f"pop_buckets must be 0 (off) or >= 2, got {cfg.pop_buckets}")
+        if cfg.pop_buckets:
+            self.pop = nn.Embedding(cfg.pop_buckets, cfg.hidden)
+            nn.init.normal_(self.pop.weight, std=0.02)
         self.ln = nn.LayerNorm(cfg.hidden, eps=LN_EPS)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg.hidden, cfg.n_heads, cfg.inner, cfg.dropout,
@@ -94,6 +102,29 @@ class TransferNet(nn.Module):
                              f"got shape {counts.shape}")
         q = (counts + 1.0) / (counts + 1.0).sum()
         self.log_q = torch.from_numpy(np.log(q).astype(np.float32)).to(self.text.device)
+
+    def set_item_popularity(self, counts: np.ndarray, domain_sizes: list[int] | np.ndarray | None = None
+                            ) -> None:
+        """Training counts per item row (row 0 = padding) -> the popularity bucket of each item
+        within its domain (TransferConfig.pop_buckets; `domain_sizes` as in set_domains for a
+        merged table). A no-op for a net without the feature."""
+        if self.pop is None:
+            return
+        counts = np.asarray(counts)
+        if counts.shape != (self.n_items + 1,):
+            raise InputError(f"item counts must be {self.n_items + 1} numbers (row 0 = padding); "
+                             f"got shape {counts.shape}")
+        self.set_pop_buckets(popularity_buckets(counts, self.cfg.pop_buckets, domain_sizes))
+
+    def set_pop_buckets(self, buckets: np.ndarray) -> None:
+        """The bucket of every item row as stored with a fitted model (set_item_popularity)."""
+        if self.pop is None:
+            return
+        b = np.asarray(buckets, dtype=np.int64)
+        if b.shape != (self.n_items + 1,) or (b < 0).any() or (b >= self.cfg.pop_buckets).any():
+            raise InputError(f"popularity buckets must be {self.n_items + 1} integers in "
+                             f"0..{self.cfg.pop_buckets - 1}")
+        self.pop_bucket = torch.from_numpy(b).to(self.text.device)
 
     def set_domains(self, sizes: list[int] | np.ndarray) -> None:
         """Item rows 1..n of the table as consecutive domains of these sizes (a merged pretraining
@@ -139,6 +170,13 @@ class TransferNet(nn.Module):
         dev = self.text.device
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
         self.log_q = None  # counts belonged to the old table
+        if self.pop_bucket is not None:  # rows beyond the old table (new items) have no count
+            old = self.pop_bucket.cpu().numpy()
+            keep = reset_ids is False and len(old) <= text.shape[0]
+            b = np.zeros(text.shape[0], dtype=np.int64)
+            if keep:
+                b[:len(old)] = old
+            self.pop_bucket = torch.from_numpy(b).to(dev) if keep else None
         self.domain_ends = None  # and so did the domains
         if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
             self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
@@ -147,6 +185,12 @@ class TransferNet(nn.Module):
         """Adapted embeddings of `ids` (any shape), or of the whole table when ids is None."""
         x = self.text if ids is None else self.text[ids]
         e = self.adaptor(x)
+        if self.pop is not None:
+            if self.pop_bucket is None:
+                raise ConfigError("this model has the popularity feature (pop_buckets): set the "
+                                  "items' training counts first (TransferNet.set_item_popularity)")
+            pb = self.pop_bucket.to(x.device)
+            e = e + self.pop(pb if ids is None else pb[ids])
         if self.item_id is not None:
             e = e + (self.item_id.weight if ids is None else self.item_id(ids))
         return e

@@ -37,6 +37,7 @@ from shiftrec.models.transfer import (
     load_checkpoint,
     read_manifest,
     save_checkpoint,
+    train_item_counts,
 )
 from shiftrec.models.transfer_fit import (
     FinetuneConfig,
@@ -222,6 +223,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
     if cfg.model.logq:
         net.set_item_frequency(np.bincount(merged.train.items, minlength=len(merged.text)))
     net.set_domains(merged.sizes)
+    net.set_item_popularity(np.bincount(merged.train.items, minlength=len(merged.text)), merged.sizes)
     groups = np.repeat(np.arange(len(sources)), [len(s.split.train) for s in sources]) \
         if cfg.same_domain else None
     batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride, groups)
@@ -284,6 +286,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     else:
         mc = replace(cfg.model, **_overrides(cfg))
         net = build_net(mc, text)
+    net.set_item_popularity(train_item_counts(split))
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
@@ -391,6 +394,7 @@ def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), checkpoint)
     net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
                              overrides={"mode": Mode.INDUCTIVE})
+    net.set_item_popularity(train_item_counts(split))  # no training: counts only
     return evaluate_net(net, split, which, threads=threads)
 
 
