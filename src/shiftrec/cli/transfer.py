@@ -173,7 +173,7 @@ def evaluate_cmd(
     Example: shiftrec evaluate amazon-toys --zero-shot
     """
     from shiftrec.errors import ArtifactError, ConfigError
-    from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest
+    from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest, train_item_counts
     from shiftrec.pipelines.transfer import (
         evaluate_net,
         item_keys_hash,
