@@ -278,7 +278,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     common = dict(epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads,
                   batch_size=args.batch_size, lr=args.lr)
     drop = {} if args.dropout is None else {"dropout": args.dropout, "attn_dropout": args.dropout}
-    ck_dir = work / f"{ds_name}-pretrained"
+    ck_dir = work / (f"{ds_name}-pretrained" + (f"-pop{args.pop_buckets}" if args.pop_buckets else ""))
 
     def row_dir(name: str) -> Path:
         """Where a row saves its model (and a +flows / +text row finds its base): per tag."""
@@ -339,7 +339,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         out["median_epoch_train_seconds"] = float(np.median([r["train_seconds"] for r in res.history]))
     elif row in ("scratch", "scratch-trans"):
         mode = Mode.INDUCTIVE if row == "scratch" else Mode.TRANSDUCTIVE
-        arch = TransferConfig(hidden=args.hidden, n_experts=args.experts)
+        arch = TransferConfig(hidden=args.hidden, n_experts=args.experts, pop_buckets=args.pop_buckets)
         cfg = FinetuneConfig(mode=mode, model=arch, **common, **drop)
         net, fields = finetune(None, split, text, "minilm", cfg, row_dir(row),
                                progress=_progress(row))
@@ -360,7 +360,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         src_ds = events_before(load_dataset(srcname), cutoff)
         sources = [make_source(src_ds, "minilm", cache_dir=args.cache_dir)]
         arch = TransferConfig(hidden=args.hidden, n_experts=args.experts,
-                              objective=args.pretrain_objective)
+                              objective=args.pretrain_objective, pop_buckets=args.pop_buckets)
         pc = PretrainConfig(model=arch, epochs=args.pretrain_epochs, lr=args.lr,
                             batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                             threads=args.threads, valid_users=2000)
@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dropout", type=float, default=None)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--pop-buckets", type=int, default=0,
+                    help="pretrain / scratch rows with the domain-relative popularity feature "
+                         "(TransferConfig.pop_buckets); the pretrained folder gets -pop<N>; use --tag")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--pretrain-objective", default="full_ce")

@@ -84,7 +84,7 @@ def test_popularity_is_learned_and_carried_to_a_new_domain_by_counts_alone():
     rec = TransferRec(aligned(split, tb), "fake", TINY,
                       FinetuneConfig(epochs=12, lr=5e-3, batch_size=128, patience=0, threads=1))
     with pytest.raises(ConfigError, match="set the items' training counts"):
-        build_net(TINY, aligned(split, tb)).item_embed()
+        build_net(TINY, aligned(split, tb)).score_all(torch.tensor([[1, 2]]))
     rec.fit(split)
     # a new shop: other items, fresh noise text, other counts; no training, only its counts
     ds2, tb2 = zipf_domain("b", 40, seed=7)
@@ -111,9 +111,21 @@ def test_buckets_travel_with_a_fitted_model_and_new_items_get_bucket_0(tmp_path)
     text = aligned(split, tb)
     net = build_net(TINY, text)
     net.set_item_popularity(train_item_counts(split))
+    with torch.no_grad():  # a visible prior: bucket b's logit is b / 10 (cosine units)
+        net.pop_bias.copy_(torch.arange(TINY.pop_buckets, dtype=torch.float32) / 10)
     rec = TransferRec(text, "fake", TINY, net=net)
     hist = [np.array([1, 2]), np.array([3])]
     a = rec.score(hist)
+    # the prior is in the scores and in the retrieval vectors (score == query @ item)
+    b = net.pop_bucket.numpy()
+    net.pop_bias.data.zero_()
+    np.testing.assert_allclose(a[:, 1:] - rec.score(hist)[:, 1:],
+                               np.broadcast_to(b[1:] / 10 / TINY.temperature, (2, split.n_items)),
+                               rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        net.pop_bias.copy_(torch.arange(TINY.pop_buckets, dtype=torch.float32) / 10)
+    np.testing.assert_allclose(rec.query_vectors(hist) @ rec.item_vectors()[1:].T, a[:, 1:],
+                               rtol=1e-4, atol=1e-4)
     rec.save(tmp_path / "m")
     back = TransferRec.load(tmp_path / "m")
     np.testing.assert_array_equal(back.net.pop_bucket.numpy(), net.pop_bucket.numpy())

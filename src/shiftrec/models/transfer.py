@@ -190,13 +190,13 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
         raise ArtifactError(f"checkpoint weights do not match the model: missing "
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
                             path=p)
-    if net.pop is not None and buckets is not None:
+    if net.pop_bias is not None and buckets is not None:
         try:
             net.set_pop_buckets(buckets)
         except InputError as e:
             raise ArtifactError(f"stored popularity buckets do not fit the item table: {e.message}",
                                 path=p) from None
-    elif net.pop is not None and strict:
+    elif net.pop_bias is not None and strict:
         raise ArtifactError(f"model has the popularity feature but {ITEM_TEXT} stores no buckets",
                             path=p)
     return net, man

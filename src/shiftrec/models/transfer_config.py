@@ -67,12 +67,13 @@ class TransferConfig:
     text_skip: bool = False
     skip_init: float = 20.0  # initial skip_weight (logit units per unit of cosine; TextSim's 1/0.05)
     skip_decay_init: float = 0.3  # initial decay of the history profile
-    # domain-relative popularity feature: each item's embedding gets a learned vector for its
-    # popularity bucket *within its own domain's* training log (bucket 0: no training interaction;
+    # domain-relative popularity prior: every item's logit gets a learned bias for its popularity
+    # bucket *within its own domain's* training log (bucket 0: no training interaction;
     # 1..pop_buckets-1: quantiles of the items that have some; popularity_buckets()). It is as
     # inductive as the text: a new domain's counts give its buckets, so a pretrained model carries
     # "how much popularity matters" to a domain it never saw (zero-shot too: counts, no training).
-    # 0 = off (the shipped checkpoints).
+    # 0 = off (the shipped checkpoints). A first form, a learned vector per bucket added to the item
+    # embedding, hurt every held-out target (README, "A popularity prior that transfers").
     pop_buckets: int = 0
 
     def arch(self) -> dict[str, Any]:

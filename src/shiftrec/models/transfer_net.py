@@ -70,13 +70,12 @@ class TransferNet(nn.Module):
             self.item_id = self._new_id_table(n_id_items or text.shape[0] - 1)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
         nn.init.normal_(self.pos.weight, std=0.02)
-        self.pop: nn.Embedding | None = None  # TransferConfig.pop_buckets
+        self.pop_bias: nn.Parameter | None = None  # TransferConfig.pop_buckets: a logit per bucket
         self.pop_bucket: torch.Tensor | None = None  # per item row; set_item_popularity (not a weight)
         if cfg.pop_buckets < 0 or cfg.pop_buckets == 1:
             raise ConfigError(f"pop_buckets must be 0 (off) or >= 2, got {cfg.pop_buckets}")
         if cfg.pop_buckets:
-            self.pop = nn.Embedding(cfg.pop_buckets, cfg.hidden)
-            nn.init.normal_(self.pop.weight, std=0.02)
+            self.pop_bias = nn.Parameter(torch.zeros(cfg.pop_buckets))
         self.ln = nn.LayerNorm(cfg.hidden, eps=LN_EPS)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg.hidden, cfg.n_heads, cfg.inner, cfg.dropout,
@@ -108,7 +107,7 @@ class TransferNet(nn.Module):
         """Training counts per item row (row 0 = padding) -> the popularity bucket of each item
         within its domain (TransferConfig.pop_buckets; `domain_sizes` as in set_domains for a
         merged table). A no-op for a net without the feature."""
-        if self.pop is None:
+        if self.pop_bias is None:
             return
         counts = np.asarray(counts)
         if counts.shape != (self.n_items + 1,):
@@ -118,7 +117,7 @@ class TransferNet(nn.Module):
 
     def set_pop_buckets(self, buckets: np.ndarray) -> None:
         """The bucket of every item row as stored with a fitted model (set_item_popularity)."""
-        if self.pop is None:
+        if self.pop_bias is None:
             return
         b = np.asarray(buckets, dtype=np.int64)
         if b.shape != (self.n_items + 1,) or (b < 0).any() or (b >= self.cfg.pop_buckets).any():
@@ -185,15 +184,19 @@ class TransferNet(nn.Module):
         """Adapted embeddings of `ids` (any shape), or of the whole table when ids is None."""
         x = self.text if ids is None else self.text[ids]
         e = self.adaptor(x)
-        if self.pop is not None:
-            if self.pop_bucket is None:
-                raise ConfigError("this model has the popularity feature (pop_buckets): set the "
-                                  "items' training counts first (TransferNet.set_item_popularity)")
-            pb = self.pop_bucket.to(x.device)
-            e = e + self.pop(pb if ids is None else pb[ids])
         if self.item_id is not None:
             e = e + (self.item_id.weight if ids is None else self.item_id(ids))
         return e
+
+    def pop_logits(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned popularity logit of `ids` (or of every item row): pop_bias[bucket] /
+        temperature (the bias lives in cosine units, like the rest of the logit, so that an
+        optimiser step moves it as far as it moves a cosine)."""
+        if self.pop_bucket is None:
+            raise ConfigError("this model has the popularity feature (pop_buckets): set the "
+                              "items' training counts first (TransferNet.set_item_popularity)")
+        pb = self.pop_bucket.to(self.pop_bias.device)
+        return self.pop_bias[pb if ids is None else pb[ids]] / self.cfg.temperature
 
     # ---- sequence side ---------------------------------------------------------------
     def encode(self, seq: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,6 +311,8 @@ class TransferNet(nn.Module):
         if self.cfg.text_skip:
             prof = self.text_profiles(seq[:, -self.cfg.max_len:], last_only=True)
             q = torch.cat([q, self.skip_weight * prof], dim=-1)
+        if self.pop_bias is not None:  # a constant 1 that meets each item's popularity logit
+            q = torch.cat([q, torch.ones(q.shape[0], 1, device=q.device, dtype=q.dtype)], dim=-1)
         return q
 
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -315,6 +320,8 @@ class TransferNet(nn.Module):
         v = F.normalize(self.item_embed(ids), dim=-1)
         if self.cfg.text_skip:
             v = torch.cat([v, self.unit_text(ids)], dim=-1)
+        if self.pop_bias is not None:
+            v = torch.cat([v, self.pop_logits(ids).unsqueeze(-1).to(v.dtype)], dim=-1)
         return v
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -328,6 +335,8 @@ class TransferNet(nn.Module):
         s = self.logits(self.user_vectors(seq, table), table)
         if self.cfg.text_skip:
             s = s + self.skip_logits(self.text_profiles(seq[:, -self.cfg.max_len:], last_only=True))
+        if self.pop_bias is not None:
+            s = s + self.pop_logits()
         s[:, 0] = float("-inf")
         return s
 
@@ -347,6 +356,8 @@ class TransferNet(nn.Module):
         s = self.logits(h[sel], table)
         if self.cfg.text_skip:
             s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel])
+        if self.pop_bias is not None:
+            s = s + self.pop_logits()
         s[:, 0] = float("-inf")
         return F.cross_entropy(s, tgt[sel])
 
@@ -366,6 +377,8 @@ class TransferNet(nn.Module):
         s = self.logits(h[sel], self.item_embed(cols))
         if cfg.text_skip:
             s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel], cols)
+        if self.pop_bias is not None:
+            s = s + self.pop_logits(cols)
         if cfg.logq:
             if self.log_q is None:
                 raise ConfigError("logq correction needs the items' training counts "
