@@ -38,6 +38,10 @@ Protocol (ours; selection on validation only, test reported once per row):
   negatives); `target --encoder out/lodo/encoders/<name>` then runs the text rows (textsim,
   scratch, ...) on the adapted encoder's features (keys get `~enc-<name>`): the text side of
   pretraining, compared with the same rows on the generic encoder.
+- `--pop-buckets N` adds the domain-relative popularity prior (TransferConfig.pop_buckets: a
+  learned logit per within-domain popularity bucket of each item, from training counts): on
+  `pretrain` the run is named `...-pop<N>`; on `target` it applies to the scratch rows (keys
+  `scratch~pop<N>`); fine-tuning and zero-shot from such a checkpoint use it by themselves.
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 

@@ -72,8 +72,9 @@ class TransferConfig:
     # 1..pop_buckets-1: quantiles of the items that have some; popularity_buckets()). It is as
     # inductive as the text: a new domain's counts give its buckets, so a pretrained model carries
     # "how much popularity matters" to a domain it never saw (zero-shot too: counts, no training).
-    # 0 = off (the shipped checkpoints). A first form, a learned vector per bucket added to the item
-    # embedding, hurt every held-out target (README, "A popularity prior that transfers").
+    # 0 = off (the shipped checkpoints). In training, a target's own column uses its bucket
+    # without the event being predicted (popularity_buckets(minus=1)), as a held-out target's.
+    # Measured forms: README, "A popularity prior that transfers".
     pop_buckets: int = 0
 
     def arch(self) -> dict[str, Any]:
@@ -83,12 +84,18 @@ class TransferConfig:
 
 
 def popularity_buckets(counts: np.ndarray, n_buckets: int,
-                       domain_sizes: np.ndarray | list[int] | None = None) -> np.ndarray:
+                       domain_sizes: np.ndarray | list[int] | None = None, minus: int = 0
+                       ) -> np.ndarray:
     """Bucket of each item row (row 0 = padding, bucket 0) by its training count, within its
     domain (consecutive rows of `domain_sizes`; one domain when None): 0 for a count of 0, else
     1 + the item's quantile among the domain's items with a positive count, in n_buckets - 1 equal
     steps (mid-rank, so equal counts share a bucket). Relative, not absolute: a 300-user shop and a
-    40,000-user one both span every bucket."""
+    40,000-user one both span every bucket.
+
+    `minus=1` gives the bucket an item has as a training *target*: its count without the event
+    being predicted, placed in the same domain's distribution. A held-out target's count never
+    includes its own event, so training with the full count teaches that items with no count are
+    never chosen (bucket 0 only ever appears as a negative) and buries the cold items."""
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or len(counts) < 1 or (counts < 0).any() or not np.isfinite(counts).all():
         raise InputError(f"item counts must be a 1-d array of non-negative numbers; got shape "
@@ -108,10 +115,11 @@ def popularity_buckets(counts: np.ndarray, n_buckets: int,
         if pos.any():
             v = c[pos]
             order = np.sort(v)
+            w = v - minus
             # mid-rank quantile in (0, 1): items with equal counts get the same value
-            q = (np.searchsorted(order, v, "left") + np.searchsorted(order, v, "right")) / (2.0 * len(v))
-            out[lo:lo + size][pos] = 1 + np.minimum((q * (n_buckets - 1)).astype(np.int64),
-                                                    n_buckets - 2)
+            q = (np.searchsorted(order, w, "left") + np.searchsorted(order, w, "right")) / (2.0 * len(v))
+            b = 1 + np.minimum((q * (n_buckets - 1)).astype(np.int64), n_buckets - 2)
+            out[lo:lo + size][pos] = np.where(w > 0, b, 0)
         lo += size
     return out
 

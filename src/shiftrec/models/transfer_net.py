@@ -72,6 +72,7 @@ class TransferNet(nn.Module):
         nn.init.normal_(self.pos.weight, std=0.02)
         self.pop_bias: nn.Parameter | None = None  # TransferConfig.pop_buckets: a logit per bucket
         self.pop_bucket: torch.Tensor | None = None  # per item row; set_item_popularity (not a weight)
+        self.pop_bucket_target: torch.Tensor | None = None  # as a training target (count - 1)
         if cfg.pop_buckets < 0 or cfg.pop_buckets == 1:
             raise ConfigError(f"pop_buckets must be 0 (off) or >= 2, got {cfg.pop_buckets}")
         if cfg.pop_buckets:
@@ -113,17 +114,23 @@ class TransferNet(nn.Module):
         if counts.shape != (self.n_items + 1,):
             raise InputError(f"item counts must be {self.n_items + 1} numbers (row 0 = padding); "
                              f"got shape {counts.shape}")
-        self.set_pop_buckets(popularity_buckets(counts, self.cfg.pop_buckets, domain_sizes))
+        self.set_pop_buckets(popularity_buckets(counts, self.cfg.pop_buckets, domain_sizes),
+                             popularity_buckets(counts, self.cfg.pop_buckets, domain_sizes, minus=1))
 
-    def set_pop_buckets(self, buckets: np.ndarray) -> None:
-        """The bucket of every item row as stored with a fitted model (set_item_popularity)."""
+    def set_pop_buckets(self, buckets: np.ndarray, target_buckets: np.ndarray | None = None) -> None:
+        """The bucket of every item row as stored with a fitted model (set_item_popularity), and
+        as a training target, without its own event (popularity_buckets(minus=1); the same as
+        `buckets` when None: a loaded model that is only scored)."""
         if self.pop_bias is None:
             return
-        b = np.asarray(buckets, dtype=np.int64)
-        if b.shape != (self.n_items + 1,) or (b < 0).any() or (b >= self.cfg.pop_buckets).any():
-            raise InputError(f"popularity buckets must be {self.n_items + 1} integers in "
-                             f"0..{self.cfg.pop_buckets - 1}")
-        self.pop_bucket = torch.from_numpy(b).to(self.text.device)
+        checked = []
+        for arr in (buckets, buckets if target_buckets is None else target_buckets):
+            b = np.asarray(arr, dtype=np.int64)
+            if b.shape != (self.n_items + 1,) or (b < 0).any() or (b >= self.cfg.pop_buckets).any():
+                raise InputError(f"popularity buckets must be {self.n_items + 1} integers in "
+                                 f"0..{self.cfg.pop_buckets - 1}")
+            checked.append(torch.from_numpy(b).to(self.text.device))
+        self.pop_bucket, self.pop_bucket_target = checked
 
     def set_domains(self, sizes: list[int] | np.ndarray) -> None:
         """Item rows 1..n of the table as consecutive domains of these sizes (a merged pretraining
@@ -170,12 +177,15 @@ class TransferNet(nn.Module):
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
         self.log_q = None  # counts belonged to the old table
         if self.pop_bucket is not None:  # rows beyond the old table (new items) have no count
-            old = self.pop_bucket.cpu().numpy()
-            keep = reset_ids is False and len(old) <= text.shape[0]
-            b = np.zeros(text.shape[0], dtype=np.int64)
-            if keep:
-                b[:len(old)] = old
-            self.pop_bucket = torch.from_numpy(b).to(dev) if keep else None
+            grown = []
+            for tab in (self.pop_bucket, self.pop_bucket_target):
+                old = tab.cpu().numpy()
+                keep = reset_ids is False and len(old) <= text.shape[0]
+                b = np.zeros(text.shape[0], dtype=np.int64)
+                if keep:
+                    b[:len(old)] = old
+                grown.append(torch.from_numpy(b).to(dev) if keep else None)
+            self.pop_bucket, self.pop_bucket_target = grown
         self.domain_ends = None  # and so did the domains
         if self.item_id is not None and (reset_ids or self.item_id.num_embeddings != text.shape[0]):
             self.item_id = self._new_id_table(text.shape[0] - 1).to(dev)
@@ -197,6 +207,12 @@ class TransferNet(nn.Module):
                               "items' training counts first (TransferNet.set_item_popularity)")
         pb = self.pop_bucket.to(self.pop_bias.device)
         return self.pop_bias[pb if ids is None else pb[ids]] / self.cfg.temperature
+
+    def pop_target_shift(self, ids: torch.Tensor) -> torch.Tensor:
+        """What a training target's own logit changes by when its popularity is counted without
+        the event being predicted: pop_bias[bucket - its event] - pop_bias[bucket], / temperature."""
+        pt = self.pop_bucket_target.to(self.pop_bias.device)
+        return self.pop_bias[pt[ids]] / self.cfg.temperature - self.pop_logits(ids)
 
     # ---- sequence side ---------------------------------------------------------------
     def encode(self, seq: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -358,6 +374,9 @@ class TransferNet(nn.Module):
             s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel])
         if self.pop_bias is not None:
             s = s + self.pop_logits()
+            t = tgt[sel]
+            s = s.index_put((torch.arange(len(t), device=s.device), t), self.pop_target_shift(t),
+                            accumulate=True)
         s[:, 0] = float("-inf")
         return F.cross_entropy(s, tgt[sel])
 
@@ -377,8 +396,10 @@ class TransferNet(nn.Module):
         s = self.logits(h[sel], self.item_embed(cols))
         if cfg.text_skip:
             s = s + self.skip_logits(self.text_profiles(seq, last_only=False)[sel], cols)
-        if self.pop_bias is not None:
+        if self.pop_bias is not None:  # each row's own target without its event; others as is
             s = s + self.pop_logits(cols)
+            s = s.index_put((torch.arange(len(t), device=s.device), inv), self.pop_target_shift(t),
+                            accumulate=True)
         if cfg.logq:
             if self.log_q is None:
                 raise ConfigError("logq correction needs the items' training counts "
