@@ -61,6 +61,7 @@ Protocol (ours; selection on validation only, test reported once per row):
     python bench/leave_domains_out.py adapt --steps 600 --threads 2    # adapted encoder A-adapt
     python bench/leave_domains_out.py target toys --rows textsim,scratch --encoder out/lodo/encoders/A-adapt
     python bench/leave_domains_out.py sources-textsim      # TextSim on the sources' validation users
+    python bench/leave_domains_out.py count-slices toys-u1000 --rows scratch~d0.1,scratch~pop11~d0.1
     python bench/leave_domains_out.py table                # markdown from the JSON
 
 Set SHIFTREC_DATA to the shared data folder. Item text is cached in out/cache/minilm (the first
@@ -672,6 +673,60 @@ def _seed_pooled_tests(targets: list[str], groups: dict[str, list[str]], pairs: 
             save_json(upd)
 
 
+COUNT_SLICES = {"zero": (0, 0), "1-5": (1, 5), ">5": (6, None)}
+
+
+def cmd_count_slices(args: argparse.Namespace) -> None:
+    """Test NDCG@10 by the target item's training count (0 / 1-5 / > 5) for the given rows, over
+    every stored seed (row, row#seed1, ...) and every sample of a smaller shop (`-s<S>`), users
+    pooled. The zero-count targets deserve their own column: the item map is built from the
+    interactions, so an item with no training count is in it only because a validation or test
+    event names it; a model told which items have no count (the popularity prior) can gain there
+    without learning anything that a real shop, whose catalogue also lists items nobody bought,
+    would reward."""
+    from shiftrec.evaluate.slices import target_train_counts
+
+    ranks = load_ranks()
+    names = list(load_json().get("targets", {}))
+    rows = args.rows.split(",")
+    result: dict[str, Any] = {}
+    for group in args.targets:
+        members = [n for n in names if n == group or re.fullmatch(re.escape(group) + r"-s\d+", n)]
+        if not members:
+            raise SystemExit(f"no stored target {group!r} (have: {', '.join(names)})")
+        gains: dict[str, dict[str, list[np.ndarray]]] = {r: {} for r in rows}
+        users = dict.fromkeys([*COUNT_SLICES, "all"], 0)
+        runs = dict.fromkeys(rows, 0)
+        for n in members:
+            split = target_source(n).split
+            tc = np.asarray(target_train_counts(split, split.test))
+            masks = {k: (tc >= lo) & (tc <= (hi if hi is not None else tc.max())) for k, (lo, hi)
+                     in COUNT_SLICES.items()} | {"all": np.ones(len(tc), bool)}
+            for k, m in masks.items():
+                users[k] += int(m.sum())
+            for r in rows:
+                keys = [k for k in ranks if k == f"{n}/{r}" or re.fullmatch(re.escape(f"{n}/{r}") + r"#seed\d+", k)]
+                runs[r] += len(keys)
+                for k in keys:
+                    rk = ranks[k]
+                    g = np.where(rk <= 10, 1.0 / np.log2(rk + 1.0), 0.0)
+                    for sl, m in masks.items():
+                        gains[r].setdefault(sl, []).append(g[m])
+        result[group] = {"targets": members, "users_per_slice": users, "rows": {
+            r: {"runs": runs[r], **{sl: (float(np.concatenate(v).mean()) if sum(map(len, v)) else None)
+                                    for sl, v in gains[r].items()}} for r in rows if runs[r]}}
+        print(f"\n{group} ({len(members)} sample(s); test users per slice: {users})")
+        print("| row | runs | N@10 all | zero count | 1-5 | > 5 |\n|---|---|---|---|---|---|")
+        for r, v in result[group]["rows"].items():
+            cells = " | ".join("" if v.get(sl) is None else f"{v[sl]:.4f}" for sl in ("all", *COUNT_SLICES))
+            print(f"| {r} | {v['runs']} | {cells} |")
+
+    def upd(data: dict[str, Any]) -> None:
+        data.setdefault("count_slices", {}).update(result)
+
+    save_json(upd)
+
+
 def cmd_curve(args: argparse.Namespace) -> None:
     """Zero-shot and full fine-tune from every pretraining snapshot of a run."""
     pre = load_json().get("pretrain", {}).get(args.run, {})
@@ -923,6 +978,11 @@ def main() -> None:
     pt.add_argument("--seeds", default=None,
                     help="e.g. 0,1,2: also test each pair on every user's NDCG@10 averaged over these "
                          "training seeds (rows row, row#seed1, ...); smaller shops' samples pooled")
+    cs = sub.add_parser("count-slices", help="test NDCG@10 by the target's training count "
+                                             "(0 / 1-5 / > 5), rows over seeds and samples")
+    cs.add_argument("targets", nargs="+", help="targets, e.g. toys-u1000 (its -s1, -s2 samples too)")
+    cs.add_argument("--rows", required=True, help="comma-separated row keys without #seed, e.g. "
+                                                 "scratch~d0.1,scratch~pop11~d0.1")
     sub.add_parser("table")
     sx = sub.add_parser("sources-textsim", help="TextSim on the sources' validation users (a reference "
                                               "for pretraining's source valid NDCG@10)")
@@ -969,6 +1029,8 @@ def main() -> None:
         cmd_ship(args)
     elif args.cmd == "sources-textsim":
         cmd_sources_textsim(args)
+    elif args.cmd == "count-slices":
+        cmd_count_slices(args)
     OUT_MD.write_text(markdown(load_json()))
 
 
