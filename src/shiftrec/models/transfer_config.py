@@ -74,7 +74,7 @@ class TransferConfig:
     # "how much popularity matters" to a domain it never saw (zero-shot too: counts, no training).
     # 0 = off (the shipped checkpoints). In training, a target's own column uses its bucket
     # without the event being predicted (popularity_buckets(minus=1)), as a held-out target's.
-    # Measured forms: README, "A popularity prior that transfers".
+    # Measured forms: README, "A popularity prior that transfers, and why it is off".
     pop_buckets: int = 0
 
     def arch(self) -> dict[str, Any]:
