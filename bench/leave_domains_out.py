@@ -693,7 +693,8 @@ def cmd_count_slices(args: argparse.Namespace) -> None:
     for group in args.targets:
         members = [n for n in names if n == group or re.fullmatch(re.escape(group) + r"-s\d+", n)]
         if not members:
-            raise SystemExit(f"no stored target {group!r} (have: {', '.join(names)})")
+            print(f"error: no stored target {group!r} (have: {', '.join(names)})", file=sys.stderr)
+            raise SystemExit(2)
         gains: dict[str, dict[str, list[np.ndarray]]] = {r: {} for r in rows}
         users = dict.fromkeys([*COUNT_SLICES, "all"], 0)
         runs = dict.fromkeys(rows, 0)
@@ -716,13 +717,18 @@ def cmd_count_slices(args: argparse.Namespace) -> None:
             r: {"runs": runs[r], **{sl: (float(np.concatenate(v).mean()) if sum(map(len, v)) else None)
                                     for sl, v in gains[r].items()}} for r in rows if runs[r]}}
         print(f"\n{group} ({len(members)} sample(s); test users per slice: {users})")
+        missing = [r for r in rows if not runs[r]]
+        if missing:
+            print(f"(no stored runs of {', '.join(missing)} on {group})")
         print("| row | runs | N@10 all | zero count | 1-5 | > 5 |\n|---|---|---|---|---|---|")
         for r, v in result[group]["rows"].items():
             cells = " | ".join("" if v.get(sl) is None else f"{v[sl]:.4f}" for sl in ("all", *COUNT_SLICES))
             print(f"| {r} | {v['runs']} | {cells} |")
 
     def upd(data: dict[str, Any]) -> None:
-        data.setdefault("count_slices", {}).update(result)
+        for group, res in result.items():  # rows add to those stored before
+            old = data.setdefault("count_slices", {}).get(group, {}).get("rows", {})
+            data["count_slices"][group] = res | {"rows": old | res["rows"]}
 
     save_json(upd)
 
