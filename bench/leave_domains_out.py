@@ -26,7 +26,10 @@ Protocol (ours; selection on validation only, test reported once per row):
   rows, overall and on the cold slice (target item with <= 5 training interactions).
 - Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
   default 0); samples with different S are different users, so `tests` also pools them into one
-  paired test per pair of rows.
+  paired test per pair of rows. `<t>-cat-u<N>[-s<S>]` are the same users with the whole
+  catalogue of t kept in the item map (items no sampled user bought included), so full ranking
+  covers a real shop's range and an item without a training count is not one that only the
+  validation or test events put there (see count-slices).
 - `+text` rows (scratch+text, ft+text, zs+text) add the text-similarity path to the saved net
   of the base row (zs: the checkpoint) with the weight and decay chosen on validation
   (pipelines.transfer.select_text_path); nothing else is trained.
@@ -152,17 +155,28 @@ def encoder_tag() -> str:
     return "" if ENCODER == "minilm" else f"~enc-{Path(ENCODER).name}"
 
 
+TARGET_RE = r"([a-z]+)(-cat)?(?:-u(\d+)(?:-s(\d+))?)?"
+
+
 def target_spec(key: str) -> tuple[str, int, int]:
     """(dataset, users sampled, sample seed) of a target key: a name of TARGETS, or
     `<name>-u<N>[-s<S>]`: a seeded sample of N users of that target (the smaller-shop curve),
-    drawn with sample seed S (default 0; other seeds draw other shops of the same size)."""
-    m = re.fullmatch(r"([a-z]+)(?:-u(\d+)(?:-s(\d+))?)?", key)
-    if m is None or m.group(1) not in TARGETS:
+    drawn with sample seed S (default 0; other seeds draw other shops of the same size).
+    `<name>-cat-u<N>[-s<S>]` is the same users with the whole catalogue kept in the item map
+    (whole_catalogue)."""
+    m = re.fullmatch(TARGET_RE, key)
+    if m is None or m.group(1) not in TARGETS or (m.group(2) and not m.group(3)):
         raise argparse.ArgumentTypeError(
-            f"unknown target '{key}'; valid: {', '.join(TARGETS)}, or <target>-u<users>[-s<sample seed>] "
-            "(e.g. toys-u1000, toys-u1000-s1)")
+            f"unknown target '{key}'; valid: {', '.join(TARGETS)}, or <target>[-cat]-u<users>[-s<sample seed>] "
+            "(e.g. toys-u1000, toys-u1000-s1, toys-cat-u1000)")
     ds_name, users, seed = TARGETS[m.group(1)]
-    return ds_name, int(m.group(2) or users), int(m.group(3) or seed)
+    return ds_name, int(m.group(3) or users), int(m.group(4) or seed)
+
+
+def whole_catalogue(key: str) -> bool:
+    """Whether a target key keeps the whole catalogue (`<name>-cat-u<N>...`)."""
+    m = re.fullmatch(TARGET_RE, key)
+    return bool(m and m.group(2))
 
 
 def target_key(key: str) -> str:
@@ -370,6 +384,7 @@ def target_source(name: str) -> Any:
 
     ds_name, users, seed = target_spec(name)
     return make_source(load_dataset(ds_name), ENCODER, name=name, max_users=users, seed=seed,
+                       whole_catalogue=whole_catalogue(name),
                        cache_dir=CACHE)
 
 

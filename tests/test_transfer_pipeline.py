@@ -292,3 +292,27 @@ def test_shipped_checkpoint_is_small_documented_and_scores_a_new_domain():
     assert s.shape == (1, 31) and torch.isfinite(s[:, 1:]).all()
     with pytest.raises(ArtifactError, match="minilm.*use-multilingual"):
         load_checkpoint(ck, np.ones((31, 512), np.float32), encoder="use-multilingual")
+
+
+def test_subsample_keeps_the_whole_catalogue_when_asked():
+    import polars as pl
+
+    from shiftrec.data.schema import Dataset
+    from shiftrec.pipelines.transfer import subsample_users
+
+    ev = pl.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"],
+                       "item_id": ["i1", "i2", "i2", "i3", "i3", "i4"],
+                       "ts": [1, 2, 1, 2, 1, 2]}).select(
+        "user_id", "item_id", pl.from_epoch("ts", "s").dt.replace_time_zone("UTC").alias("timestamp"),
+        pl.lit("d").alias("domain"))
+    items = pl.DataFrame({"item_id": ["i1", "i2", "i3", "i4", "i5"], "domain": "d"})
+    ds = Dataset(ev, items, name="d")
+    few = subsample_users(ds, 1, seed=0)
+    user = few.events["user_id"].unique().item()
+    touched = set(few.events["item_id"])
+    assert set(few.items["item_id"]) == touched and len(touched) == 2
+    whole = subsample_users(ds, 1, seed=0, whole_catalogue=True)
+    assert whole.events["user_id"].unique().item() == user  # the same users
+    assert set(whole.items["item_id"]) == {"i1", "i2", "i3", "i4", "i5"}  # i5: never bought
+    split = leave_one_out(whole, 8)
+    assert split.n_items == 5  # full ranking covers the unsold items too

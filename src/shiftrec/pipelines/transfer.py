@@ -419,8 +419,10 @@ def load_dataset(spec: str | Path, root: str | Path | None = None) -> Any:
     return ds
 
 
-def subsample_users(ds: Any, max_users: int, seed: int = 0) -> Any:
-    """Keep a seeded random subset of at most max_users users (all their events)."""
+def subsample_users(ds: Any, max_users: int, seed: int = 0, whole_catalogue: bool = False) -> Any:
+    """Keep a seeded random subset of at most max_users users (all their events), and the
+    catalogue items they touched, or every catalogue item (`whole_catalogue`: a small shop that
+    lists the whole range, most of it unsold to these users; full ranking then covers it all)."""
     import polars as pl
 
     from shiftrec.data.schema import Dataset
@@ -432,9 +434,10 @@ def subsample_users(ds: Any, max_users: int, seed: int = 0) -> Any:
         return ds
     keep = users.sample(n=max_users, seed=seed, shuffle=True)
     ev = ds.events.filter(pl.col("user_id").is_in(keep.implode()))
-    items = ds.items.join(ev.select("domain", "item_id").unique(), on=["domain", "item_id"], how="semi")
-    return Dataset(ev, items, name=ds.name, meta={**ds.meta, "subsample": {"max_users": max_users,
-                                                                             "seed": seed}})
+    items = ds.items if whole_catalogue else ds.items.join(
+        ev.select("domain", "item_id").unique(), on=["domain", "item_id"], how="semi")
+    return Dataset(ev, items, name=ds.name, meta={**ds.meta, "subsample": {
+        "max_users": max_users, "seed": seed, "whole_catalogue": whole_catalogue}})
 
 
 def events_before(ds: Any, cutoff_unix: int) -> Any:
@@ -455,12 +458,13 @@ def events_before(ds: Any, cutoff_unix: int) -> Any:
 
 def make_source(ds: Any, encoder: str, *, name: str | None = None, max_users: int = 0, seed: int = 0,
                 max_len: int = 50, cache_dir: str | Path | None = None, text_cfg: Any = None,
-                progress: Any = None) -> Source:
-    """Leave-one-out split of `ds` (optionally user-subsampled) plus its item text features."""
+                progress: Any = None, whole_catalogue: bool = False) -> Source:
+    """Leave-one-out split of `ds` (optionally user-subsampled) plus its item text features;
+    `whole_catalogue` keeps every catalogue item in a subsample (subsample_users)."""
     from shiftrec.data.splits import leave_one_out
     from shiftrec.text import TextConfig, encode_items
 
-    sub = subsample_users(ds, max_users, seed)
+    sub = subsample_users(ds, max_users, seed, whole_catalogue=whole_catalogue)
     split = leave_one_out(sub, max_len)
     text = encode_items(sub.items, split.item_map, encoder, text_cfg or TextConfig(),
                         cache_dir=cache_dir, progress=progress)
