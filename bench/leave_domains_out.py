@@ -688,7 +688,8 @@ def _seed_pooled_tests(targets: list[str], groups: dict[str, list[str]], pairs: 
             save_json(upd)
 
 
-COUNT_SLICES = {"zero": (0, 0), "1-5": (1, 5), ">5": (6, None)}
+COUNT_EDGES = (0, 5)  # PopularityBins: count 0 / 1-5 / > 5
+COUNT_SLICES = ("zero", "1-5", ">5")  # the labels of those bins in the output
 
 
 def cmd_count_slices(args: argparse.Namespace) -> None:
@@ -699,7 +700,8 @@ def cmd_count_slices(args: argparse.Namespace) -> None:
     event names it; a model told which items have no count (the popularity prior) can gain there
     without learning anything that a real shop, whose catalogue also lists items nobody bought,
     would reward."""
-    from shiftrec.evaluate.slices import target_train_counts
+    from shiftrec.evaluate.metrics import per_user_ndcg
+    from shiftrec.evaluate.slices import PopularityBins, popularity_slices, target_train_counts
 
     ranks = load_ranks()
     names = list(load_json().get("targets", {}))
@@ -716,16 +718,15 @@ def cmd_count_slices(args: argparse.Namespace) -> None:
         for n in members:
             split = target_source(n).split
             tc = np.asarray(target_train_counts(split, split.test))
-            masks = {k: (tc >= lo) & (tc <= (hi if hi is not None else tc.max())) for k, (lo, hi)
-                     in COUNT_SLICES.items()} | {"all": np.ones(len(tc), bool)}
+            bins = popularity_slices(tc, PopularityBins(COUNT_EDGES)).values()
+            masks = dict(zip(COUNT_SLICES, bins, strict=True)) | {"all": np.ones(len(tc), bool)}
             for k, m in masks.items():
                 users[k] += int(m.sum())
-            for r in rows:
-                keys = [k for k in ranks if k == f"{n}/{r}" or re.fullmatch(re.escape(f"{n}/{r}") + r"#seed\d+", k)]
+            for r in rows:  # row, row#seed1, ... (seed_summary's convention)
+                keys = [k for k in ranks if k.partition("#seed")[0] == f"{n}/{r}"]
                 runs[r] += len(keys)
                 for k in keys:
-                    rk = ranks[k]
-                    g = np.where(rk <= 10, 1.0 / np.log2(rk + 1.0), 0.0)
+                    g = per_user_ndcg(ranks[k], 10)
                     for sl, m in masks.items():
                         gains[r].setdefault(sl, []).append(g[m])
         result[group] = {"targets": members, "users_per_slice": users, "rows": {
