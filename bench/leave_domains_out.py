@@ -45,6 +45,9 @@ Protocol (ours; selection on validation only, test reported once per row):
   learned logit per within-domain popularity bucket of each item, from training counts): on
   `pretrain` the run is named `...-pop<N>`; on `target` it applies to the scratch rows (keys
   `scratch~pop<N>`); fine-tuning and zero-shot from such a checkpoint use it by themselves.
+- `--patience N` sets the early-stopping patience of the scratch and fine-tune rows (keys get
+  `~p<N>`; the default 3 stops some from-scratch runs after their first epoch on small
+  targets, while SASRec gets 10), with `--epochs` the most epochs.
 - `--lr` sets the learning rate of the scratch and fine-tune rows (keys get `~lr<value>`), so the
   rate can be chosen on validation for each family alike.
 
@@ -135,6 +138,8 @@ ROW_LABELS = {
 }
 NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+text", "zs+text")
 ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
+DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
+DEFAULT_SASREC_EPOCHS = 80
 TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
 
 
@@ -426,7 +431,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                        progress=_progress(row)).fit(split)
         r = model.result.phases[0]
         info = {"epochs": r.epochs_run, "best_epoch": r.best_epoch, "valid_ndcg@10": r.best_metric,
-                "settings": "hidden 64, dropout 0.7, lr 1e-3, batch 2048, patience 10"}
+                "settings": f"hidden 64, dropout 0.7, lr 1e-3, batch 2048, patience 10, "
+                            f"at most {args.sasrec_epochs} epochs"}
         m, ranks = evaluate(model, split, "test")
         model.save(row_dir(row))  # for sasrec+flows
     elif row.endswith("+flows"):
@@ -487,6 +493,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                                progress=_progress(row))
         prov = fields["provenance"]
         info = {"epochs": prov["epochs_run"][0], "best_epoch": prov["best_epoch"][0],
+                "max_epochs": args.epochs, "patience": args.patience,
                 "valid_ndcg@10": prov["best_valid"][0],
                 "median_epoch_train_seconds": round(float(np.median(
                     [r["train_seconds"] for r in prov["history"]])), 2)}
@@ -522,6 +529,9 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
             + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in ("scratch", "scratch+text") else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")
+            + (f"~p{args.patience}" if args.patience != DEFAULT_PATIENCE and trained else "")
+            + (f"~e{args.sasrec_epochs}" if args.sasrec_epochs != DEFAULT_SASREC_EPOCHS
+               and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + (f"#seed{args.seed}" if args.seed else ""))
@@ -975,8 +985,12 @@ def main() -> None:
         t.add_argument("--checkpoint", default=None)
         t.add_argument("--tag", default=None)
         t.add_argument("--epochs", type=int, default=25)
-        t.add_argument("--patience", type=int, default=3)
-        t.add_argument("--sasrec-epochs", type=int, default=80)
+        t.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
+                       help="early-stopping patience (epochs without a better validation NDCG@10) of "
+                            f"the scratch / fine-tune rows; other than {DEFAULT_PATIENCE}, keys get ~p<N>")
+        t.add_argument("--sasrec-epochs", type=int, default=DEFAULT_SASREC_EPOCHS,
+                       help=f"most epochs of the SASRec row (patience 10); other than "
+                            f"{DEFAULT_SASREC_EPOCHS}, keys get ~e<N>")
         t.add_argument("--resume", action="store_true")
         t.add_argument("--lr", type=float, default=None,
                        help="learning rate of the scratch / fine-tune rows (default: FinetuneConfig's "
