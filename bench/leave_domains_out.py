@@ -476,7 +476,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
     else:
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
-        lr = {} if args.lr is None else {"lr": args.lr}
+        # explicit, so a key without ~lr keeps meaning 2e-3 (FinetuneConfig's lr None now picks
+        # 5e-4 for fine-tuning)
+        lr: dict[str, Any] = {"lr": 2e-3 if args.lr is None else args.lr}
         if args.text_skip:
             lr["text_skip"] = True
         arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, pop_buckets=args.pop_buckets,
@@ -993,8 +995,8 @@ def main() -> None:
                             f"{DEFAULT_SASREC_EPOCHS}, keys get ~e<N>")
         t.add_argument("--resume", action="store_true")
         t.add_argument("--lr", type=float, default=None,
-                       help="learning rate of the scratch / fine-tune rows (default: FinetuneConfig's "
-                            "2e-3); keys and work folders get ~lr<value>")
+                       help="learning rate of the scratch / fine-tune rows (default 2e-3, the "
+                            "rows' original rate); keys and work folders get ~lr<value>")
         t.add_argument("--text-skip", action="store_true",
                        help="scratch / fine-tune rows with the text-similarity path "
                             "(TransferConfig.text_skip; a checkpoint without it gets a fresh one); keys ~skip")

@@ -131,6 +131,27 @@ def test_finetune_resume_continues(world, pretrained, tmp_path):
     assert [r["epoch"] for r in fields["provenance"]["history"]] == [1, 2, 3, 4]
 
 
+def test_default_learning_rate_depends_on_the_start(world, pretrained, tmp_path):
+    """lr None: 5e-4 when fine-tuning a checkpoint, 2e-3 from scratch; an explicit lr wins; the
+    manifest and the trainer's phase record the rate actually used."""
+    from shiftrec.models.transfer_fit import FINETUNE_LR, SCRATCH_LR
+
+    assert (FINETUNE_LR, SCRATCH_LR) == (5e-4, 2e-3)
+    d = FinetuneConfig()
+    assert d.lr is None and d.patience == 10 and d.epochs == 100
+    assert d.learning_rate(True) == 5e-4 and d.learning_rate(False) == 2e-3
+    assert FinetuneConfig(lr=1e-3).learning_rate(True) == 1e-3
+    assert d.train_config(50, pretrained=True).phases[0].lr == 5e-4
+    assert d.train_config(50).phases[0].lr == 2e-3
+    _, (split, text) = world
+    cfg = FinetuneConfig(epochs=1, batch_size=64, patience=0, threads=1)
+    _, ft = finetune(pretrained, split, text, "fake-enc", cfg, tmp_path / "ft")
+    _, sc = finetune(None, split, text, "fake-enc", cfg, tmp_path / "sc")
+    assert ft["finetune_config"]["lr"] == 5e-4 and sc["finetune_config"]["lr"] == 2e-3
+    man = json.loads((tmp_path / "ft" / "manifest.json").read_text())
+    assert man["finetune_config"]["lr"] == 5e-4
+
+
 def test_wrong_encoder_and_empty_target(world, pretrained):
     _, (split, text) = world
     with pytest.raises(ArtifactError, match="fake-enc.*minilm|minilm.*fake-enc"):

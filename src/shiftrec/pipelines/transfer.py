@@ -295,7 +295,8 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
                           "one (text_skip on, or a checkpoint saved with a text path): use one of them")
     net.objective = Objective.FULL_CE
     batches = causal_batches(split.train, net.cfg.max_len, cfg.stride)
-    tcfg = cfg.train_config(net.cfg.max_len, "finetune", freeze_prefixes(cfg.freeze))
+    tcfg = cfg.train_config(net.cfg.max_len, "finetune", freeze_prefixes(cfg.freeze),
+                            pretrained=checkpoint is not None)
     t0 = time.perf_counter()
     ckpt = Path(out_dir) / "trainer" if out_dir is not None else None
     result = train(net, tcfg, batches, split.valid, checkpoint_dir=ckpt, resume=resume,
@@ -305,7 +306,9 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     meta = {"name": data_name or split.name, "users": len(split.user_ids), "items": split.n_items,
             "fingerprint": split.meta.get("fingerprint")}
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
-              "finetune_config": to_dict(cfg), **base,
+              # the learning rate actually used (None in the config picks one by the start)
+              "finetune_config": {**to_dict(cfg), "lr": cfg.learning_rate(checkpoint is not None)},
+              **base,
               "data_fingerprints": {meta["name"]: meta["fingerprint"]},
               "data_fingerprint": meta["fingerprint"],
               "item_keys_hash": item_keys_hash(split),
