@@ -87,7 +87,7 @@ def test_train_transfer_models_need_item_text_then_train(tmp_path):
         assert man["mode"] == ("inductive" if name == "transfer" else "transductive")
         tc = man["train_config"]
         assert tc["seed"] == 3 and tc["phases"][0]["epochs"] == 2 and tc["threads"] == 1
-        assert tc["phases"][0]["lr"] == 0.01 and tc["phases"][0]["patience"] == 3  # kept
+        assert tc["phases"][0]["lr"] == 0.01 and tc["phases"][0]["patience"] == 10  # kept
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["per_user"]["n_users"] == 30 and (out / "metrics.ranks.npz").exists()
         assert load_model(out).name == name
