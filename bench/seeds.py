@@ -105,8 +105,8 @@ def command(row: str, seed: int | None, work: Path, args: argparse.Namespace) ->
         return [CLI, "train", "scientific", "--model", "sasrec", "--config", str(work / "sasrec.yaml"),
                 "--seed", str(seed), "--threads", "1", "-o", out]
     if row == "ft-ind":
-        # the checkpoint behind the recorded table (the package's default changed since)
-        # and the recipe that was finetune's default then, pinned (the defaults changed since)
+        # the checkpoint and the recipe behind the recorded table, pinned (the package's default
+        # checkpoint and finetune's defaults changed since)
         return [CLI, "finetune", "scientific", "--checkpoint", "amazon-minilm", "--mode", "inductive",
                 "--epochs", "25", "--lr", "0.002", "--patience", "3", "--seed", str(seed),
                 "--threads", "1", "--cache-dir", str(args.cache_dir), "-o", out]
