@@ -163,25 +163,19 @@ def encoder_tag() -> str:
 TARGET_RE = r"([a-z]+)(-cat)?(?:-u(\d+)(?:-s(\d+))?)?"
 
 
-def target_spec(key: str) -> tuple[str, int, int]:
-    """(dataset, users sampled, sample seed) of a target key: a name of TARGETS, or
+def target_spec(key: str) -> tuple[str, int, int, bool]:
+    """(dataset, users sampled, sample seed, whole catalogue) of a target key: a name of TARGETS, or
     `<name>-u<N>[-s<S>]`: a seeded sample of N users of that target (the smaller-shop curve),
     drawn with sample seed S (default 0; other seeds draw other shops of the same size).
     `<name>-cat-u<N>[-s<S>]` is the same users with the whole catalogue kept in the item map
-    (whole_catalogue)."""
+    (make_source(whole_catalogue=True))."""
     m = re.fullmatch(TARGET_RE, key)
     if m is None or m.group(1) not in TARGETS or (m.group(2) and not m.group(3)):
         raise argparse.ArgumentTypeError(
             f"unknown target '{key}'; valid: {', '.join(TARGETS)}, or <target>[-cat]-u<users>[-s<sample seed>] "
             "(e.g. toys-u1000, toys-u1000-s1, toys-cat-u1000)")
     ds_name, users, seed = TARGETS[m.group(1)]
-    return ds_name, int(m.group(3) or users), int(m.group(4) or seed)
-
-
-def whole_catalogue(key: str) -> bool:
-    """Whether a target key keeps the whole catalogue (`<name>-cat-u<N>...`)."""
-    m = re.fullmatch(TARGET_RE, key)
-    return bool(m and m.group(2))
+    return ds_name, int(m.group(3) or users), int(m.group(4) or seed), bool(m.group(2))
 
 
 def target_key(key: str) -> str:
@@ -387,16 +381,16 @@ def cmd_sources_textsim(args: argparse.Namespace) -> None:
 def target_source(name: str) -> Any:
     from shiftrec.pipelines.transfer import load_dataset, make_source
 
-    ds_name, users, seed = target_spec(name)
+    ds_name, users, seed, whole = target_spec(name)
     return make_source(load_dataset(ds_name), ENCODER, name=name, max_users=users, seed=seed,
-                       whole_catalogue=whole_catalogue(name),
-                       cache_dir=CACHE)
+                       whole_catalogue=whole, cache_dir=CACHE)
 
 
 def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row_dir: Any
             ) -> tuple[dict[str, Any], np.ndarray]:
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.models.transfer import Freeze, Mode, TransferConfig
+    from shiftrec.models.transfer_fit import SCRATCH_LR
     from shiftrec.pipelines.transfer import FinetuneConfig, evaluate_net, finetune, zero_shot
 
     split, text = src.split, src.text
@@ -476,9 +470,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
     else:
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
-        # explicit, so a key without ~lr keeps meaning 2e-3 (FinetuneConfig's lr None now picks
-        # 5e-4 for fine-tuning)
-        lr: dict[str, Any] = {"lr": 2e-3 if args.lr is None else args.lr}
+        # explicit, so a key without ~lr keeps meaning 2e-3 for fine-tuning too (FinetuneConfig's
+        # lr None now picks FINETUNE_LR there)
+        lr: dict[str, Any] = {"lr": SCRATCH_LR if args.lr is None else args.lr}
         if args.text_skip:
             lr["text_skip"] = True
         arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, pop_buckets=args.pop_buckets,
@@ -576,7 +570,7 @@ def cmd_target(args: argparse.Namespace) -> None:
 
         def upd(data: dict[str, Any], key: str = key, res: dict = res) -> None:
             tg = data.setdefault("targets", {}).setdefault(name, {})
-            tg["dataset"], tg["users_sampled"], tg["sample_seed"] = target_spec(name)
+            tg["dataset"], tg["users_sampled"], tg["sample_seed"], _ = target_spec(name)
             tg["users"] = len(src.split.user_ids)
             tg["items"] = src.split.n_items
             tg["train_interactions"] = int(src.split.train.indptr[-1])

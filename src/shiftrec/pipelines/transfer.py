@@ -307,7 +307,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
             "fingerprint": split.meta.get("fingerprint")}
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
               # the learning rate actually used (None in the config picks one by the start)
-              "finetune_config": {**to_dict(cfg), "lr": cfg.learning_rate(checkpoint is not None)},
+              "finetune_config": {**to_dict(cfg), "lr": tcfg.phases[0].lr},
               **base,
               "data_fingerprints": {meta["name"]: meta["fingerprint"]},
               "data_fingerprint": meta["fingerprint"],
