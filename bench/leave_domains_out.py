@@ -21,7 +21,8 @@ Protocol (ours; selection on validation only, test reported once per row):
   recency-weighted text profile, decay chosen on validation), sasrec (IDs, hidden 64), scratch (the text model from scratch,
   inductive), zs (zero-shot), ft (full fine-tune, inductive), ft-adaptor (adaptor only), ft-seq
   (the adaptor frozen, the transformer trained), ft-trans (transductive: text + a fresh item-ID
-  table). Early stopping on validation NDCG@10.
+  table), scratch-trans (the same transductive model from scratch: ft-trans's baseline). Early
+  stopping on validation NDCG@10.
 - Each row stores its per-user test ranks; paired t-tests (and bootstrap CIs) over users compare
   rows, overall and on the cold slice (target item with <= 5 training interactions).
 - Smaller shops: `<t>-u<N>[-s<S>]` is a seeded sample of N users of target t (sample seed S,
@@ -123,6 +124,7 @@ ROW_LABELS = {
     "itemknn": "item-kNN (item-to-item transitions)",
     "sasrec": "SASRec (IDs, hidden 64)",
     "scratch": "text model from scratch (inductive)",
+    "scratch-trans": "text model from scratch with item IDs (transductive)",
     "zs": "text model zero-shot (pretrained, no target training)",
     "textsim": "text similarity, no training (TextSim: cosine with the recency-weighted history text)",
     "ft": "text model pretrained + full fine-tune (inductive)",
@@ -140,7 +142,7 @@ NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+te
 ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
 DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
 DEFAULT_SASREC_EPOCHS = 80
-TRAINED_TEXT_ROWS = ("scratch", "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
+TRAINED_TEXT_ROWS = ("scratch", "scratch-trans", "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
 
 
 def set_encoder(spec: str) -> None:
@@ -451,9 +453,11 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         from shiftrec.pipelines.transfer import select_text_path
 
         base = row.removesuffix("+text")
-        if base == "zs":
+        if base == "zs":  # the same net as `shiftrec evaluate --zero-shot --text-path`
+            from shiftrec.pipelines.transfer import zero_shot_net
+
             assert ckpt is not None
-            net, _ = load_checkpoint(ckpt, np.asarray(text, np.float32), encoder=ENCODER)
+            net = zero_shot_net(ckpt, split, text, ENCODER)
         else:
             if not (row_dir(base) / "manifest.json").exists():
                 sys.exit(f"run row {base} first (no saved model in {row_dir(base)})")
@@ -468,7 +472,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads)[0]["ndcg@10"]
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
     else:
-        mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
+        mode = Mode.TRANSDUCTIVE if row in ("ft-trans", "scratch-trans") else Mode.INDUCTIVE
         freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
         # explicit, so a key without ~lr keeps meaning 2e-3 for fine-tuning too (FinetuneConfig's
         # lr None now picks FINETUNE_LR there)
@@ -483,7 +487,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                              seed=args.seed, threads=args.threads, **lr, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
                              adaptor_dropout=arch.adaptor_dropout)
-        start = None if row == "scratch" else ckpt
+        start = None if row.startswith("scratch") else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
                                progress=_progress(row))
@@ -521,8 +525,9 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     that row depends on (checkpoint tag, width, learning rate, text path, seed)."""
     trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
-            + (f"~h{args.hidden}" if args.hidden != 128 and row == "scratch" else "")
-            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in ("scratch", "scratch+text") else "")
+            + (f"~h{args.hidden}" if args.hidden != 128 and row in ("scratch", "scratch-trans") else "")
+            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in ("scratch", "scratch-trans", "scratch+text")
+               else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")
             + (f"~p{args.patience}" if args.patience != DEFAULT_PATIENCE and trained else "")

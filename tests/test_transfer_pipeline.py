@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("torch")
 
 from shiftrec.data.splits import leave_one_out  # noqa: E402
-from shiftrec.errors import ArtifactError, InputError  # noqa: E402
+from shiftrec.errors import ArtifactError, ConfigError, InputError  # noqa: E402
 from shiftrec.models.transfer import Freeze, Mode, Objective, TransferConfig  # noqa: E402
 from shiftrec.pipelines.transfer import (  # noqa: E402
     FinetuneConfig,
@@ -187,7 +187,6 @@ def _cli():
 def test_cli_unknown_dataset_lists_valid_ones(tmp_path):
     from typer.testing import CliRunner
 
-    from shiftrec.errors import ConfigError
 
     res = CliRunner().invoke(_cli(), ["pretrain", "no-such-data", "-o", str(tmp_path / "x")])
     assert res.exit_code != 0
@@ -199,7 +198,6 @@ def test_cli_unknown_dataset_lists_valid_ones(tmp_path):
 def test_cli_finetune_rejects_bad_mode(tmp_path, pretrained):
     from typer.testing import CliRunner
 
-    from shiftrec.errors import ConfigError
 
     res = CliRunner().invoke(_cli(), ["finetune", "scientific", "--checkpoint", str(pretrained),
                                       "--mode", "sideways", "-o", str(tmp_path / "f")])
@@ -249,6 +247,21 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     zs = json.loads((tmp_path / "zs.json").read_text())
     assert "ndcg@10" in zs and zs["split"] == "test" and zs["per_user"]["file"] == "zs.ranks.npz"
     assert (tmp_path / "zs.ranks.npz").exists()
+    # --text-path with --zero-shot: two numbers chosen on validation, recorded, nothing trained
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--zero-shot", "--text-path", "-o", str(tmp_path / "zst.json"),
+                            "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    zst = json.loads((tmp_path / "zst.json").read_text())
+    tp = zst["text_path"]
+    assert f"text path: weight {tp['weight']:g}" in r.output and "zero-shot + text path test" in r.output
+    assert tp["valid_ndcg@10"] >= tp["valid_ndcg@10_without"]
+    if tp["weight"] == 0:  # no path chosen: the zero-shot scores themselves
+        assert zst["ndcg@10"] == pytest.approx(zs["ndcg@10"])
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--text-path", "--cache-dir", cache])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError)
+    assert "--text-path goes with --zero-shot" in str(r.exception)
     ft = tmp_path / "ft.yaml"
     ft.write_text("batch_size: 64\nthreads: 1\npatience: 0\n")
     r = run.invoke(_cli(), ["finetune", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),

@@ -148,8 +148,7 @@ def finetune_cmd(
                            progress=epoch_printer(con), data_name=src.name)
     tp = fields.get("text_path")
     if tp is not None:
-        con.print(f"text path: weight {tp['weight']:g}" + (f", decay {tp['decay']:g}" if tp["decay"] else " (none)")
-                  + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}")
+        con.print(_text_path_line(tp))
     metrics, ranks = evaluate_net(net, src.split, "test", threads=cfg.threads)
     _write_metrics(out / "metrics.json", metrics, out, src, ranks, "test")
     con.print(_fmt(metrics))
@@ -159,6 +158,7 @@ def evaluate_cmd(
     target: Annotated[str, typer.Argument(help=f"to evaluate on: {TARGET_HELP}", metavar="SPLIT_OR_DATASET")],
     checkpoint: Annotated[str | None, typer.Option(help="checkpoint folder or shipped name (default: the shipped one)")] = None,
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="score the target's items from text only (unseen domain)")] = False,
+    text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
     encoder: Annotated[str | None, typer.Option(help="text encoder (default: the checkpoint's)")] = None,
@@ -171,7 +171,7 @@ def evaluate_cmd(
     pretrained model on a domain it never saw. A transductive checkpoint is refused on a
     target with another item map (its item-map fingerprint differs) unless --zero-shot.
 
-    Example: shiftrec evaluate amazon-toys --zero-shot
+    Example: shiftrec evaluate amazon-toys --zero-shot --text-path
     """
     from shiftrec.errors import ArtifactError, ConfigError
     from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest, train_item_counts
@@ -179,20 +179,29 @@ def evaluate_cmd(
         evaluate_net,
         item_keys_hash,
         open_target,
+        select_text_path,
         target_source,
+        zero_shot_net,
     )
-    from shiftrec.pipelines.transfer import zero_shot as run_zero_shot
 
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = auto), got {threads}")
+    if text_path and not zero_shot:
+        raise ConfigError("--text-path goes with --zero-shot (a fine-tuned model gets its text "
+                          "path at training time: shiftrec finetune --text-path)")
     con = _console()
     ck = _checkpoint(checkpoint)
     man = read_manifest(ck)
     enc = encoder or man["encoder"]
     tgt = open_target(target, data_root, max_len=int(man["dims"]["max_len"]))
     src = target_source(tgt, enc, item_text=item_text, cache_dir=cache_dir)
+    tp: dict[str, Any] | None = None
     if zero_shot:
-        metrics, ranks = run_zero_shot(ck, src.split, src.text, enc, which, threads=threads)
+        net = zero_shot_net(ck, src.split, src.text, enc)
+        if text_path:
+            tp = select_text_path(net, src.split, threads=threads)
+            con.print(_text_path_line(tp))
+        metrics, ranks = evaluate_net(net, src.split, which, threads=threads)
     else:
         mine, theirs = man.get("item_keys_hash"), item_keys_hash(src.split)
         if man.get("mode") == Mode.TRANSDUCTIVE and mine not in (None, theirs):
@@ -203,8 +212,14 @@ def evaluate_cmd(
         net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads)
     if out is not None:
-        _write_metrics(out, metrics, ck, src, ranks, which)
-    con.print(f"{'zero-shot ' if zero_shot else ''}{which} on {src.name}: {_fmt(metrics)}")
+        _write_metrics(out, metrics, ck, src, ranks, which,
+                       **({} if tp is None else {"text_path": {k: v for k, v in tp.items() if k != "grid"}}))
+    con.print(f"{'zero-shot ' if zero_shot else ''}{'+ text path ' if tp else ''}{which} on {src.name}: {_fmt(metrics)}")
+
+
+def _text_path_line(tp: dict[str, Any]) -> str:
+    return (f"text path: weight {tp['weight']:g}" + (f", decay {tp['decay']:g}" if tp["decay"] else " (none)")
+            + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}")
 
 
 def _fmt(m: dict[str, float]) -> str:
@@ -212,7 +227,7 @@ def _fmt(m: dict[str, float]) -> str:
 
 
 def _write_metrics(path: Path, metrics: dict[str, float], ck: Path, src: Any, ranks: Any,
-                   which: str) -> None:
+                   which: str, **extra: Any) -> None:
     from shiftrec.evaluate.ranking import UserRanks, write_metrics
     from shiftrec.manifest import read_json
 
@@ -220,7 +235,7 @@ def _write_metrics(path: Path, metrics: dict[str, float], ck: Path, src: Any, ra
     if man is not None:
         man.pop("provenance", None)
     write_metrics(path, metrics, man, {"name": src.name, **src.split.meta},
-                  per_user=UserRanks.of(src.split, which, ranks))
+                  per_user=UserRanks.of(src.split, which, ranks), **extra)
 
 
 def register(app: typer.Typer) -> None:

@@ -389,16 +389,23 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     return choice
 
 
-def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
-              which: str = "test", threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
-    """Evaluate a pretrained model on an unseen domain: only the item table changes (a
-    transductive checkpoint drops its ID table and scores from text alone)."""
+def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str) -> Any:
+    """A pretrained net ready to score an unseen domain: only the item table changes (a
+    transductive checkpoint drops its ID table and scores from text alone); the target's
+    training counts set the popularity feature's buckets, if it has one. Nothing is trained."""
     man = read_manifest(checkpoint)
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), checkpoint)
     net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
                              overrides={"mode": Mode.INDUCTIVE})
     net.set_item_popularity(train_item_counts(split))  # no training: counts only
-    return evaluate_net(net, split, which, threads=threads)
+    return net
+
+
+def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
+              which: str = "test", threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
+    """Evaluate a pretrained model on an unseen domain (zero_shot_net; nothing trained)."""
+    return evaluate_net(zero_shot_net(checkpoint, split, text, encoder), split, which,
+                        threads=threads)
 
 
 # --------------------------------------------------------------------------------------- data
