@@ -122,6 +122,64 @@ def test_finetune_modes_and_freeze(world, pretrained, tmp_path):
         assert man["provenance"]["data"][0]["items"] == split.n_items
 
 
+def test_finetune_mode_auto_keeps_the_better_on_validation(world, pretrained, tmp_path, monkeypatch):
+    """mode auto fine-tunes both modes, keeps the one with the higher validation NDCG@10 (the
+    inductive one on a tie), records both in the manifest and removes its candidates; an
+    interrupted run resumes from the candidate that finished."""
+    from shiftrec.models.transfer import load_checkpoint
+    from shiftrec.models.transfer_fit import FitMode
+    from shiftrec.pipelines import transfer as tp
+
+    _, (split, text) = world
+    cfg = FinetuneConfig(mode=FitMode.AUTO, epochs=2, lr=5e-3, batch_size=64, patience=0, threads=1)
+    out = tmp_path / "auto"
+    net, fields = finetune(pretrained, split, text, "fake-enc", cfg, out)
+    sel = fields["mode_selection"]
+    v = sel["valid_ndcg@10"]
+    assert set(v) == {"inductive", "transductive"}
+    want = "inductive" if v["inductive"] >= v["transductive"] else "transductive"
+    assert sel["chosen"] == want and net.cfg.mode == want
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["mode"] == want and man["mode_selection"] == sel
+    assert man["finetune_config"]["mode"] == want
+    assert not (out / tp.CANDIDATES).exists()
+    again, _ = load_checkpoint(out, strict=True)
+    m1, _ = evaluate_net(net, split, "valid")
+    m2, _ = evaluate_net(again, split, "valid")
+    assert m1["ndcg@10"] == pytest.approx(v[want]) == pytest.approx(m2["ndcg@10"])
+
+    # a tie keeps the inductive model; the run resumes past a finished candidate
+    real = tp.finetune
+    calls: list[str] = []
+
+    def fake(ck, sp, tx, enc, c, out_dir=None, **kw):
+        if c.mode == FitMode.TRANSDUCTIVE:
+            raise KeyboardInterrupt  # interrupted after the inductive candidate was saved
+        return real(ck, sp, tx, enc, c, out_dir, **kw)
+
+    monkeypatch.setattr(tp, "finetune", fake)
+    out2 = tmp_path / "auto2"
+    with pytest.raises(KeyboardInterrupt):
+        tp.finetune_either_mode(pretrained, split, text, "fake-enc", cfg, out2)
+    assert (out2 / tp.CANDIDATES / "inductive" / "manifest.json").exists()
+    with pytest.raises(ArtifactError, match="no interrupted run"):
+        tp.finetune_either_mode(pretrained, split, text, "fake-enc", cfg, tmp_path / "none", resume=True)
+
+    def fake2(ck, sp, tx, enc, c, out_dir=None, **kw):
+        calls.append(str(c.mode))
+        n, f = real(ck, sp, tx, enc, c, out_dir, **kw)
+        f["provenance"]["best_valid"] = [float(json.loads(
+            (out2 / tp.CANDIDATES / "inductive" / "manifest.json").read_text())
+            ["provenance"]["best_valid"][0])]
+        return n, f
+
+    monkeypatch.setattr(tp, "finetune", fake2)
+    calls.clear()
+    _, f2 = tp.finetune_either_mode(pretrained, split, text, "fake-enc", cfg, out2, resume=True)
+    assert calls == ["transductive"]  # the finished inductive candidate was read back, not retrained
+    assert f2["mode_selection"]["chosen"] == "inductive"  # equal validation: the inductive one
+
+
 def test_finetune_resume_continues(world, pretrained, tmp_path):
     _, (split, text) = world
     cfg = FinetuneConfig(epochs=2, lr=5e-3, batch_size=64, patience=0, threads=1)

@@ -100,7 +100,7 @@ def finetune_cmd(
     target: Annotated[str, typer.Argument(help=f"target: {TARGET_HELP}", metavar="SPLIT_OR_DATASET")],
     checkpoint: Annotated[str | None, typer.Option(help="pretrained checkpoint folder or shipped name (default: the shipped one)")] = None,
     scratch: Annotated[bool, typer.Option("--scratch", help="train from scratch instead")] = False,
-    mode: Annotated[str | None, typer.Option(help="inductive (text only) | transductive (text + ID)")] = None,
+    mode: Annotated[str | None, typer.Option(help="inductive (text only; the default) | transductive (text + item IDs) | auto (fine-tune both, keep the one better on validation: twice the time; IDs won on small catalogues with repeat purchases)")] = None,
     freeze: Annotated[str | None, typer.Option(help="none | encoder (train only the adaptor) | adaptor")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output checkpoint folder")] = Path("out/finetuned"),
     config: Annotated[Path | None, typer.Option(help="YAML overlay of FinetuneConfig (epochs, lr, batch_size, patience, seed, threads, ...)")] = None,
@@ -146,6 +146,10 @@ def finetune_cmd(
               f"({len(src.split.user_ids):,} users, {src.split.n_items:,} items)")
     net, fields = finetune(ck, src.split, src.text, enc, cfg, out, resume=resume,
                            progress=epoch_printer(con), data_name=src.name)
+    ms = fields.get("mode_selection")
+    if ms is not None:
+        con.print(f"mode auto: kept {ms['chosen']} (valid NDCG@10 "
+                  + ", ".join(f"{m} {v:.4f}" for m, v in ms["valid_ndcg@10"].items()) + ")")
     tp = fields.get("text_path")
     if tp is not None:
         con.print(_text_path_line(tp))

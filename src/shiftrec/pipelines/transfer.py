@@ -25,7 +25,7 @@ import numpy as np
 
 from shiftrec.config import to_dict
 from shiftrec.data.splits import EvalSet, Seqs, SeqSplit
-from shiftrec.errors import ConfigError, InputError
+from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.models.transfer import (
     Freeze,
     Mode,
@@ -41,6 +41,7 @@ from shiftrec.models.transfer import (
 )
 from shiftrec.models.transfer_fit import (
     FinetuneConfig,
+    FitMode,
     causal_batches,
     check_split,
     item_keys_hash,
@@ -250,7 +251,7 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
 
 
 def _overrides(cfg: FinetuneConfig) -> dict[str, Any]:
-    o: dict[str, Any] = {"mode": cfg.mode, "objective": Objective.FULL_CE}
+    o: dict[str, Any] = {"mode": Mode(cfg.mode), "objective": Objective.FULL_CE}
     for k in ("dropout", "attn_dropout", "adaptor_dropout", "temperature", "text_skip"):
         v = getattr(cfg, k)
         if v is not None:
@@ -265,12 +266,16 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     """Fine-tune `checkpoint` (None = train from scratch) on the target split with full CE.
 
     Returns (net, manifest fields incl. provenance and the training history). Writes a
-    checkpoint that carries the target item table to out_dir when given.
+    checkpoint that carries the target item table to out_dir when given. Mode `auto` fine-tunes
+    both modes and keeps the better on validation (finetune_either_mode).
     """
     import torch
 
     from shiftrec.train.trainer import train
 
+    if FitMode(cfg.mode) == FitMode.AUTO:
+        return finetune_either_mode(checkpoint, split, text, encoder, cfg, out_dir, resume=resume,
+                                    progress=progress, data_name=data_name)
     check_split(split)
     text = np.asarray(text, dtype=np.float32)
     if text.shape[0] != split.n_items + 1:
@@ -318,6 +323,55 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
     return net, fields
+
+
+CANDIDATES = "candidates"  # finetune_either_mode's working folder inside out_dir
+
+
+def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray,
+                         encoder: str, cfg: FinetuneConfig, out_dir: str | Path | None = None, *,
+                         resume: bool = False, progress: Callable[[Any], None] | None = None,
+                         data_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune inductively and transductively (each resumable in out_dir/candidates/<mode>)
+    and keep the model better on the target's validation NDCG@10; a tie keeps the inductive one
+    (it also scores items added to the catalogue later). Both validation scores go to the
+    manifest under "mode_selection"; the candidates' folder is removed once the chosen model is
+    written to out_dir."""
+    import shutil
+
+    modes = (Mode.INDUCTIVE, Mode.TRANSDUCTIVE)
+    if resume and (out_dir is None or not any((Path(out_dir) / CANDIDATES / m.value).is_dir()
+                                              for m in modes)):
+        raise ArtifactError("--resume: there is no interrupted run of mode auto to resume from "
+                            f"({CANDIDATES}/ missing); run without --resume to start from scratch",
+                            path=out_dir)
+    fits: dict[Mode, tuple[Any, dict[str, Any]]] = {}
+    for m in modes:
+        sub = None if out_dir is None else Path(out_dir) / CANDIDATES / m.value
+        if resume and sub is not None and (sub / "manifest.json").exists():  # finished before
+            net, man = load_checkpoint(sub, strict=True)
+            fits[m] = (net, {k: v for k, v in man.items() if k in _FIT_FIELDS})
+            continue
+        again = resume and sub is not None and (sub / "trainer" / "checkpoint.json").exists()
+        fits[m] = finetune(checkpoint, split, text, encoder, replace(cfg, mode=FitMode(m.value)),
+                           sub, resume=again, progress=progress, data_name=data_name)
+    # the validation NDCG@10 of each model as saved (with its text path, when one was chosen)
+    valid = {m: float(f[1].get("text_path", {}).get("valid_ndcg@10",
+                                                    f[1]["provenance"]["best_valid"][0]))
+             for m, f in fits.items()}
+    chosen = max(valid, key=lambda m: (valid[m], m == Mode.INDUCTIVE))
+    net, fields = fits[chosen]
+    fields = {**fields, "mode_selection": {"chosen": chosen.value, "metric": "valid ndcg@10",
+                                           "valid_ndcg@10": {m.value: v for m, v in valid.items()}}}
+    if out_dir is not None:
+        save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
+        shutil.rmtree(Path(out_dir) / CANDIDATES, ignore_errors=True)
+    return net, fields
+
+
+# the manifest fields that finetune() returns (a finished candidate is read back from them)
+_FIT_FIELDS = ("stage", "finetune_config", "pretrained_from", "pretrained_provenance",
+               "data_fingerprints", "data_fingerprint", "item_keys_hash", "provenance", "text_path")
 
 
 # --------------------------------------------------------------------------------------- evaluate
