@@ -100,7 +100,7 @@ def finetune_cmd(
     target: Annotated[str, typer.Argument(help=f"target: {TARGET_HELP}", metavar="SPLIT_OR_DATASET")],
     checkpoint: Annotated[str | None, typer.Option(help="pretrained checkpoint folder or shipped name (default: the shipped one)")] = None,
     scratch: Annotated[bool, typer.Option("--scratch", help="train from scratch instead")] = False,
-    mode: Annotated[str | None, typer.Option(help="inductive (text only; the default) | transductive (text + item IDs) | auto (fine-tune both, keep the one better on validation: twice the time; IDs won on small catalogues with repeat purchases)")] = None,
+    mode: Annotated[str | None, typer.Option(help="inductive (text only; the default) | transductive (text + item IDs) | auto (fine-tune both, keep the one better on validation: twice the time; IDs won on shops of ~150 items and lost where most test items were rarely bought)")] = None,
     freeze: Annotated[str | None, typer.Option(help="none | encoder (train only the adaptor) | adaptor")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output checkpoint folder")] = Path("out/finetuned"),
     config: Annotated[Path | None, typer.Option(help="YAML overlay of FinetuneConfig (epochs, lr, batch_size, patience, seed, threads, ...)")] = None,
@@ -123,7 +123,7 @@ def finetune_cmd(
     validation splits of shops the checkpoint never saw, giving training from scratch the same
     room to converge.
 
-    Example: shiftrec finetune scientific --mode transductive -o out/sci
+    Example: shiftrec finetune scientific --mode auto -o out/sci
     """
     from shiftrec.models.transfer import read_manifest
     from shiftrec.pipelines.transfer import (
