@@ -142,7 +142,8 @@ NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+te
 ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
 DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
 DEFAULT_SASREC_EPOCHS = 80
-TRAINED_TEXT_ROWS = ("scratch", "scratch-trans", "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
+SCRATCH_ROWS = ("scratch", "scratch-trans")  # the text model trained without a checkpoint
+TRAINED_TEXT_ROWS = (*SCRATCH_ROWS, "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
 
 
 def set_encoder(spec: str) -> None:
@@ -487,7 +488,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                              seed=args.seed, threads=args.threads, **lr, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
                              adaptor_dropout=arch.adaptor_dropout)
-        start = None if row.startswith("scratch") else ckpt
+        start = None if row in SCRATCH_ROWS else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
                                progress=_progress(row))
@@ -525,8 +526,8 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     that row depends on (checkpoint tag, width, learning rate, text path, seed)."""
     trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
-            + (f"~h{args.hidden}" if args.hidden != 128 and row in ("scratch", "scratch-trans") else "")
-            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in ("scratch", "scratch-trans", "scratch+text")
+            + (f"~h{args.hidden}" if args.hidden != 128 and row in SCRATCH_ROWS else "")
+            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in (*SCRATCH_ROWS, "scratch+text")
                else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")

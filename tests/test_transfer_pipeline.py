@@ -143,6 +143,9 @@ def test_finetune_mode_auto_keeps_the_better_on_validation(world, pretrained, tm
     assert man["mode"] == want and man["mode_selection"] == sel
     assert man["finetune_config"]["mode"] == want
     assert not (out / tp.CANDIDATES).exists()
+    # a finished candidate is read back through _FIT_FIELDS: it must name every field finetune returns
+    _, one = finetune(pretrained, split, text, "fake-enc", replace(cfg, mode=FitMode.INDUCTIVE, epochs=1))
+    assert set(one) <= set(tp._FIT_FIELDS)
     again, _ = load_checkpoint(out, strict=True)
     m1, _ = evaluate_net(net, split, "valid")
     m2, _ = evaluate_net(again, split, "valid")

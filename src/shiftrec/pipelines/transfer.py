@@ -335,10 +335,8 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
     """Fine-tune inductively and transductively (each resumable in out_dir/candidates/<mode>)
     and keep the model better on the target's validation NDCG@10; a tie keeps the inductive one
     (it also scores items added to the catalogue later). Both validation scores go to the
-    manifest under "mode_selection"; the candidates' folder is removed once the chosen model is
-    written to out_dir."""
-    import shutil
-
+    manifest under "mode_selection"; writing the chosen model to out_dir replaces the folder,
+    candidates included (models.artifact.save_model_folder keeps only trainer/)."""
     modes = (Mode.INDUCTIVE, Mode.TRANSDUCTIVE)
     if resume and (out_dir is None or not any((Path(out_dir) / CANDIDATES / m.value).is_dir()
                                               for m in modes)):
@@ -365,7 +363,6 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
                                            "valid_ndcg@10": {m.value: v for m, v in valid.items()}}}
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
-        shutil.rmtree(Path(out_dir) / CANDIDATES, ignore_errors=True)
     return net, fields
 
 
