@@ -397,27 +397,32 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
     from shiftrec.pipelines.transfer import FinetuneConfig, evaluate_net, finetune, zero_shot
 
     split, text = src.split, src.text
+    ex = bool(args.exclude_seen)  # rank among the items outside each user's history (~unseen)
     info: dict[str, Any] = {}
-    if row == "pop":
+    if row in ("pop", "itemknn"):
+        from shiftrec.models.itemknn import ItemKNN
         from shiftrec.models.popularity import Popularity
 
-        model = Popularity().fit(split)
-        m, ranks = evaluate(model, split, "test")
-        info["valid_ndcg@10"] = evaluate(model, split, "valid")[0]["ndcg@10"]
-    elif row == "itemknn":
-        from shiftrec.models.itemknn import ItemKNN
-
-        model = ItemKNN().fit(split)
-        m, ranks = evaluate(model, split, "test")
-        info["valid_ndcg@10"] = evaluate(model, split, "valid")[0]["ndcg@10"]
+        model = (Popularity() if row == "pop" else ItemKNN()).fit(split)
+        m, ranks = evaluate(model, split, "test", exclude_history=ex)
+        info["valid_ndcg@10"] = evaluate(model, split, "valid", exclude_history=ex)[0]["ndcg@10"]
     elif row == "textsim":
         from shiftrec.models.textsim import TextSim
 
         model = TextSim(text, ENCODER).fit(split)  # no training; the decay chosen on validation
-        m, ranks = evaluate(model, split, "test")
+        if ex:  # choose the decay the way the rows are ranked
+            sel = {}
+            for d in model.config.select_decay:
+                model.decay = float(d)
+                sel[f"{d:g}"] = evaluate(model, split, "valid", exclude_history=True,
+                                         max_len=model.config.max_history)[0]["ndcg@10"]
+            model.decay = float(max(model.config.select_decay, key=lambda d: sel[f"{d:g}"]))
+            model.selection = sel
+        m, ranks = evaluate(model, split, "test", exclude_history=ex)
         info = {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
                 "valid_by_decay": model.selection}
-        model.save(row_dir(row))  # for textsim+flows
+        if not ex:
+            model.save(row_dir(row))  # for textsim+flows
     elif row == "sasrec":
         from shiftrec.models.sasrec import SASRec, SASRecConfig
         from shiftrec.train.trainer import Phase, TrainConfig
@@ -430,8 +435,14 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         info = {"epochs": r.epochs_run, "best_epoch": r.best_epoch, "valid_ndcg@10": r.best_metric,
                 "settings": f"hidden 64, dropout 0.7, lr 1e-3, batch 2048, patience 10, "
                             f"at most {args.sasrec_epochs} epochs"}
-        m, ranks = evaluate(model, split, "test")
-        model.save(row_dir(row))  # for sasrec+flows
+        m, ranks = evaluate(model, split, "test", exclude_history=ex)
+        if ex:
+            info["valid_ndcg@10"] = evaluate(model, split, "valid", exclude_history=True)[0]["ndcg@10"]
+        else:
+            model.save(row_dir(row))  # for sasrec+flows
+    elif row.endswith("+flows") and ex:
+        sys.exit(f"row {row}: --exclude-seen is not offered for the +flows rows (their weights are "
+                 "chosen ranking every item)")
     elif row.endswith("+flows"):
         # the saved model of the base row fused with item-to-item flows counted on the target's
         # training sequences; the flow weight is chosen on validation NDCG@10 (grid grows while
@@ -463,15 +474,25 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
             if not (row_dir(base) / "manifest.json").exists():
                 sys.exit(f"run row {base} first (no saved model in {row_dir(base)})")
             net, _ = load_checkpoint(row_dir(base), strict=True)
-        choice = select_text_path(net, split, threads=args.threads)
-        m, ranks = evaluate_net(net, split, "test", threads=args.threads)
+        choice = select_text_path(net, split, threads=args.threads, exclude_seen=ex)
+        m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=ex)
         info = {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice,
                 "base": base if base == "zs" else str(row_dir(base).relative_to(ROOT))}
     elif row == "zs":
         assert ckpt is not None
-        m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads)
-        info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads)[0]["ndcg@10"]
+        m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads, exclude_seen=ex)
+        info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads,
+                                          exclude_seen=ex)[0]["ndcg@10"]
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
+    elif ex and (row_dir(row) / "manifest.json").exists():
+        # the row's model trained without --exclude-seen (the training is the same): rank again
+        from shiftrec.models.transfer import load_checkpoint
+
+        net, _ = load_checkpoint(row_dir(row), strict=True)
+        m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=True)
+        info = {"valid_ndcg@10": evaluate_net(net, split, "valid", threads=args.threads,
+                                              exclude_seen=True)[0]["ndcg@10"],
+                "model": str(row_dir(row).relative_to(ROOT))}
     else:
         mode = Mode.TRANSDUCTIVE if row in ("ft-trans", "scratch-trans") else Mode.INDUCTIVE
         freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
@@ -500,7 +521,10 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                     [r["train_seconds"] for r in prov["history"]])), 2)}
         if start is not None:
             info["pretrained_from"] = str(Path(start).relative_to(ROOT))
-        m, ranks = evaluate_net(net, split, "test", threads=args.threads)
+        m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=ex)
+        if ex:  # early stopping ranked every item; the reported validation ranks like the test
+            info["valid_ndcg@10"] = evaluate_net(net, split, "valid", threads=args.threads,
+                                                 exclude_seen=True)[0]["ndcg@10"]
     return {**info, "test": {k: float(m[k]) for k in KEYS}}, np.asarray(ranks)
 
 
@@ -536,6 +560,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
             + (encoder_tag() if row not in ID_ROWS else "")
+            + ("~unseen" if getattr(args, "exclude_seen", False) else "")
             + (f"#seed{args.seed}" if args.seed else ""))
 
 
@@ -552,8 +577,9 @@ def cmd_target(args: argparse.Namespace) -> None:
     tag = args.tag or (ckpt.name if ckpt else "")
 
     def row_dir(row: str) -> Path:
-        """A row's work folder (its saved model; where +flows / +text rows find their base)."""
-        return WORK / "targets" / row_key(name, row, tag, args)
+        """A row's work folder (its saved model; where +flows / +text rows find their base);
+        the same with and without --exclude-seen (the training does not depend on it)."""
+        return WORK / "targets" / row_key(name, row, tag, args).replace("~unseen", "")
 
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if row not in ROW_LABELS:
@@ -1008,6 +1034,11 @@ def main() -> None:
         t.add_argument("--pop-buckets", type=int, default=0,
                        help="the scratch row with the popularity feature (TransferConfig.pop_buckets; "
                             "fine-tuning keeps the checkpoint's); keys and work folders get ~pop<N>")
+        t.add_argument("--exclude-seen", action="store_true",
+                       help="rank each test (and validation) target among the items outside the "
+                            "user's history, as `shiftrec serve` recommends by default; choices made "
+                            "on validation (text path, TextSim's decay) rank the same way; trained rows "
+                            "reuse the row's saved model when there is one; keys get ~unseen")
         if name == "curve":
             t.add_argument("--run", default="A-h128")
             t.add_argument("--chunks", type=int, nargs="*", default=None)

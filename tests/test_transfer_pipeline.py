@@ -319,6 +319,23 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     assert tp["valid_ndcg@10"] >= tp["valid_ndcg@10_without"]
     if tp["weight"] == 0:  # no path chosen: the zero-shot scores themselves
         assert zst["ndcg@10"] == pytest.approx(zs["ndcg@10"])
+    assert zst["seen_items"] == "ranked" and tp["exclude_seen"] is False
+    # --exclude-seen: each target ranked among the items outside its user's history, the text
+    # path chosen the same way; never a worse rank than ranking every item
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--zero-shot", "--text-path", "--exclude-seen", "-o",
+                            str(tmp_path / "zsx.json"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    zsx = json.loads((tmp_path / "zsx.json").read_text())
+    assert zsx["seen_items"] == "excluded" and zsx["text_path"]["exclude_seen"] is True
+    assert "(seen items excluded)" in r.output
+    r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--zero-shot", "--exclude-seen", "-o", str(tmp_path / "zsx0.json"),
+                            "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    plain = np.load(tmp_path / "zs.ranks.npz")["rank"]
+    seen_out = np.load(tmp_path / "zsx0.ranks.npz")["rank"]
+    assert (seen_out <= plain).all()
     r = run.invoke(_cli(), ["evaluate", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
                             "--text-path", "--cache-dir", cache])
     assert r.exit_code != 0 and isinstance(r.exception, ConfigError)

@@ -186,3 +186,21 @@ def test_paired_values_test_on_hand_values():
     assert paired_values_test(np.ones(4), np.ones(4))["t_test_p"] == 1.0
     with pytest.raises(ValueError, match="same users"):
         paired_values_test(np.ones(3), np.ones(4))
+
+
+def test_exclude_seen_is_recorded_and_never_compared_with_ranking_everything(runs, tmp_path):
+    """`shiftrec train --exclude-seen` ranks each test target among the items outside the
+    user's history (no rank gets worse, and here some get better: popularity's top items are
+    in most histories), records the protocol, and compare refuses to pair it with a run that
+    ranked every item."""
+    r = CliRunner().invoke(_app(), ["train", str(runs["split"]), "--model", "popularity",
+                                    "--exclude-seen", "-o", str(tmp_path / "pop-x")])
+    assert r.exit_code == 0, r.output
+    assert "(seen items excluded)" in r.output
+    plain, mp = read_user_ranks(runs["pop"])
+    excl, mx = read_user_ranks(tmp_path / "pop-x")
+    assert mp["seen_items"] == "ranked" and mx["seen_items"] == "excluded"
+    assert np.array_equal(plain.target, excl.target)
+    assert (excl.rank <= plain.rank).all() and (excl.rank < plain.rank).any()
+    with pytest.raises(ArtifactError, match=r"seen items \(ranked or excluded\) differ"):
+        compare_runs(runs["pop"], tmp_path / "pop-x")

@@ -407,6 +407,47 @@ def test_text_skip_path_adds_the_hand_computed_similarity(tmp_path, tiny_domain)
     assert not hasattr(off, "skip_log_weight")
 
 
+def test_exclude_seen_ranks_outside_the_history_and_the_text_path_grid_grows(tiny_domain):
+    """evaluate_net(exclude_seen=True) ranks each target among the items outside the user's
+    history (history items other than the target at -inf), select_text_path(exclude_seen=True)
+    scores its grid the same way, and the grid doubles its largest weight while that weight is
+    the best on validation (at most max_growth times)."""
+    from shiftrec.evaluate.metrics import ndcg_at_k, ranks_from_scores
+    from shiftrec.pipelines.transfer import evaluate_net, select_text_path
+
+    split, text, _ = tiny_domain
+    torch.manual_seed(0)
+    net = build_net(TINY, text).eval()
+    es = split.test
+    hist = [es.history[i][-8:] for i in range(len(es))]
+    seq = torch.from_numpy(np.stack([np.pad(h, (8 - len(h), 0)) for h in hist]))
+    with torch.no_grad():
+        s = net.score_all(seq).numpy()
+    masked = s.copy()
+    for i, h in enumerate(hist):
+        masked[i, [j for j in h if j != es.target[i]]] = -np.inf
+    _, plain = evaluate_net(net, split, "test")
+    m, ranks = evaluate_net(net, split, "test", exclude_seen=True)
+    assert np.array_equal(plain, ranks_from_scores(s, np.asarray(es.target)))
+    assert np.array_equal(ranks, ranks_from_scores(masked, np.asarray(es.target)))
+    assert m["ndcg@10"] == pytest.approx(ndcg_at_k(ranks, 10)) and (ranks <= plain).all()
+    # the grid, ranked outside the history: weight 0 is the net ranked that way on validation
+    _, v0 = evaluate_net(net, split, "valid", exclude_seen=True)
+    choice = select_text_path(net, split, weights=(0.5,), decays=(0.5,), exclude_seen=True,
+                              max_growth=3)
+    grid = {float(w): g for w, g in choice["grid"]["decay 0.5"].items()}
+    assert choice["exclude_seen"] and grid[0.0] == pytest.approx(ndcg_at_k(v0, 10))
+    ws = sorted(grid)
+    assert ws[:2] == [0.0, 0.5] and all(b == 2 * a for a, b in zip(ws[1:], ws[2:], strict=False))
+    grown = len(ws) - 2
+    assert grown <= 3
+    if grown < 3:  # stopped because the largest weight no longer won
+        assert grid[ws[-1]] <= max(grid[w] for w in ws[:-1])
+    for k in range(grown):  # each doubling was tried because the then-largest weight won
+        assert grid[ws[k + 1]] > max(grid[w] for w in ws[:k + 1])
+    assert choice["valid_ndcg@10"] == max(grid.values())
+
+
 def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
     """select_text_path adds w * cos(text profile, item text) with the (decay, weight) best on
     validation: an untrained net on a domain where users stay in one topic gains from it, the
@@ -424,7 +465,8 @@ def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
     with torch.no_grad():
         before = net.eval().score_all(seq).numpy()
     choice = select_text_path(net, split, weights=(1.0, 5.0), decays=(0.3, 0.7))
-    assert choice["weight"] in (1.0, 5.0) and choice["decay"] in (0.3, 0.7)
+    # 1 or 5, or a doubling of 5 while the largest weight kept winning
+    assert choice["weight"] in (1.0, 5.0, 10.0, 20.0, 40.0, 80.0) and choice["decay"] in (0.3, 0.7)
     assert choice["valid_ndcg@10"] > choice["valid_ndcg@10_without"]
     assert choice["valid_ndcg@10"] == max(max(g.values()) for g in choice["grid"].values())
     cos = TextSim(text, select_decay=(), temperature=1.0).fit(split).scores_with_decay(hist, choice["decay"])

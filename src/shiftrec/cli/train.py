@@ -50,6 +50,7 @@ def train_cmd(
     topics: Annotated[Path | None, typer.Option(help="topics folder from `shiftrec topics`: needed by shiftaware and topic_profile; shiftfusion's shift gate (default: one gate bin)")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
     select_metric: Annotated[str | None, typer.Option(help="shiftfusion: the validation metric its weights are chosen on (ndcg@10 by default; e.g. recall@50 keeps more deep recall)")] = None,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="test metrics rank each user's target among the items outside their history only, as `shiftrec serve` recommends by default (the default ranks every item: RecBole's and UniSRec's protocol); training and its choices on validation are unchanged")] = False,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
     its manifest (file hashes, item-map fingerprint), and write full-ranking test metrics to
@@ -149,7 +150,7 @@ def train_cmd(
     if not dist_info().main:
         return  # under torchrun only rank 0 saves, evaluates and writes metrics
     rec.save(out)
-    metrics, ranks = evaluate(rec, split, "test")
+    metrics, ranks = evaluate(rec, split, "test", exclude_history=exclude_seen)
     if target.split_dir is not None and (target.split_dir / "split.json").exists():
         data_man = read_json(target.split_dir / "split.json")
     else:
@@ -157,9 +158,10 @@ def train_cmd(
     cfg = getattr(rec, "config", None)
     write_metrics(out / "metrics.json", metrics, read_json(out / "manifest.json"), data_man,
                   per_user=UserRanks.of(split, "test", ranks),
-                  model_config=to_dict(cfg) if cfg is not None else None)
+                  model_config=to_dict(cfg) if cfg is not None else None,
+                  seen_items="excluded" if exclude_seen else "ranked")
     keys = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
-    con.print("test " + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
+    con.print("test " + ("(seen items excluded) " if exclude_seen else "") + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
     con.print(f"wrote {out}/(manifest.json, metrics.json, metrics.ranks.npz, model weights)")
 
 

@@ -164,6 +164,7 @@ def evaluate_cmd(
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="score the target's items from text only (unseen domain)")] = False,
     text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="rank each user's target among the items outside their history only, as `shiftrec serve` recommends by default (the default ranks every item: RecBole's and UniSRec's protocol); with --text-path the path is chosen the same way")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
     encoder: Annotated[str | None, typer.Option(help="text encoder (default: the checkpoint's)")] = None,
     item_text: Annotated[Path | None, typer.Option(help="item embeddings folder (`shiftrec encode DATASET --split SPLIT -o EMB`); needed when the target is a split folder")] = None,
@@ -171,8 +172,8 @@ def evaluate_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="text embedding cache folder")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
 ) -> None:
-    """Full-ranking evaluation (all items) of a transfer checkpoint; --zero-shot evaluates a
-    pretrained model on a domain it never saw. A transductive checkpoint is refused on a
+    """Full-ranking evaluation (all items; --exclude-seen: all but the user's history) of a
+    transfer checkpoint; --zero-shot evaluates a pretrained model on a domain it never saw. A transductive checkpoint is refused on a
     target with another item map (its item-map fingerprint differs) unless --zero-shot.
 
     Example: shiftrec evaluate amazon-toys --zero-shot --text-path
@@ -203,9 +204,9 @@ def evaluate_cmd(
     if zero_shot:
         net = zero_shot_net(ck, src.split, src.text, enc)
         if text_path:
-            tp = select_text_path(net, src.split, threads=threads)
+            tp = select_text_path(net, src.split, threads=threads, exclude_seen=exclude_seen)
             con.print(_text_path_line(tp))
-        metrics, ranks = evaluate_net(net, src.split, which, threads=threads)
+        metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
     else:
         mine, theirs = man.get("item_keys_hash"), item_keys_hash(src.split)
         if man.get("mode") == Mode.TRANSDUCTIVE and mine not in (None, theirs):
@@ -214,11 +215,13 @@ def evaluate_cmd(
                                 "from text only", path=ck)
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
         net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
-        metrics, ranks = evaluate_net(net, src.split, which, threads=threads)
+        metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
+    seen = "excluded" if exclude_seen else "ranked"
     if out is not None:
-        _write_metrics(out, metrics, ck, src, ranks, which,
+        _write_metrics(out, metrics, ck, src, ranks, which, seen_items=seen,
                        **({} if tp is None else {"text_path": {k: v for k, v in tp.items() if k != "grid"}}))
-    con.print(f"{'zero-shot ' if zero_shot else ''}{'+ text path ' if tp else ''}{which} on {src.name}: {_fmt(metrics)}")
+    con.print(f"{'zero-shot ' if zero_shot else ''}{'+ text path ' if tp else ''}{which} on {src.name}"
+              f"{' (seen items excluded)' if exclude_seen else ''}: {_fmt(metrics)}")
 
 
 def _text_path_line(tp: dict[str, Any]) -> str:

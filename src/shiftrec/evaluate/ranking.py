@@ -37,6 +37,11 @@ def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 2048, max_len: 
     sequence model pads little; the ranks are put back in evaluation order. `model.score` may
     return a numpy array or a torch tensor: a tensor on an accelerator is ranked there (only the
     ranks come back), a CPU tensor is ranked through numpy without a copy.
+
+    `exclude_history` ranks each target among the items outside the user's history (every
+    history item but the target itself goes to -inf: RecBole's convention for non-sequential
+    models, and what `shiftrec serve` recommends by default); off, every item is ranked
+    (RecBole's and UniSRec's protocol for sequential models, and this project's default).
     """
     n = len(evalset)
     if n == 0:
@@ -76,12 +81,12 @@ def _rank_batch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | No
         scores = scores.detach().float().numpy()  # float32 as before (bf16 has no numpy dtype)
     scores = np.asarray(scores, dtype=np.float32)
     if exclude is not None:
-        r, c = _history_cells(exclude, targets)
+        r, c = history_cells(exclude, targets)
         scores[r, c] = -np.inf
     return ranks_from_scores(scores, targets)
 
 
-def _history_cells(histories: list[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def history_cells(histories: list[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) of every history item that is not the row's target."""
     lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     rows = np.repeat(np.arange(len(histories)), lens)
@@ -98,7 +103,7 @@ def _rank_torch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | No
     s = scores.detach().float()
     tg = torch.as_tensor(targets, dtype=torch.long, device=s.device)
     if exclude is not None:
-        r, c = _history_cells(exclude, targets)
+        r, c = history_cells(exclude, targets)
         s = s.clone()
         s[torch.as_tensor(r, device=s.device), torch.as_tensor(c, device=s.device)] = float("-inf")
     t = s.gather(1, tg[:, None])

@@ -81,8 +81,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
                  seed: int = 0) -> dict[str, Any]:
     """Paired test of two saved evaluations (run folders with metrics.json, or the metrics files).
 
-    Both must hold per-user ranks of the same evaluated set (test/valid), split kind and data
-    fingerprint, for the same users with the same targets (users are matched by id); otherwise
+    Both must hold per-user ranks of the same evaluated set (test/valid), split kind, data
+    fingerprint and protocol for the users' own history items (ranked, or excluded), for the same users with the same targets (users are matched by id); otherwise
     ArtifactError names both files. Returns paired_test's result (B - A) plus what was compared.
     """
     from shiftrec.evaluate.ranking import metrics_file, read_user_ranks
@@ -94,7 +94,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     def differ(what: str, va: Any, vb: Any) -> ArtifactError:
         return ArtifactError(f"runs are not comparable: {what} differ ({fa}: {va}; {fb}: {vb})")
 
-    for what, va, vb in (("evaluated sets", ua.which, ub.which),
+    for what, va, vb in (("seen items (ranked or excluded)", ma.get("seen_items", "ranked"),
+                          mb.get("seen_items", "ranked")),
+                         ("evaluated sets", ua.which, ub.which),
                          ("split kinds", ua.split_kind, ub.split_kind),
                          ("data fingerprints", ua.fingerprint, ub.fingerprint)):
         if va != vb:

@@ -375,8 +375,10 @@ _FIT_FIELDS = ("stage", "finetune_config", "pretrained_from", "pretrained_proven
 
 
 def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int = 512,
-                 threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
-    """Full-ranking metrics over all items of the split (never sampled)."""
+                 threads: int = 0, exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """Full-ranking metrics over all items of the split (never sampled). `exclude_seen` ranks
+    each user's target among the items outside their history only (what `shiftrec serve`
+    recommends by default; see evaluate.ranking.rank_targets)."""
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.train.trainer import ModuleScorer
 
@@ -390,21 +392,27 @@ def evaluate_net(net: Any, split: SeqSplit, which: str = "test", batch_size: int
                          f"{split.n_items}")
     net.eval()
     return evaluate(ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads), split, which,
-                    batch_size=batch_size, max_len=net.cfg.max_len)
+                    batch_size=batch_size, max_len=net.cfg.max_len, exclude_history=exclude_seen)
 
 
 TEXT_PATH_WEIGHTS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
 TEXT_PATH_DECAYS = (0.1, 0.3, 0.5, 0.7, 0.9)
+TEXT_PATH_GROWTH = 4  # doublings of the largest weight while it is the best on validation
 
 
 def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEXT_PATH_WEIGHTS,
                      decays: tuple[float, ...] = TEXT_PATH_DECAYS, batch_size: int = 512,
-                     threads: int = 0) -> dict[str, Any]:
+                     threads: int = 0, exclude_seen: bool = False,
+                     max_growth: int = TEXT_PATH_GROWTH) -> dict[str, Any]:
     """Add the text-similarity path to a trained net with the weight and decay that rank the
-    validation users best (NDCG@10 over all items): scores + w * cos(history text profile,
-    item text). Weight 0 (no path) is in the grid, so validation never gets worse; ties go to
-    the smaller weight. Returns the choice and the validation NDCG@10 of each (decay, weight)."""
+    validation users best (NDCG@10 over all items, or over the items outside each user's
+    history with `exclude_seen`, as the evaluation will rank them): scores + w * cos(history
+    text profile, item text). Weight 0 (no path) is in the grid, so validation never gets
+    worse; ties go to the smaller weight. While the largest weight is the best, the grid grows
+    by doublings (at most `max_growth`), so the choice is never the grid's edge unnoticed.
+    Returns the choice and the validation NDCG@10 of each (decay, weight)."""
     from shiftrec.evaluate.metrics import mixed_metric
+    from shiftrec.evaluate.ranking import history_cells
     from shiftrec.models.textsim import TextSim
     from shiftrec.train.trainer import ModuleScorer
 
@@ -413,26 +421,39 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
         raise InputError(f"split '{split.name}' has no validation users to choose the text path on")
     if net.cfg.text_skip:
         raise ConfigError("the net already has a text path")
-    W = sorted(set(float(w) for w in weights) | {0.0})
     net.eval()
     scorer = ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads)
     sim = TextSim(net.text.cpu().numpy(), select_decay=(), temperature=1.0,  # cosines, as the net's
                   max_history=net.cfg.max_len).fit(split)
-    gain = np.zeros((len(decays), len(W)))
-    for a in range(0, len(es), batch_size):
-        rows = range(a, min(a + batch_size, len(es)))
-        hist = [es.history[i][-net.cfg.max_len:] for i in rows]
-        base = np.asarray(scorer.score(hist), np.float32)
-        tgt = es.target[a:a + len(rows)]
-        for di, d in enumerate(decays):
-            cos = sim.scores_with_decay(hist, d)
-            cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
-            gain[di] += mixed_metric(base, cos, W, tgt, "ndcg@10").sum(axis=0)
-    gain /= len(es)
+
+    def grid_gain(ws: list[float]) -> np.ndarray:
+        gain = np.zeros((len(decays), len(ws)))
+        for a in range(0, len(es), batch_size):
+            rows = range(a, min(a + batch_size, len(es)))
+            hist = [es.history[i][-net.cfg.max_len:] for i in rows]
+            base = np.asarray(scorer.score(hist), np.float32)
+            tgt = np.asarray(es.target[a:a + len(rows)])
+            if exclude_seen:  # -inf stays -inf whatever the text path adds
+                base[history_cells(hist, tgt)] = -np.inf
+            for di, d in enumerate(decays):
+                cos = sim.scores_with_decay(hist, d)
+                cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
+                gain[di] += mixed_metric(base, cos, ws, tgt, "ndcg@10").sum(axis=0)
+        return gain / len(es)
+
+    W = sorted(set(float(w) for w in weights) | {0.0})
+    gain = grid_gain(W)
+    for _ in range(max_growth):
+        if len(W) > 1 and gain[:, -1].max() > gain[:, :-1].max():
+            W.append(2.0 * W[-1])  # the top of the grid won: try the next doubling
+            gain = np.concatenate([gain, grid_gain(W[-1:])], axis=1)
+        else:
+            break
     # the best (decay, weight); of a tie the smaller weight, then the smaller decay
     di, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
     choice = {"weight": W[wi], "decay": float(decays[di]) if wi else None,
               "valid_ndcg@10": float(gain[di, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
+              "exclude_seen": bool(exclude_seen),
               "grid": {f"decay {d:g}": {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
                        for i, d in enumerate(decays)}}
     if wi:
@@ -453,10 +474,11 @@ def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, enc
 
 
 def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
-              which: str = "test", threads: int = 0) -> tuple[dict[str, float], np.ndarray]:
+              which: str = "test", threads: int = 0, exclude_seen: bool = False
+              ) -> tuple[dict[str, float], np.ndarray]:
     """Evaluate a pretrained model on an unseen domain (zero_shot_net; nothing trained)."""
     return evaluate_net(zero_shot_net(checkpoint, split, text, encoder), split, which,
-                        threads=threads)
+                        threads=threads, exclude_seen=exclude_seen)
 
 
 # --------------------------------------------------------------------------------------- data
