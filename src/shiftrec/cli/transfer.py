@@ -173,8 +173,9 @@ def evaluate_cmd(
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
 ) -> None:
     """Full-ranking evaluation (all items; --exclude-seen: all but the user's history) of a
-    transfer checkpoint; --zero-shot evaluates a pretrained model on a domain it never saw. A transductive checkpoint is refused on a
-    target with another item map (its item-map fingerprint differs) unless --zero-shot.
+    transfer checkpoint; --zero-shot evaluates a pretrained model on a domain it never saw. A
+    transductive checkpoint is refused on a target with another item map (its item-map
+    fingerprint differs) unless --zero-shot.
 
     Example: shiftrec evaluate amazon-toys --zero-shot --text-path
     """

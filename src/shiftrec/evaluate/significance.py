@@ -82,8 +82,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     """Paired test of two saved evaluations (run folders with metrics.json, or the metrics files).
 
     Both must hold per-user ranks of the same evaluated set (test/valid), split kind, data
-    fingerprint and protocol for the users' own history items (ranked, or excluded), for the same users with the same targets (users are matched by id); otherwise
-    ArtifactError names both files. Returns paired_test's result (B - A) plus what was compared.
+    fingerprint and protocol for the users' own history items (ranked, or excluded), for the
+    same users with the same targets (users are matched by id); otherwise ArtifactError names
+    both files. Returns paired_test's result (B - A) plus what was compared.
     """
     from shiftrec.evaluate.ranking import metrics_file, read_user_ranks
 
