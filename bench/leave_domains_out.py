@@ -411,13 +411,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
 
         model = TextSim(text, ENCODER).fit(split)  # no training; the decay chosen on validation
         if ex:  # choose the decay the way the rows are ranked
-            sel = {}
-            for d in model.config.select_decay:
-                model.decay = float(d)
-                sel[f"{d:g}"] = evaluate(model, split, "valid", exclude_history=True,
-                                         max_len=model.config.max_history)[0]["ndcg@10"]
-            model.decay = float(max(model.config.select_decay, key=lambda d: sel[f"{d:g}"]))
-            model.selection = sel
+            model.choose_decay(split, exclude_seen=True)
         m, ranks = evaluate(model, split, "test", exclude_history=ex)
         info = {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
                 "valid_by_decay": model.selection}
@@ -484,16 +478,26 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads,
                                           exclude_seen=ex)[0]["ndcg@10"]
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
-    elif ex and (row_dir(row) / "manifest.json").exists():
+    elif ex and saved_row_differs(row, row_dir(row), ckpt, args) is None:
         # the row's model trained without --exclude-seen (the training is the same): rank again
         from shiftrec.models.transfer import load_checkpoint
 
+        man = json.loads((row_dir(row) / "manifest.json").read_text())
         net, _ = load_checkpoint(row_dir(row), strict=True)
         m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=True)
+        prov = man.get("provenance") or {}
         info = {"valid_ndcg@10": evaluate_net(net, split, "valid", threads=args.threads,
                                               exclude_seen=True)[0]["ndcg@10"],
-                "model": str(row_dir(row).relative_to(ROOT))}
+                "model": str(row_dir(row).relative_to(ROOT)), "reused_model": True,
+                "epochs": (prov.get("epochs_run") or [None])[0],
+                "best_epoch": (prov.get("best_epoch") or [None])[0],
+                "max_epochs": args.epochs, "patience": args.patience}
+        if man.get("pretrained_from"):
+            info["pretrained_from"] = str(Path(man["pretrained_from"]).relative_to(ROOT))
     else:
+        if ex and (row_dir(row) / "manifest.json").exists():
+            print(f"{row}: not reusing {row_dir(row)} ({saved_row_differs(row, row_dir(row), ckpt, args)}); "
+                  "training again", flush=True)
         mode = Mode.TRANSDUCTIVE if row in ("ft-trans", "scratch-trans") else Mode.INDUCTIVE
         freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
         # explicit, so a key without ~lr keeps meaning 2e-3 for fine-tuning too (FinetuneConfig's
@@ -526,6 +530,31 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
             info["valid_ndcg@10"] = evaluate_net(net, split, "valid", threads=args.threads,
                                                  exclude_seen=True)[0]["ndcg@10"]
     return {**info, "test": {k: float(m[k]) for k in KEYS}}, np.asarray(ranks)
+
+
+def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.Namespace) -> str | None:
+    """Why the fine-tuned / from-scratch model saved in `folder` is not the one this row would
+    train now (None when it is: same settings, seed and checkpoint)."""
+    from shiftrec.models.transfer_fit import SCRATCH_LR
+
+    if not (folder / "manifest.json").exists():
+        return "no saved model"
+    man = json.loads((folder / "manifest.json").read_text())
+    fc = man.get("finetune_config") or {}
+    want = {"mode": "transductive" if row in ("ft-trans", "scratch-trans") else "inductive",
+            "freeze": {"ft-adaptor": "encoder", "ft-seq": "adaptor"}.get(row, "none"),
+            "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
+            "lr": SCRATCH_LR if args.lr is None else args.lr}
+    if args.dropout is not None:
+        want["dropout"] = args.dropout
+    bad = {k: (fc.get(k), v) for k, v in want.items() if fc.get(k) != v}
+    if bad:
+        return "saved with " + ", ".join(f"{k} {a} (now {b})" for k, (a, b) in bad.items())
+    start = None if row in SCRATCH_ROWS else ckpt
+    if (start is None) != (not man.get("pretrained_from")) or (
+            start is not None and Path(man["pretrained_from"]).resolve() != Path(start).resolve()):
+        return f"pretrained from {man.get('pretrained_from')} (now {start})"
+    return None
 
 
 def slices_of(src: Any) -> dict[str, np.ndarray]:
@@ -1037,8 +1066,9 @@ def main() -> None:
         t.add_argument("--exclude-seen", action="store_true",
                        help="rank each test (and validation) target among the items outside the "
                             "user's history, as `shiftrec serve` recommends by default; choices made "
-                            "on validation (text path, TextSim's decay) rank the same way; trained rows "
-                            "reuse the row's saved model when there is one; keys get ~unseen")
+                            "on validation (text path, TextSim's decay) rank the same way; the text "
+                            "model rows re-rank the row's saved model when it was trained with the same "
+                            "settings (SASRec trains again); keys get ~unseen")
         if name == "curve":
             t.add_argument("--run", default="A-h128")
             t.add_argument("--chunks", type=int, nargs="*", default=None)

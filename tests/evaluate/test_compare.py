@@ -204,3 +204,16 @@ def test_exclude_seen_is_recorded_and_never_compared_with_ranking_everything(run
     assert (excl.rank <= plain.rank).all() and (excl.rank < plain.rank).any()
     with pytest.raises(ArtifactError, match=r"seen items \(ranked or excluded\) differ"):
         compare_runs(runs["pop"], tmp_path / "pop-x")
+    # a metrics file written before the protocol was recorded ranked every item
+    old = json.loads((runs["pop"] / "metrics.json").read_text())
+    del old["seen_items"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(old))
+    (tmp_path / "old" / "metrics.ranks.npz").write_bytes((runs["pop"] / "metrics.ranks.npz").read_bytes())
+    assert compare_runs(runs["pop"], tmp_path / "old")["diff"] == 0.0
+    with pytest.raises(ArtifactError, match="seen items"):
+        compare_runs(tmp_path / "old", tmp_path / "pop-x")
+    # shiftfusion chooses its flow weights ranking every item: the flag is refused
+    r = CliRunner().invoke(_app(), ["train", str(runs["split"]), "--model", "shiftfusion",
+                                    "--exclude-seen", "-o", str(tmp_path / "fx")])
+    assert r.exit_code != 0 and "--exclude-seen does not apply to shiftfusion" in str(r.exception)

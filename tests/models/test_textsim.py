@@ -53,6 +53,15 @@ def test_decay_is_chosen_on_validation_and_saved(tmp_path):
     assert np.array_equal(again.score(h), m.score(h))
     kept = TextSim(circle_text(12), decay=0.7, select_decay=()).fit(split)
     assert kept.decay == 0.7 and kept.selection == {}
+    # choose_decay(exclude_seen=True): each decay scored as the test will rank (history out)
+    from shiftrec.evaluate.ranking import evaluate
+
+    m.choose_decay(split, exclude_seen=True)
+    for d, v in m.selection.items():
+        probe = TextSim(circle_text(12), decay=float(d), select_decay=()).fit(split)
+        assert v == pytest.approx(evaluate(probe, split, "valid", exclude_history=True)[0]["ndcg@10"])
+        assert v >= evaluate(probe, split, "valid")[0]["ndcg@10"]  # the history only took slots
+    assert m.selection[f"{m.decay:g}"] == max(m.selection.values())
 
 
 def test_bad_input_is_one_clear_error():

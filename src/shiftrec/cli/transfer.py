@@ -164,7 +164,7 @@ def evaluate_cmd(
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="score the target's items from text only (unseen domain)")] = False,
     text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
-    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="rank each user's target among the items outside their history only, as `shiftrec serve` recommends by default (the default ranks every item: RecBole's and UniSRec's protocol); with --text-path the path is chosen the same way")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); with --text-path the path is chosen the same way")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
     encoder: Annotated[str | None, typer.Option(help="text encoder (default: the checkpoint's)")] = None,
     item_text: Annotated[Path | None, typer.Option(help="item embeddings folder (`shiftrec encode DATASET --split SPLIT -o EMB`); needed when the target is a split folder")] = None,
@@ -227,7 +227,8 @@ def evaluate_cmd(
 
 def _text_path_line(tp: dict[str, Any]) -> str:
     return (f"text path: weight {tp['weight']:g}" + (f", decay {tp['decay']:g}" if tp["decay"] else " (none)")
-            + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}")
+            + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}"
+            + (" (the largest weight tried; a larger one might do better)" if tp.get("at_grid_top") else ""))
 
 
 def _fmt(m: dict[str, float]) -> str:

@@ -39,8 +39,9 @@ def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 2048, max_len: 
     ranks come back), a CPU tensor is ranked through numpy without a copy.
 
     `exclude_history` ranks each target among the items outside the user's history (every
-    history item but the target itself goes to -inf: RecBole's convention for non-sequential
-    models, and what `shiftrec serve` recommends by default); off, every item is ranked
+    history item goes to -inf, the whole stored history, not only the `max_len` items the model
+    reads, as `shiftrec serve` leaves out by default; a history item that is itself the target
+    stays ranked: RecBole's convention for non-sequential models); off, every item is ranked
     (RecBole's and UniSRec's protocol for sequential models, and this project's default).
     """
     n = len(evalset)
@@ -60,7 +61,9 @@ def rank_targets(model: Any, evalset: EvalSet, batch_size: int = 2048, max_len: 
             # the first (small) call shows the catalogue size: cap the rows per call by it
             step = max(1, min(batch_size, SCORE_BUDGET // max(1, _n_cols(scores))))
         tgt = np.asarray(evalset.target[rows])
-        ranks[rows] = _rank_batch(scores, tgt, hist if exclude_history else None)
+        # the whole stored history is excluded, not only the max_len items the model reads
+        seen = [evalset.history[i] for i in rows] if exclude_history else None
+        ranks[rows] = _rank_batch(scores, tgt, seen)
         if progress is not None:
             progress(len(rows))
         a += len(rows)

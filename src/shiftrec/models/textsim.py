@@ -82,18 +82,26 @@ class TextSim:
                              f"{split.n_items}")
         self.table = _unit_rows(text)
         self.table[0] = 0.0
-        if self.config.select_decay and len(split.valid):
-            self.selection = {f"{d:g}": self._valid_ndcg(split, d) for d in self.config.select_decay}
-            self.decay = float(max(self.config.select_decay, key=lambda d: self.selection[f"{d:g}"]))
+        self.choose_decay(split)
         f = split_fields(split)
         self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         return self
 
-    def _valid_ndcg(self, split: SeqSplit, decay: float) -> float:
+    def choose_decay(self, split: SeqSplit, exclude_seen: bool = False) -> None:
+        """Keep the decay of `select_decay` with the best validation NDCG@10 (all items ranked, or
+        with `exclude_seen` all but each user's history, as the evaluation will rank them); no-op
+        with an empty grid or no validation users."""
+        if self.config.select_decay and len(split.valid):
+            self.selection = {f"{d:g}": self._valid_ndcg(split, d, exclude_seen)
+                              for d in self.config.select_decay}
+            self.decay = float(max(self.config.select_decay, key=lambda d: self.selection[f"{d:g}"]))
+
+    def _valid_ndcg(self, split: SeqSplit, decay: float, exclude_seen: bool = False) -> float:
         from shiftrec.evaluate.ranking import evaluate
 
         self.decay = decay
-        return float(evaluate(self, split, "valid", max_len=self.config.max_history)[0]["ndcg@10"])
+        return float(evaluate(self, split, "valid", max_len=self.config.max_history,
+                              exclude_history=exclude_seen)[0]["ndcg@10"])
 
     def scores_with_decay(self, histories: list[np.ndarray], decay: float) -> np.ndarray:
         """score() with another decay (fitted models only)."""

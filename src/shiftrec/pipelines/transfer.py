@@ -409,7 +409,7 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     history with `exclude_seen`, as the evaluation will rank them): scores + w * cos(history
     text profile, item text). Weight 0 (no path) is in the grid, so validation never gets
     worse; ties go to the smaller weight. While the largest weight is the best, the grid grows
-    by doublings (at most `max_growth`), so the choice is never the grid's edge unnoticed.
+    by doublings (at most `max_growth`); a choice still at the top is flagged (`at_grid_top`).
     Returns the choice and the validation NDCG@10 of each (decay, weight)."""
     from shiftrec.evaluate.metrics import mixed_metric
     from shiftrec.evaluate.ranking import history_cells
@@ -433,8 +433,8 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
             hist = [es.history[i][-net.cfg.max_len:] for i in rows]
             base = np.asarray(scorer.score(hist), np.float32)
             tgt = np.asarray(es.target[a:a + len(rows)])
-            if exclude_seen:  # -inf stays -inf whatever the text path adds
-                base[history_cells(hist, tgt)] = -np.inf
+            if exclude_seen:  # the whole history, as rank_targets; -inf stays -inf whatever the path adds
+                base[history_cells([es.history[i] for i in rows], tgt)] = -np.inf
             for di, d in enumerate(decays):
                 cos = sim.scores_with_decay(hist, d)
                 cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
@@ -454,6 +454,8 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     choice = {"weight": W[wi], "decay": float(decays[di]) if wi else None,
               "valid_ndcg@10": float(gain[di, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
               "exclude_seen": bool(exclude_seen),
+              # still the largest weight after max_growth doublings: a larger one might do better
+              "at_grid_top": bool(wi > 0 and wi == len(W) - 1),
               "grid": {f"decay {d:g}": {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
                        for i, d in enumerate(decays)}}
     if wi:
