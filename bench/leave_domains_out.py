@@ -389,15 +389,29 @@ def target_source(name: str) -> Any:
                        whole_catalogue=whole, cache_dir=CACHE)
 
 
+def trained_row_setup(row: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The mode, freeze and learning rate a trained text row fine-tunes (or trains) with; the
+    lr is explicit, so a key without ~lr keeps meaning 2e-3 for fine-tuning too
+    (FinetuneConfig's lr None now picks FINETUNE_LR there)."""
+    from shiftrec.models.transfer import Freeze, Mode
+    from shiftrec.models.transfer_fit import SCRATCH_LR
+
+    return {"mode": Mode.TRANSDUCTIVE if row in ("ft-trans", "scratch-trans") else Mode.INDUCTIVE,
+            "freeze": {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE),
+            "lr": SCRATCH_LR if args.lr is None else args.lr}
+
+
 def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row_dir: Any
             ) -> tuple[dict[str, Any], np.ndarray]:
     from shiftrec.evaluate.ranking import evaluate
-    from shiftrec.models.transfer import Freeze, Mode, TransferConfig
-    from shiftrec.models.transfer_fit import SCRATCH_LR
+    from shiftrec.models.transfer import TransferConfig
     from shiftrec.pipelines.transfer import FinetuneConfig, evaluate_net, finetune, zero_shot
 
     split, text = src.split, src.text
     ex = bool(args.exclude_seen)  # rank among the items outside each user's history (~unseen)
+    # a trained text row under --exclude-seen re-ranks its saved model when it is this row's
+    not_reused = (saved_row_differs(row, row_dir(row), ckpt, args)
+                  if ex and row in TRAINED_TEXT_ROWS else None)
     info: dict[str, Any] = {}
     if row in ("pop", "itemknn"):
         from shiftrec.models.itemknn import ItemKNN
@@ -478,7 +492,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads,
                                           exclude_seen=ex)[0]["ndcg@10"]
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
-    elif ex and saved_row_differs(row, row_dir(row), ckpt, args) is None:
+    elif ex and not_reused is None:
         # the row's model trained without --exclude-seen (the training is the same): rank again
         from shiftrec.models.transfer import load_checkpoint
 
@@ -495,22 +509,17 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         if man.get("pretrained_from"):
             info["pretrained_from"] = str(Path(man["pretrained_from"]).relative_to(ROOT))
     else:
-        if ex and (row_dir(row) / "manifest.json").exists():
-            print(f"{row}: not reusing {row_dir(row)} ({saved_row_differs(row, row_dir(row), ckpt, args)}); "
-                  "training again", flush=True)
-        mode = Mode.TRANSDUCTIVE if row in ("ft-trans", "scratch-trans") else Mode.INDUCTIVE
-        freeze = {"ft-adaptor": Freeze.ENCODER, "ft-seq": Freeze.ADAPTOR}.get(row, Freeze.NONE)
-        # explicit, so a key without ~lr keeps meaning 2e-3 for fine-tuning too (FinetuneConfig's
-        # lr None now picks FINETUNE_LR there)
-        lr: dict[str, Any] = {"lr": SCRATCH_LR if args.lr is None else args.lr}
+        if not_reused not in (None, NO_SAVED_MODEL):
+            print(f"{row}: not reusing {row_dir(row)} ({not_reused}); training again", flush=True)
+        setup = trained_row_setup(row, args)
         if args.text_skip:
-            lr["text_skip"] = True
+            setup["text_skip"] = True
         arch = TransferConfig(hidden=args.hidden, inner=2 * args.hidden, pop_buckets=args.pop_buckets,
                               **({} if args.dropout is None else {"dropout": args.dropout,
                                                                  "attn_dropout": args.dropout}))
         # fine-tuning regularises like training from scratch, whatever the pretraining used
-        cfg = FinetuneConfig(mode=mode, freeze=freeze, epochs=args.epochs, patience=args.patience,
-                             seed=args.seed, threads=args.threads, **lr, model=arch,
+        cfg = FinetuneConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
+                             threads=args.threads, **setup, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
                              adaptor_dropout=arch.adaptor_dropout)
         start = None if row in SCRATCH_ROWS else ckpt
@@ -532,19 +541,19 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
     return {**info, "test": {k: float(m[k]) for k in KEYS}}, np.asarray(ranks)
 
 
+NO_SAVED_MODEL = "no saved model"
+
+
 def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.Namespace) -> str | None:
     """Why the fine-tuned / from-scratch model saved in `folder` is not the one this row would
     train now (None when it is: same settings, seed and checkpoint)."""
-    from shiftrec.models.transfer_fit import SCRATCH_LR
-
     if not (folder / "manifest.json").exists():
-        return "no saved model"
+        return NO_SAVED_MODEL
     man = json.loads((folder / "manifest.json").read_text())
     fc = man.get("finetune_config") or {}
-    want = {"mode": "transductive" if row in ("ft-trans", "scratch-trans") else "inductive",
-            "freeze": {"ft-adaptor": "encoder", "ft-seq": "adaptor"}.get(row, "none"),
-            "epochs": args.epochs, "patience": args.patience, "seed": args.seed,
-            "lr": SCRATCH_LR if args.lr is None else args.lr}
+    want = {**{k: (v.value if hasattr(v, "value") else v)
+               for k, v in trained_row_setup(row, args).items()},
+            "epochs": args.epochs, "patience": args.patience, "seed": args.seed}
     if args.dropout is not None:
         want["dropout"] = args.dropout
     bad = {k: (fc.get(k), v) for k, v in want.items() if fc.get(k) != v}

@@ -79,7 +79,7 @@ def train_cmd(
 
     from shiftrec.config import to_dict
     from shiftrec.errors import ConfigError
-    from shiftrec.evaluate.ranking import UserRanks, evaluate, write_metrics
+    from shiftrec.evaluate.ranking import UserRanks, evaluate, seen_items, write_metrics
     from shiftrec.manifest import read_json
     from shiftrec.models.registry import REGISTRY, build_model, spec
     from shiftrec.pipelines.transfer import open_target
@@ -164,7 +164,7 @@ def train_cmd(
     write_metrics(out / "metrics.json", metrics, read_json(out / "manifest.json"), data_man,
                   per_user=UserRanks.of(split, "test", ranks),
                   model_config=to_dict(cfg) if cfg is not None else None,
-                  seen_items="excluded" if exclude_seen else "ranked")
+                  seen_items=seen_items(exclude_seen))
     keys = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
     con.print("test " + ("(seen items excluded) " if exclude_seen else "") + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys))
     con.print(f"wrote {out}/(manifest.json, metrics.json, metrics.ranks.npz, model weights)")

@@ -180,6 +180,7 @@ def evaluate_cmd(
     Example: shiftrec evaluate amazon-toys --zero-shot --text-path
     """
     from shiftrec.errors import ArtifactError, ConfigError
+    from shiftrec.evaluate.ranking import seen_items
     from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest, train_item_counts
     from shiftrec.pipelines.transfer import (
         evaluate_net,
@@ -217,9 +218,8 @@ def evaluate_cmd(
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
         net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
-    seen = "excluded" if exclude_seen else "ranked"
     if out is not None:
-        _write_metrics(out, metrics, ck, src, ranks, which, seen_items=seen,
+        _write_metrics(out, metrics, ck, src, ranks, which, seen_items=seen_items(exclude_seen),
                        **({} if tp is None else {"text_path": {k: v for k, v in tp.items() if k != "grid"}}))
     con.print(f"{'zero-shot ' if zero_shot else ''}{'+ text path ' if tp else ''}{which} on {src.name}"
               f"{' (seen items excluded)' if exclude_seen else ''}: {_fmt(metrics)}")

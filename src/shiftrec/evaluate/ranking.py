@@ -89,6 +89,12 @@ def _rank_batch(scores: Any, targets: np.ndarray, exclude: list[np.ndarray] | No
     return ranks_from_scores(scores, targets)
 
 
+def seen_items(exclude_history: bool) -> str:
+    """What a metrics file records (`seen_items`) for rank_targets' `exclude_history`; a file
+    written before it was recorded ranked every item."""
+    return "excluded" if exclude_history else "ranked"
+
+
 def history_cells(histories: list[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) of every history item that is not the row's target."""
     lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))

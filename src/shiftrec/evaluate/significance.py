@@ -86,7 +86,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     same users with the same targets (users are matched by id); otherwise ArtifactError names
     both files. Returns paired_test's result (B - A) plus what was compared.
     """
-    from shiftrec.evaluate.ranking import metrics_file, read_user_ranks
+    from shiftrec.evaluate.ranking import metrics_file, read_user_ranks, seen_items
 
     per_user_metric(np.ones(1), metric)  # an unknown metric fails before any file is read
     (ua, ma), (ub, mb) = read_user_ranks(run_a), read_user_ranks(run_b)
@@ -95,8 +95,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metric: str = "ndcg@10", 
     def differ(what: str, va: Any, vb: Any) -> ArtifactError:
         return ArtifactError(f"runs are not comparable: {what} differ ({fa}: {va}; {fb}: {vb})")
 
-    for what, va, vb in (("seen items (ranked or excluded)", ma.get("seen_items", "ranked"),
-                          mb.get("seen_items", "ranked")),
+    for what, va, vb in (("seen items (ranked or excluded)", ma.get("seen_items", seen_items(False)),
+                          mb.get("seen_items", seen_items(False))),
                          ("evaluated sets", ua.which, ub.which),
                          ("split kinds", ua.split_kind, ub.split_kind),
                          ("data fingerprints", ua.fingerprint, ub.fingerprint)):
