@@ -136,9 +136,12 @@ ROW_LABELS = {
     "textsim+flows": "text similarity (no training) + item flows (ShiftFusion)",
     "scratch+text": "text model from scratch + text path (weight, decay chosen on validation)",
     "ft+text": "text model pretrained + full fine-tune + text path (chosen on validation)",
+    "ft-trans+text": "text model pretrained + fine-tune with item IDs + text path (chosen on validation)",
+    "scratch-trans+text": "text model from scratch with item IDs + text path (chosen on validation)",
     "zs+text": "zero-shot + text path (no training; weight, decay chosen on validation)",
 }
-NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+text", "zs+text")
+NEEDS_CKPT = ("zs", "ft", "ft-adaptor", "ft-seq", "ft-trans", "ft+flows", "ft+text", "zs+text",
+              "ft-trans+text")
 ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item text
 DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
 DEFAULT_SASREC_EPOCHS = 80
@@ -357,7 +360,8 @@ def cmd_sources_textsim(args: argparse.Namespace) -> None:
 
     sources = sources_for(args.rotation)
     merged = merge_sources(sources, 500, 0)
-    models = [TextSim(s.text, ENCODER, TextSimConfig(select_decay=())).fit(s.split) for s in sources]
+    models = [TextSim(s.text, ENCODER, TextSimConfig(select_decay=(), select_transform=())).fit(s.split)
+              for s in sources]
     out: dict[str, Any] = {}
     for decay in (0.3, 0.5, 1.0):
         ranks_all, per = [], {}
@@ -421,14 +425,15 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         m, ranks = evaluate(model, split, "test", exclude_history=ex)
         info["valid_ndcg@10"] = evaluate(model, split, "valid", exclude_history=ex)[0]["ndcg@10"]
     elif row == "textsim":
-        from shiftrec.models.textsim import TextSim
+        from shiftrec.models.textsim import TextSim, TextSimConfig
 
-        model = TextSim(text, ENCODER).fit(split)  # no training; the decay chosen on validation
-        if ex:  # choose the decay the way the rows are ranked
-            model.choose_decay(split, exclude_seen=True)
+        # no training; the decay (and the text transform, ~tx) chosen on validation
+        model = TextSim(text, ENCODER, TextSimConfig(select_transform=text_transforms(args))).fit(split)
+        if ex:  # choose them the way the rows are ranked
+            model.choose(split, exclude_seen=True)
         m, ranks = evaluate(model, split, "test", exclude_history=ex)
-        info = {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
-                "valid_by_decay": model.selection}
+        info = {"valid_ndcg@10": model.valid_ndcg, "decay": model.decay,
+                "transform": model.transform.value, "valid_by_choice": model.selection}
         if not ex:
             model.save(row_dir(row))  # for textsim+flows
     elif row == "sasrec":
@@ -482,7 +487,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
             if not (row_dir(base) / "manifest.json").exists():
                 sys.exit(f"run row {base} first (no saved model in {row_dir(base)})")
             net, _ = load_checkpoint(row_dir(base), strict=True)
-        choice = select_text_path(net, split, threads=args.threads, exclude_seen=ex)
+        choice = select_text_path(net, split, threads=args.threads, exclude_seen=ex,
+                                  transforms=text_transforms(args))
         m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=ex)
         info = {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice,
                 "base": base if base == "zs" else str(row_dir(base).relative_to(ROOT))}
@@ -542,6 +548,14 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
 
 
 NO_SAVED_MODEL = "no saved model"
+TEXT_ROWS_WITH_TRANSFORM = ("textsim", "zs+text", "ft+text", "scratch+text", "ft-trans+text",
+                            "scratch-trans+text")
+
+
+def text_transforms(args: argparse.Namespace) -> tuple[str, ...]:
+    """The catalogue transforms of the text vectors that TextSim and the text path choose from
+    on validation (--text-transforms; 'none' alone is how every row before them was run)."""
+    return tuple(t.strip() for t in getattr(args, "text_transforms", "none").split(",") if t.strip())
 
 
 def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.Namespace) -> str | None:
@@ -586,10 +600,12 @@ def sliced_metrics(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str,
 def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
     """A row's results key, and its work folder's name: the target, the row, and the settings
     that row depends on (checkpoint tag, width, learning rate, text path, seed)."""
-    trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text")
+    trained = row in TRAINED_TEXT_ROWS or row in ("ft+flows", "ft+text", "scratch+text", "ft-trans+text",
+                                                  "scratch-trans+text")
     return (f"{name}/{row}" + (f"@{tag}" if row in NEEDS_CKPT else "")
             + (f"~h{args.hidden}" if args.hidden != 128 and row in SCRATCH_ROWS else "")
-            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in (*SCRATCH_ROWS, "scratch+text")
+            + (f"~pop{args.pop_buckets}" if args.pop_buckets and row in (*SCRATCH_ROWS, "scratch+text",
+                                                                          "scratch-trans+text")
                else "")
             + (f"~lr{args.lr:g}" if args.lr and trained else "")
             + (f"~d{args.dropout:g}" if args.dropout is not None and trained else "")
@@ -597,6 +613,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
             + (f"~e{args.sasrec_epochs}" if args.sasrec_epochs != DEFAULT_SASREC_EPOCHS
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
+            + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and text_transforms(args) != ("none",) else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + ("~unseen" if getattr(args, "exclude_seen", False) else "")
             + (f"#seed{args.seed}" if args.seed else ""))
@@ -1072,6 +1089,10 @@ def main() -> None:
         t.add_argument("--pop-buckets", type=int, default=0,
                        help="the scratch row with the popularity feature (TransferConfig.pop_buckets; "
                             "fine-tuning keeps the checkpoint's); keys and work folders get ~pop<N>")
+        t.add_argument("--text-transforms", default="none",
+                       help="textsim and the +text rows choose the catalogue transform of the text "
+                            "vectors from these on validation (none,centre,whiten: the library's "
+                            "default, keys ~tx; 'none' keeps the raw cosines every earlier row used)")
         t.add_argument("--exclude-seen", action="store_true",
                        help="rank each test (and validation) target among the items outside the "
                             "user's history, as `shiftrec serve` recommends by default; choices made "

@@ -315,12 +315,13 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     elif row == "textsim":
         from shiftrec.models.textsim import TextSim
 
-        model = TextSim(text, "minilm").fit(split)  # no training; the decay chosen on validation
+        # no training; the decay and the text transform chosen on validation
+        model = TextSim(text, "minilm").fit(split)
         model.save(row_dir(row))  # for textsim+flows
         m, ranks = evaluate(model, split, "test")
         out["test"] = _test_metrics(m)
-        out |= {"valid_ndcg@10": model.selection[f"{model.decay:g}"], "decay": model.decay,
-                "valid_by_decay": model.selection, "epochs": 0}
+        out |= {"valid_ndcg@10": model.valid_ndcg, "decay": model.decay,
+                "transform": model.transform.value, "valid_by_choice": model.selection, "epochs": 0}
     elif row == "sasrec":
         from shiftrec.models.sasrec import SASRec, SASRecConfig
         from shiftrec.train.trainer import Phase, TrainConfig

@@ -1,5 +1,6 @@
-"""TextSim (models.textsim): scores pinned to a hand computation, decay chosen on validation,
-bad input, and `shiftrec train --model textsim --item-text EMB` end to end."""
+"""TextSim (models.textsim): scores pinned to a hand computation, decay and text transform
+chosen on validation, the transforms pinned to hand values, bad input, and `shiftrec train
+--model textsim --item-text EMB` end to end."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_scores_are_the_hand_computed_cosines():
     # items: 1 = (1, 0), 2 = (0, 2) -> unit (0, 1), 3 = (3, 4) -> unit (0.6, 0.8)
     text = np.array([[0, 0], [1, 0], [0, 2], [3, 4]], np.float32)
     split = cyclic_split(n_users=6, n_items=3)
-    m = TextSim(text, "hand", decay=0.5, select_decay=(), temperature=0.5).fit(split)
+    m = TextSim(text, "hand", decay=0.5, select_decay=(), select_transform=(), temperature=0.5).fit(split)
     s = m.score([np.array([1, 2]), np.array([3]), np.zeros(0, np.int64)])
     # history [1, 2]: profile = 0.5 * (1, 0) + 1 * (0, 1) = (0.5, 1), length sqrt(1.25);
     # scores = cosine / temperature 0.5
@@ -40,28 +41,88 @@ def test_scores_are_the_hand_computed_cosines():
 
 def test_decay_is_chosen_on_validation_and_saved(tmp_path):
     split = cyclic_split(n_users=40, n_items=12)
-    m = build_model("textsim", item_text=circle_text(12), encoder="circle").fit(split)
+    m = build_model("textsim", item_text=circle_text(12), encoder="circle", select_transform=()).fit(split)
     # on the cycle the most recent item says the most: a short memory wins on validation
     # (0.3 and 0.1 tie there; the first best of the grid is kept)
-    assert set(m.selection) == {"1", "0.7", "0.5", "0.3", "0.1"}
-    assert m.decay == 0.3 and m.selection["0.3"] == max(m.selection.values()) > m.selection["1"]
+    assert set(m.selection) == {"none 1", "none 0.7", "none 0.5", "none 0.3", "none 0.1"}
+    assert m.decay == 0.3 and m.valid_ndcg == max(m.selection.values()) > m.selection["none 1"]
     m.save(tmp_path / "ts")
     man = json.loads((tmp_path / "ts" / "manifest.json").read_text())
     assert man["model"] == "textsim" and man["decay"] == 0.3 and man["encoder"] == "circle"
+    assert man["transform"] == "none"
     again = load_model(tmp_path / "ts")
     h = [split.test.history[i] for i in range(5)]
     assert np.array_equal(again.score(h), m.score(h))
-    kept = TextSim(circle_text(12), decay=0.7, select_decay=()).fit(split)
+    kept = TextSim(circle_text(12), decay=0.7, select_decay=(), select_transform=()).fit(split)
     assert kept.decay == 0.7 and kept.selection == {}
-    # choose_decay(exclude_seen=True): each decay scored as the test will rank (history out)
+    # choose(exclude_seen=True): each decay scored as the test will rank (history out)
     from shiftrec.evaluate.ranking import evaluate
 
-    m.choose_decay(split, exclude_seen=True)
-    for d, v in m.selection.items():
-        probe = TextSim(circle_text(12), decay=float(d), select_decay=()).fit(split)
+    m.choose(split, exclude_seen=True)
+    for key, v in m.selection.items():
+        probe = TextSim(circle_text(12), decay=float(key.split()[1]), select_decay=(),
+                        select_transform=()).fit(split)
         assert v == pytest.approx(evaluate(probe, split, "valid", exclude_history=True)[0]["ndcg@10"])
         assert v >= evaluate(probe, split, "valid")[0]["ndcg@10"]  # the history only took slots
-    assert m.selection[f"{m.decay:g}"] == max(m.selection.values())
+    assert m.valid_ndcg == max(m.selection.values())
+
+
+def test_transforms_are_the_hand_computed_maps():
+    from shiftrec.text.transform import apply_text_transform, fit_text_transform, transform_text
+
+    # four points around (5, 5): variance 2 along x, 0.5 along y (mean variance 1.25), and a
+    # row without text
+    x = np.array([[7, 5], [3, 5], [5, 6], [5, 4], [0, 0]], np.float32)
+    assert fit_text_transform(x, "none") == (None, None)
+    mean, proj = fit_text_transform(x, "centre")
+    assert mean.tolist() == [5, 5] and proj is None
+    mean, proj = fit_text_transform(x, "whiten")
+    assert mean.tolist() == pytest.approx([5, 5])
+    assert proj == pytest.approx(np.diag([3.25 ** -0.5, 1.75 ** -0.5]), abs=1e-6)
+    y = apply_text_transform(x, mean, proj)
+    assert y[0].tolist() == pytest.approx([2 / 3.25 ** 0.5, 0]) and y[4].tolist() == [0, 0]
+    padded = np.vstack([np.zeros((1, 2), np.float32), x])  # row 0 = padding, not fitted on
+    assert np.allclose(transform_text(padded, "whiten")[1:], y) and not transform_text(padded, "centre")[0].any()
+
+
+def test_transform_is_chosen_with_the_decay_on_validation(tmp_path):
+    """On a circle far from the origin every raw cosine is near 1 and mirrored items look alike;
+    centring gives back the circle itself (the same scores as the circle at the origin), and
+    validation picks a transform over the raw vectors. Each cell of the selection is that
+    (transform, decay) scored alone; save/load keeps the fitted map, and new items get it."""
+    from shiftrec.evaluate.ranking import evaluate
+    from shiftrec.text.transform import apply_text_transform
+
+    split = cyclic_split(n_users=40, n_items=12)
+    far = circle_text(12) + np.array([40.0, 0.0], np.float32)
+    far[0] = 0
+    h = [split.test.history[i] for i in range(6)]
+    centred = TextSim(far, decay=0.5, select_decay=(), transform="centre", select_transform=()).fit(split)
+    plain = TextSim(circle_text(12), decay=0.5, select_decay=(), select_transform=()).fit(split)
+    assert np.allclose(centred.score(h), plain.score(h), atol=1e-4)
+    m = TextSim(far, "far").fit(split)
+    assert len(m.selection) == 15 and m.transform != "none"
+    assert m.valid_ndcg == max(m.selection.values()) > max(v for k, v in m.selection.items()
+                                                          if k.startswith("none"))
+    for key, v in m.selection.items():
+        t, d = key.split()
+        probe = TextSim(far, decay=float(d), select_decay=(), transform=t, select_transform=()).fit(split)
+        assert v == pytest.approx(evaluate(probe, split, "valid")[0]["ndcg@10"])
+    w = TextSim(far, "far", transform="whiten", select_transform=()).fit(split)
+    w.save(tmp_path / "w")
+    again = load_model(tmp_path / "w")
+    assert again.transform == "whiten" and np.array_equal(again.score(h), w.score(h))
+    new = np.array([[41.0, 3.0], [10.0, -2.0]], np.float32)
+    again.extend_items(new)
+    want = apply_text_transform(new, w.mean, w.proj)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.allclose(again.table[-2:], want, atol=1e-6)
+    # saved before transforms existed (no transform key, no arrays): read as the raw cosine
+    man = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    man["transform"] = "centre"
+    (tmp_path / "w" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ArtifactError, match="does not match the arrays"):
+        load_model(tmp_path / "w")
 
 
 def test_bad_input_is_one_clear_error():

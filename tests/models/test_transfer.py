@@ -434,8 +434,8 @@ def test_exclude_seen_ranks_outside_the_history_and_the_text_path_grid_grows(tin
     # the grid, ranked outside the history: weight 0 is the net ranked that way on validation
     _, v0 = evaluate_net(net, split, "valid", exclude_seen=True)
     choice = select_text_path(net, split, weights=(0.5,), decays=(0.5,), exclude_seen=True,
-                              max_growth=3)
-    grid = {float(w): g for w, g in choice["grid"]["decay 0.5"].items()}
+                              max_growth=3, transforms=("none",))
+    grid = {float(w): g for w, g in choice["grid"]["none, decay 0.5"].items()}
     assert choice["exclude_seen"] and grid[0.0] == pytest.approx(ndcg_at_k(v0, 10))
     ws = sorted(grid)
     assert ws[:2] == [0.0, 0.5] and all(b == 2 * a for a, b in zip(ws[1:], ws[2:], strict=False))
@@ -469,7 +469,9 @@ def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
     assert choice["weight"] in (1.0, 5.0, 10.0, 20.0, 40.0, 80.0) and choice["decay"] in (0.3, 0.7)
     assert choice["valid_ndcg@10"] > choice["valid_ndcg@10_without"]
     assert choice["valid_ndcg@10"] == max(max(g.values()) for g in choice["grid"].values())
-    cos = TextSim(text, select_decay=(), temperature=1.0).fit(split).scores_with_decay(hist, choice["decay"])
+    assert len(choice["grid"]) == 6  # 3 transforms x 2 decays
+    cos = TextSim(text, select_decay=(), select_transform=(), transform=choice["transform"],
+                  temperature=1.0).fit(split).scores_with_decay(hist, choice["decay"])
     with torch.no_grad():
         after = net.score_all(seq).numpy()
     assert np.allclose(after[:, 1:], before[:, 1:] + choice["weight"] * cos[:, 1:], atol=1e-4)
@@ -489,3 +491,35 @@ def test_text_path_chosen_on_validation_after_training(tmp_path, tiny_domain):
     again, man = load_checkpoint(tmp_path / "ft", strict=True)
     assert man["text_path"] == fields["text_path"] and again.cfg.text_skip == net2.cfg.text_skip
     assert evaluate_net(again, split)[0] == evaluate_net(net2, split)[0]
+
+
+def test_text_path_with_a_transform_scores_the_transformed_cosines_and_reloads(tmp_path, tiny_domain):
+    """A text path chosen with a catalogue transform (here whiten, the only one offered) adds
+    w * the cosines TextSim computes with that transform; the transform is refitted from the
+    stored item table on load, so a saved net scores the same."""
+    from shiftrec.models.textsim import TextSim
+    from shiftrec.pipelines.transfer import select_text_path
+
+    split, text, _ = tiny_domain
+    torch.manual_seed(0)
+    far = text + 5.0 * np.abs(text).max()  # a large common component
+    far[0] = 0
+    net = build_net(TINY, far).eval()
+    hist = [split.test.history[i][-8:] for i in range(6)]
+    seq = torch.from_numpy(np.stack([np.pad(h, (8 - len(h), 0)) for h in hist]))
+    with torch.no_grad():
+        before = net.score_all(seq).numpy()
+    choice = select_text_path(net, split, weights=(1.0, 5.0), decays=(0.5,), transforms=("whiten",))
+    assert choice["weight"] > 0 and choice["transform"] == "whiten" and net.cfg.skip_transform == "whiten"
+    cos = TextSim(far, select_decay=(), select_transform=(), transform="whiten",
+                  temperature=1.0).fit(split).scores_with_decay(hist, 0.5)
+    with torch.no_grad():
+        after = net.score_all(seq).numpy()
+    assert np.allclose(after[:, 1:], before[:, 1:] + choice["weight"] * cos[:, 1:], atol=1e-4)
+    raw = TextSim(far, select_decay=(), select_transform=(), temperature=1.0).fit(split)
+    assert not np.allclose(raw.scores_with_decay(hist, 0.5)[:, 1:], cos[:, 1:], atol=1e-3)
+    save_checkpoint(net, tmp_path / "w", encoder="fake", include_items=True)
+    again, _ = load_checkpoint(tmp_path / "w", strict=True)
+    assert again.cfg.skip_transform == "whiten"
+    with torch.no_grad():
+        assert np.allclose(again.eval().score_all(seq).numpy()[:, 1:], after[:, 1:], atol=1e-5)

@@ -50,7 +50,7 @@ def train_cmd(
     topics: Annotated[Path | None, typer.Option(help="topics folder from `shiftrec topics`: needed by shiftaware and topic_profile; shiftfusion's shift gate (default: one gate bin)")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
     select_metric: Annotated[str | None, typer.Option(help="shiftfusion: the validation metric its weights are chosen on (ndcg@10 by default; e.g. recall@50 keeps more deep recall)")] = None,
-    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="test metrics rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); textsim chooses its decay the same way; training and early stopping are unchanged; not for shiftfusion")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="test metrics rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); textsim chooses its decay and text transform the same way; training and early stopping are unchanged; not for shiftfusion")] = False,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
     its manifest (file hashes, item-map fingerprint), and write full-ranking test metrics to
@@ -148,8 +148,11 @@ def train_cmd(
             opts["init_from"] = base_model
         rec = build_model(model, **opts)
     rec.fit(split)
-    if exclude_seen and hasattr(rec, "choose_decay"):  # textsim: its decay chosen as the test ranks
-        rec.choose_decay(split, exclude_seen=True)
+    if exclude_seen and hasattr(rec, "choose"):  # textsim: decay and transform chosen as the test ranks
+        rec.choose(split, exclude_seen=True)
+    if getattr(rec, "valid_ndcg", None) is not None:  # textsim: what validation chose
+        con.print(f"chosen on validation: decay {rec.decay:g}, text transform {rec.transform.value} "
+                  f"(valid NDCG@10 {rec.valid_ndcg:.4f})")
     from shiftrec.train.trainer import dist_info
 
     if not dist_info().main:

@@ -226,7 +226,8 @@ def evaluate_cmd(
 
 
 def _text_path_line(tp: dict[str, Any]) -> str:
-    return (f"text path: weight {tp['weight']:g}" + (f", decay {tp['decay']:g}" if tp["decay"] else " (none)")
+    return (f"text path: weight {tp['weight']:g}"
+            + (f", decay {tp['decay']:g}, text {tp.get('transform') or 'none'}" if tp["decay"] else " (none)")
             + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}"
             + (" (the largest weight tried; a larger one might do better)" if tp.get("at_grid_top") else ""))
 

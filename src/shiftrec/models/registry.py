@@ -12,7 +12,7 @@ a base model, which train with the torch trainer) are read from the spec's flags
   load through TransferRec.load.
 - "textsim" (models.textsim) needs item text too but learns nothing from interactions: the
   cosine of each item's text with the history's recency-weighted text profile (the decay is
-  chosen on validation).
+  chosen on validation, with the catalogue transform of the text vectors: none, centre, whiten).
 - "shiftfusion" wraps another registry model (`base`, default sasrec, built with
   `base_options`) and adds the item-level migration flows (models.fusion); item topics
   (`item_topic`) feed its shift gate.

@@ -7,11 +7,13 @@ softmax(cos / temperature), which is how ShiftFusion reads a base model's scores
 does not change TextSim's own ranking, only how it mixes with the item flows). Nothing is
 learned from interactions: it works for a new shop, a new domain and cold items from the first
 event, with any encoder of shiftrec.text (the multilingual one for Chinese titles). fit() only
-picks the decay on the validation users (NDCG@10 over all items) from `select_decay`, when
-given; an empty grid keeps `decay`.
+picks, on the validation users (NDCG@10 over all items), the decay from `select_decay` and the
+catalogue transform of the text vectors from `select_transform` (none, centre, whiten:
+shiftrec.text.transform), jointly; empty grids keep `decay` and `transform`.
 
-Saved as model.npz (the unit-length item table, float32) plus the manifest (config, the chosen
-decay and the validation scores, encoder, data and item-map fingerprints).
+Saved as model.npz (the unit-length item table, float32, and the fitted transform's mean and
+projection, which new items get too) plus the manifest (config, the chosen decay and transform
+with the validation scores, encoder, data and item-map fingerprints).
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from shiftrec.manifest import atomic_write_bytes
 from shiftrec.models.artifact import read_model_folder, save_model_folder, split_fields
 from shiftrec.models.torch_base import apply_overrides
 from shiftrec.models.transfer_config import aligned_item_text
+from shiftrec.text.transform import (
+    TEXT_TRANSFORMS,
+    TextTransform,
+    apply_text_transform,
+    fit_text_transform,
+)
 
 NEEDS_TEXT = ("textsim needs item text embeddings aligned with the split: run `shiftrec encode "
               "DATASET --split SPLIT -o EMB` and pass --item-text EMB")
@@ -38,6 +46,8 @@ NEEDS_TEXT = ("textsim needs item text embeddings aligned with the split: run `s
 class TextSimConfig:
     decay: float = 0.5  # weight of the k-th most recent history item: decay ** k
     select_decay: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3, 0.1)  # chosen on validation; () keeps decay
+    transform: TextTransform = TextTransform.NONE  # of the catalogue's text vectors before the cosine
+    select_transform: tuple[TextTransform, ...] = TEXT_TRANSFORMS  # chosen with the decay; () keeps transform
     temperature: float = 0.05  # scores = cosine / temperature (logits; see the module docstring)
     max_history: int = 50
 
@@ -64,8 +74,12 @@ class TextSim:
         self.source = item_text
         self.encoder = encoder
         self.decay = self.config.decay
+        self.transform = TextTransform(self.config.transform)
         self.table: np.ndarray | None = None  # (n_items + 1, d) unit rows, row 0 zeros
-        self.selection: dict[str, float] = {}
+        self.mean: np.ndarray | None = None  # the fitted transform (shiftrec.text.transform)
+        self.proj: np.ndarray | None = None
+        self._raw: np.ndarray | None = None  # the untransformed vectors, while fit() chooses
+        self.selection: dict[str, float] = {}  # valid NDCG@10 by "transform decay"
         self.data_fingerprint: str | None = None
         self.item_keys: str | None = None
 
@@ -80,21 +94,51 @@ class TextSim:
         if text.shape[0] != split.n_items + 1:
             raise InputError(f"item text table has {text.shape[0] - 1} items but the split has "
                              f"{split.n_items}")
-        self.table = _unit_rows(text)
-        self.table[0] = 0.0
-        self.choose_decay(split)
+        text = np.asarray(text, np.float32).copy()
+        text[0] = 0.0
+        self._raw = text
+        self._set_transform(self.transform)
+        self.choose(split)
         f = split_fields(split)
         self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         return self
 
-    def choose_decay(self, split: SeqSplit, exclude_seen: bool = False) -> None:
-        """Keep the decay of `select_decay` with the best validation NDCG@10 (all items ranked, or
-        with `exclude_seen` all but each user's history, as the evaluation will rank them); no-op
-        with an empty grid or no validation users."""
-        if self.config.select_decay and len(split.valid):
-            self.selection = {f"{d:g}": self._valid_ndcg(split, d, exclude_seen)
-                              for d in self.config.select_decay}
-            self.decay = float(max(self.config.select_decay, key=lambda d: self.selection[f"{d:g}"]))
+    def _set_transform(self, kind: TextTransform) -> None:
+        assert self._raw is not None
+        self.transform = TextTransform(kind)
+        self.mean, self.proj = fit_text_transform(self._raw[1:], self.transform)
+        self.table = _unit_rows(apply_text_transform(self._raw, self.mean, self.proj))
+
+    @property
+    def valid_ndcg(self) -> float | None:
+        """Validation NDCG@10 of the chosen decay and transform (None if nothing was chosen)."""
+        return self.selection.get(f"{self.transform.value} {self.decay:g}")
+
+    def choose(self, split: SeqSplit, exclude_seen: bool = False) -> None:
+        """Keep the (transform, decay) of `select_transform` x `select_decay` with the best
+        validation NDCG@10 (all items ranked, or with `exclude_seen` all but each user's
+        history, as the evaluation will rank them); ties go to the earlier transform, then the
+        earlier decay. No-op with both grids empty or no validation users; a loaded model (its
+        raw vectors are not kept) chooses its decay only."""
+        cfg = self.config
+        if not (cfg.select_decay or cfg.select_transform) or not len(split.valid):
+            return
+        decays = cfg.select_decay or (self.decay,)
+        kinds = (cfg.select_transform if self._raw is not None else ()) or (self.transform,)
+        self.selection = {}
+        best: tuple[float, TextTransform, float] | None = None
+        for kind in kinds:
+            if self._raw is not None:
+                self._set_transform(kind)
+            for d in decays:
+                v = self._valid_ndcg(split, d, exclude_seen)
+                self.selection[f"{TextTransform(kind).value} {d:g}"] = v
+                if best is None or v > best[0]:
+                    best = (v, TextTransform(kind), float(d))
+        assert best is not None
+        if self._raw is not None:
+            self._set_transform(best[1])
+        self.decay = best[2]
 
     def _valid_ndcg(self, split: SeqSplit, decay: float, exclude_seen: bool = False) -> float:
         from shiftrec.evaluate.ranking import evaluate
@@ -136,7 +180,9 @@ class TextSim:
         if v.ndim != 2 or v.shape[1] != self.table.shape[1] or not np.isfinite(v).all():
             raise InputError(f"new item vectors must be finite and (n, {self.table.shape[1]}); "
                              f"got shape {tuple(v.shape)}")
-        self.table = np.concatenate([self.table, _unit_rows(v)])
+        self.table = np.concatenate([self.table, _unit_rows(apply_text_transform(v, self.mean, self.proj))])
+        if self._raw is not None:
+            self._raw = np.concatenate([self._raw, v])
 
     def save(self, path: str | Path) -> None:
         import io
@@ -144,10 +190,12 @@ class TextSim:
         if self.table is None:
             raise ArtifactError("textsim model is not fitted: nothing to save")
         buf = io.BytesIO()
-        np.savez(buf, table=self.table)
+        fitted = {k: v for k, v in (("mean", self.mean), ("proj", self.proj)) if v is not None}
+        np.savez(buf, table=self.table, **fitted)
         save_model_folder(path, lambda d: atomic_write_bytes(d / "model.npz", buf.getvalue()),
                           model=self.name, n_items=self.n_items, text_dim=int(self.table.shape[1]),
                           encoder=self.encoder, config=to_dict(self.config), decay=self.decay,
+                          transform=self.transform.value,
                           selection_valid_ndcg10=self.selection,
                           data_fingerprint=self.data_fingerprint, item_keys_hash=self.item_keys)
 
@@ -156,12 +204,21 @@ class TextSim:
         p, man = read_model_folder(path, cls.name)
         with np.load(p / "model.npz", allow_pickle=False) as z:
             table = z["table"]
+            mean = z["mean"].astype(np.float32) if "mean" in z.files else None
+            proj = z["proj"].astype(np.float32) if "proj" in z.files else None
+        # saved before transforms existed: the raw cosine
+        transform = TextTransform(man.get("transform", TextTransform.NONE.value))
+        if (mean is None) != (transform == TextTransform.NONE) or (
+                (proj is None) != (transform != TextTransform.WHITEN)):
+            raise ArtifactError(f"manifest transform '{transform.value}' does not match the arrays "
+                                f"in model.npz", path=p)
         if table.ndim != 2 or table.shape[0] != int(man["n_items"]) + 1:
             raise ArtifactError(f"manifest n_items={man['n_items']} but model.npz holds "
                                 f"{table.shape[0] - 1} items", path=p)
         m = cls(None, man.get("encoder"), from_dict(TextSimConfig, man["config"], where=f"{p}: config"))
         m.table = table.astype(np.float32)
         m.decay = float(man["decay"])
+        m.transform, m.mean, m.proj = transform, mean, proj
         m.selection = dict(man.get("selection_valid_ndcg10") or {})
         m.data_fingerprint = man.get("data_fingerprint")
         m.item_keys = man.get("item_keys_hash")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from shiftrec.errors import InputError
+from shiftrec.text.transform import TextTransform
 
 
 class Mode(enum.StrEnum):
@@ -67,6 +68,10 @@ class TransferConfig:
     text_skip: bool = False
     skip_init: float = 20.0  # initial skip_weight (logit units per unit of cosine; TextSim's 1/0.05)
     skip_decay_init: float = 0.3  # initial decay of the history profile
+    # the catalogue transform of the text vectors the path's cosines use (shiftrec.text.transform;
+    # fitted on the item table the net holds, so nothing is stored; chosen on validation by
+    # pipelines.transfer.select_text_path)
+    skip_transform: TextTransform = TextTransform.NONE
     # domain-relative popularity prior: every item's logit gets a learned bias for its popularity
     # bucket *within its own domain's* training log (bucket 0: no training interaction;
     # 1..pop_buckets-1: quantiles of the items that have some; popularity_buckets()). It is as

@@ -18,6 +18,7 @@ from shiftrec.models.transfer_config import (
     check_text_table,
     popularity_buckets,
 )
+from shiftrec.text.transform import TextTransform, transform_text
 
 #: the text path's two scalars train this many times faster than the other weights (see
 #: TransferNet.__init__)
@@ -63,6 +64,7 @@ class TransferNet(nn.Module):
         self.objective = Objective(cfg.objective)
         self.text_dim = int(text.shape[1])
         self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(text)), persistent=False)
+        self._skip_text: torch.Tensor | None = None  # see _skip_table
         self.adaptor = MoEAdaptor(self.text_dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
                                   cfg.gate_noise)
         self.item_id: nn.Embedding | None = None
@@ -175,6 +177,7 @@ class TransferNet(nn.Module):
                                 f"{self.text_dim}")
         dev = self.text.device
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
+        self._skip_text = None  # the text path's transformed table belonged to the old one
         self.log_q = None  # counts belonged to the old table
         if self.pop_bucket is not None:  # rows beyond the old table (new items) have no count
             grown = []
@@ -264,12 +267,15 @@ class TransferNet(nn.Module):
         return self.encode(seq, emb)[:, -1]
 
     # ---- text-similarity path (TransferConfig.text_skip) -----------------------------
-    def enable_text_path(self, weight: float, decay: float) -> None:
-        """Turn the text path on with this weight and decay (chosen on validation after
-        training: pipelines.transfer.select_text_path); every other weight is unchanged."""
+    def enable_text_path(self, weight: float, decay: float,
+                         transform: TextTransform = TextTransform.NONE) -> None:
+        """Turn the text path on with this weight, decay and text transform (chosen on validation
+        after training: pipelines.transfer.select_text_path); every other weight is unchanged."""
         from dataclasses import replace
 
-        self.cfg = replace(self.cfg, text_skip=True, skip_init=float(weight), skip_decay_init=float(decay))
+        self.cfg = replace(self.cfg, text_skip=True, skip_init=float(weight), skip_decay_init=float(decay),
+                           skip_transform=TextTransform(transform))
+        self._skip_text = None
         self._add_text_path_parameters()
 
     def _add_text_path_parameters(self) -> None:
@@ -297,8 +303,19 @@ class TransferNet(nn.Module):
         return torch.sigmoid(SKIP_LR_SCALE * self.skip_decay_logit)
 
     def unit_text(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit-length raw text vectors of `ids` (or of the whole table); padding stays 0."""
-        return F.normalize(self.text if ids is None else self.text[ids], dim=-1)
+        """Unit-length text vectors of `ids` (or of the whole table) for the text path: the raw
+        encoder vectors, or after cfg.skip_transform fitted on the item table; padding stays 0."""
+        t = self.text if self.cfg.skip_transform == TextTransform.NONE else self._skip_table()
+        return F.normalize(t if ids is None else t[ids], dim=-1)
+
+    def _skip_table(self) -> torch.Tensor:
+        """The item table after cfg.skip_transform, fitted on its own rows (computed once per
+        table: set_item_text and enable_text_path drop it)."""
+        t = self._skip_text
+        if t is None or t.shape != self.text.shape or t.device != self.text.device:
+            arr = transform_text(self.text.detach().cpu().numpy(), self.cfg.skip_transform)
+            t = self._skip_text = torch.from_numpy(arr).to(self.text.device)
+        return t
 
     def text_profiles(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
         """Unit recency-weighted sums of the history items' unit text vectors: (B, d) after the

@@ -46,6 +46,7 @@ from shiftrec.models.transfer_fit import (
     check_split,
     item_keys_hash,
 )
+from shiftrec.text.transform import TEXT_TRANSFORMS, TextTransform
 
 # --------------------------------------------------------------------------------------- configs
 
@@ -403,14 +404,17 @@ TEXT_PATH_GROWTH = 4  # doublings of the largest weight while it is the best on 
 def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEXT_PATH_WEIGHTS,
                      decays: tuple[float, ...] = TEXT_PATH_DECAYS, batch_size: int = 512,
                      threads: int = 0, exclude_seen: bool = False,
-                     max_growth: int = TEXT_PATH_GROWTH) -> dict[str, Any]:
-    """Add the text-similarity path to a trained net with the weight and decay that rank the
-    validation users best (NDCG@10 over all items, or over the items outside each user's
-    history with `exclude_seen`, as the evaluation will rank them): scores + w * cos(history
-    text profile, item text). Weight 0 (no path) is in the grid, so validation never gets
-    worse; ties go to the smaller weight. While the largest weight is the best, the grid grows
-    by doublings (at most `max_growth`); a choice still at the top is flagged (`at_grid_top`).
-    Returns the choice and the validation NDCG@10 of each (decay, weight)."""
+                     max_growth: int = TEXT_PATH_GROWTH,
+                     transforms: tuple[TextTransform, ...] = TEXT_TRANSFORMS) -> dict[str, Any]:
+    """Add the text-similarity path to a trained net with the weight, decay and catalogue
+    transform of the text vectors (shiftrec.text.transform) that rank the validation users best
+    (NDCG@10 over all items, or over the items outside each user's history with
+    `exclude_seen`, as the evaluation will rank them): scores + w * cos(history text profile,
+    item text). Weight 0 (no path) is in the grid, so validation never gets worse; ties go to
+    the smaller weight, then the earlier transform and decay. While the largest weight is the
+    best, the grid grows by doublings (at most `max_growth`); a choice still at the top is
+    flagged (`at_grid_top`). Returns the choice and the validation NDCG@10 of each
+    (transform, decay, weight)."""
     from shiftrec.evaluate.metrics import mixed_metric
     from shiftrec.evaluate.ranking import history_cells
     from shiftrec.models.textsim import TextSim
@@ -423,11 +427,14 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
         raise ConfigError("the net already has a text path")
     net.eval()
     scorer = ModuleScorer(net, net.text.device, net.cfg.max_len, threads=threads)
-    sim = TextSim(net.text.cpu().numpy(), select_decay=(), temperature=1.0,  # cosines, as the net's
-                  max_history=net.cfg.max_len).fit(split)
+    transforms = tuple(TextTransform(t) for t in transforms) or (TextTransform.NONE,)
+    raw = net.text.cpu().numpy()
+    sims = [TextSim(raw, select_decay=(), select_transform=(), transform=t,  # cosines, as the net's
+                    temperature=1.0, max_history=net.cfg.max_len).fit(split) for t in transforms]
+    cells = [(ti, di) for ti in range(len(transforms)) for di in range(len(decays))]
 
     def grid_gain(ws: list[float]) -> np.ndarray:
-        gain = np.zeros((len(decays), len(ws)))
+        gain = np.zeros((len(cells), len(ws)))
         for a in range(0, len(es), batch_size):
             rows = range(a, min(a + batch_size, len(es)))
             hist = [es.history[i][-net.cfg.max_len:] for i in rows]
@@ -435,10 +442,10 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
             tgt = np.asarray(es.target[a:a + len(rows)])
             if exclude_seen:  # the whole history, as rank_targets; -inf stays -inf whatever the path adds
                 base[history_cells([es.history[i] for i in rows], tgt)] = -np.inf
-            for di, d in enumerate(decays):
-                cos = sim.scores_with_decay(hist, d)
+            for ci, (ti, di) in enumerate(cells):
+                cos = sims[ti].scores_with_decay(hist, decays[di])
                 cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
-                gain[di] += mixed_metric(base, cos, ws, tgt, "ndcg@10").sum(axis=0)
+                gain[ci] += mixed_metric(base, cos, ws, tgt, "ndcg@10").sum(axis=0)
         return gain / len(es)
 
     W = sorted(set(float(w) for w in weights) | {0.0})
@@ -449,17 +456,20 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
             gain = np.concatenate([gain, grid_gain(W[-1:])], axis=1)
         else:
             break
-    # the best (decay, weight); of a tie the smaller weight, then the smaller decay
-    di, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
+    # the best (transform, decay, weight); of a tie the smaller weight, then the earlier cell
+    ci, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
+    ti, di = cells[ci]
     choice = {"weight": W[wi], "decay": float(decays[di]) if wi else None,
-              "valid_ndcg@10": float(gain[di, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
+              "transform": transforms[ti].value if wi else None,
+              "valid_ndcg@10": float(gain[ci, wi]), "valid_ndcg@10_without": float(gain[0, 0]),
               "exclude_seen": bool(exclude_seen),
               # still the largest weight after max_growth doublings: a larger one might do better
               "at_grid_top": bool(wi > 0 and wi == len(W) - 1),
-              "grid": {f"decay {d:g}": {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
-                       for i, d in enumerate(decays)}}
+              "grid": {f"{transforms[t].value}, decay {decays[d]:g}":
+                       {f"{w:g}": float(g) for w, g in zip(W, gain[i], strict=True)}
+                       for i, (t, d) in enumerate(cells)}}
     if wi:
-        net.enable_text_path(W[wi], float(decays[di]))
+        net.enable_text_path(W[wi], float(decays[di]), transforms[ti])
     return choice
 
 
