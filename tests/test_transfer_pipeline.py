@@ -317,6 +317,10 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     tp = zst["text_path"]
     assert f"text path: weight {tp['weight']:g}" in r.output and "zero-shot + text path test" in r.output
     assert tp["valid_ndcg@10"] >= tp["valid_ndcg@10_without"]
+    if tp["weight"] > 0:  # the catalogue transform of the text vectors, chosen with the rest
+        assert tp["transform"] in ("none", "centre", "whiten")
+        assert f"text transform {tp['transform']}" in r.output
+        assert len(tp["grid"]) == 15  # 3 transforms x 5 decays
     if tp["weight"] == 0:  # no path chosen: the zero-shot scores themselves
         assert zst["ndcg@10"] == pytest.approx(zs["ndcg@10"])
     assert zst["seen_items"] == "ranked" and tp["exclude_seen"] is False

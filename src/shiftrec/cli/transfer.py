@@ -115,7 +115,7 @@ def finetune_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="text embedding cache folder")] = None,
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on validation; weight 0 is a choice, so validation never gets worse")] = False,
+    text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on validation; weight 0 is a choice, so validation never gets worse")] = False,
 ) -> None:
     """Fine-tune a pretrained model on a target (full cross-entropy over all its items), then
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr 5e-4,
@@ -162,7 +162,7 @@ def evaluate_cmd(
     target: Annotated[str, typer.Argument(help=f"to evaluate on: {TARGET_HELP}", metavar="SPLIT_OR_DATASET")],
     checkpoint: Annotated[str | None, typer.Option(help="checkpoint folder or shipped name (default: the shipped one)")] = None,
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="score the target's items from text only (unseen domain)")] = False,
-    text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight and decay best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
+    text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); with --text-path the path is chosen the same way")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
@@ -227,7 +227,7 @@ def evaluate_cmd(
 
 def _text_path_line(tp: dict[str, Any]) -> str:
     return (f"text path: weight {tp['weight']:g}"
-            + (f", decay {tp['decay']:g}, text {tp.get('transform') or 'none'}" if tp["decay"] else " (none)")
+            + (f", decay {tp['decay']:g}, text transform {tp.get('transform') or 'none'}" if tp["decay"] else " (none)")
             + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}"
             + (" (the largest weight tried; a larger one might do better)" if tp.get("at_grid_top") else ""))
 
