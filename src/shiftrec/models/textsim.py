@@ -78,7 +78,9 @@ class TextSim:
         self.table: np.ndarray | None = None  # (n_items + 1, d) unit rows, row 0 zeros
         self.mean: np.ndarray | None = None  # the fitted transform (shiftrec.text.transform)
         self.proj: np.ndarray | None = None
-        self._raw: np.ndarray | None = None  # the untransformed vectors, while fit() chooses
+        # the untransformed vectors, kept after fit() so choose() can pick the transform again
+        # (not saved: a loaded model keeps its transform)
+        self._raw: np.ndarray | None = None
         self.selection: dict[str, float] = {}  # valid NDCG@10 by "transform decay"
         self.data_fingerprint: str | None = None
         self.item_keys: str | None = None
