@@ -57,6 +57,24 @@ def test_ingest_prepare_roundtrip(tmp_path: Path, small_store) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def test_prepare_takes_a_named_dataset(tmp_path: Path, shared_data: Path) -> None:
+    """`prepare NAME` splits a named dataset of the shared data folder, the same split as
+    `ingest preset NAME` then `prepare FOLDER`; an unknown name or a missing folder is one line."""
+    r = run("prepare", "gift-cards", "--data-root", str(shared_data), "-o", str(tmp_path / "named"))
+    assert r.returncode == 0, r.stderr
+    r = run("ingest", "preset", "gift-cards", "--data-root", str(shared_data), "-o", str(tmp_path / "gc"))
+    assert r.returncode == 0, r.stderr
+    r = run("prepare", str(tmp_path / "gc"), "-o", str(tmp_path / "folder"))
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((tmp_path / d / "split.json").read_text()) for d in ("named", "folder"))
+    assert a["dataset"] == "gift-cards" and a["data_fingerprint"] == b["data_fingerprint"]
+    assert (tmp_path / "named" / "split.npz").read_bytes() == (tmp_path / "folder" / "split.npz").read_bytes()
+    for bad, expect in (("no-such-shop", "unknown dataset 'no-such-shop'"),
+                        (str(tmp_path / "missing"), "dataset folder not found")):
+        r = run("prepare", bad, "-o", str(tmp_path / "x"))
+        assert r.returncode == 2 and expect in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_help_has_examples() -> None:
     for cmd in ("ingest", "prepare", "demo"):
         r = run(cmd, "--help")

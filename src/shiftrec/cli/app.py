@@ -248,7 +248,7 @@ def ingest(
 
 @app.command()
 def prepare(
-    dataset: Annotated[Path, typer.Argument(help="dataset folder written by `shiftrec ingest`")],
+    dataset: Annotated[str, typer.Argument(help="dataset folder written by `shiftrec ingest`, or a named dataset of the shared data folder (`shiftrec datasets` lists them)", metavar="DATASET")],
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("out/split"),
     split: Annotated[str, typer.Option(help="loo | temporal | cross-domain")] = "loo",
     max_len: Annotated[int, typer.Option(help="history length kept")] = 50,
@@ -256,12 +256,15 @@ def prepare(
     valid_start: Annotated[float | None, typer.Option(help="temporal: unix time or quantile in (0,1)")] = None,
     source: Annotated[list[str] | None, typer.Option(help="cross-domain: source domain (repeatable)")] = None,
     target: Annotated[str | None, typer.Option(help="cross-domain: target domain")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
 ) -> None:
     """Split a dataset: leave-one-out (UniSRec), global temporal, or cross-domain.
 
     Examples:
 
       shiftrec prepare out/scientific -o out/scientific-split
+
+      shiftrec prepare gift-cards -o out/gift-cards-split
 
       shiftrec prepare out/store --split temporal --test-start 0.9 --valid-start 0.8 -o out/store-temporal
     """
@@ -275,7 +278,13 @@ def prepare(
         raise ConfigError(f"--split must be one of {[k.value for k in SplitKind]}") from None
     with _progress() as prog:
         task = prog.add_task("splitting", total=1)
-        splits = run_prepare(dataset, out, kind, max_len, test_start, valid_start, source, target)
+        src: Any = Path(dataset)
+        if not src.exists() and "/" not in dataset and "\\" not in dataset:
+            # a named dataset, read and cleaned as `ingest preset` does
+            from shiftrec.pipelines.transfer import load_dataset
+
+            src = load_dataset(dataset, data_root)
+        splits = run_prepare(src, out, kind, max_len, test_start, valid_start, source, target)
         prog.update(task, advance=1)
     con = _console()
     for sub, sp in splits.items():

@@ -8,7 +8,7 @@ from typing import Any
 
 from shiftrec.data.clean import CleanConfig, clean, write_outputs
 from shiftrec.data.readers import ReadResult
-from shiftrec.data.schema import open_dataset
+from shiftrec.data.schema import Dataset, open_dataset
 from shiftrec.data.splits import SeqSplit, cross_domain, leave_one_out, temporal
 from shiftrec.errors import ArtifactError
 from shiftrec.manifest import atomic_dir
@@ -60,11 +60,12 @@ def ingest_source(fmt: str, opts: Any, cfg: CleanConfig, out_dir: str | Path, na
     return ingest(read_format(fmt, opts), cfg, out_dir, name)
 
 
-def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = SplitKind.LEAVE_ONE_OUT,
+def prepare(dataset_dir: str | Path | Dataset, out_dir: str | Path, kind: SplitKind = SplitKind.LEAVE_ONE_OUT,
             max_len: int = 50, test_start: float | None = None, valid_start: float | None = None,
             sources: list[str] | None = None, target: str | None = None) -> dict[str, SeqSplit]:
+    """Split a dataset folder (or a Dataset already read, e.g. a named one) into `out_dir`."""
     check_output_path(out_dir)
-    ds = open_dataset(dataset_dir)
+    ds = dataset_dir if isinstance(dataset_dir, Dataset) else open_dataset(dataset_dir)
     out = Path(out_dir)
     if kind == SplitKind.LEAVE_ONE_OUT:
         splits = {"": leave_one_out(ds, max_len)}
@@ -77,7 +78,8 @@ def prepare(dataset_dir: str | Path, out_dir: str | Path, kind: SplitKind = Spli
             raise ConfigError("cross-domain split needs --target (and --source)")
         src, tgt = cross_domain(ds, sources or [d for d in ds.domains if d != target], target, max_len)
         splits = {f"source-{k}": v for k, v in src.items()} | {f"target-{target}": tgt}
-    extra = {"dataset": str(Path(dataset_dir).resolve()), "data_fingerprint": ds.fingerprint()}
+    extra = {"dataset": ds.name if isinstance(dataset_dir, Dataset) else str(Path(dataset_dir).resolve()),
+             "data_fingerprint": ds.fingerprint()}
     if "" in splits:
         splits[""].save(out, manifest_extra=extra)
     else:  # one folder holding a complete split folder per domain, itself written atomically
