@@ -548,8 +548,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
 
 
 NO_SAVED_MODEL = "no saved model"
-TEXT_ROWS_WITH_TRANSFORM = ("textsim", "zs+text", "ft+text", "scratch+text", "ft-trans+text",
-                            "scratch-trans+text")
+TEXT_ROWS_WITH_TRANSFORM = ("textsim", "textsim+flows", "zs+text", "ft+text", "scratch+text",
+                            "ft-trans+text", "scratch-trans+text")
 
 
 def text_transforms(args: argparse.Namespace) -> tuple[str, ...]:

@@ -239,6 +239,17 @@ def prepare(ds_name: str, cache_dir: Path) -> Any:
     return make_source(ds, "minilm", cache_dir=cache_dir)
 
 
+def text_transforms(args: argparse.Namespace) -> tuple[str, ...]:
+    """The text transforms TextSim and the text path choose from (--text-transforms)."""
+    return tuple(t.strip() for t in args.text_transforms.split(",") if t.strip())
+
+
+def tx_suffix(row: str, args: argparse.Namespace) -> str:
+    """'~tx' for a text-similarity row choosing among transforms (the raw rows keep their keys)."""
+    uses = row in ("textsim", "textsim+flows") or row.endswith("+text")
+    return "~tx" if uses and text_transforms(args) != ("none",) else ""
+
+
 def _progress(tag: str) -> Any:
     """One line per epoch (the CLI's printer; `tag` names the row in the log above it)."""
     from rich.console import Console
@@ -313,11 +324,11 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         m, ranks = evaluate(ItemKNN().fit(split), split, "test")
         out["test"] = _test_metrics(m)
     elif row == "textsim":
-        from shiftrec.models.textsim import TextSim
+        from shiftrec.models.textsim import TextSim, TextSimConfig
 
         # no training; the decay and the text transform chosen on validation
-        model = TextSim(text, "minilm").fit(split)
-        model.save(row_dir(row))  # for textsim+flows
+        model = TextSim(text, "minilm", TextSimConfig(select_transform=text_transforms(args))).fit(split)
+        model.save(row_dir(row + tx_suffix(row, args)))  # for textsim+flows
         m, ranks = evaluate(model, split, "test")
         out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": model.valid_ndcg, "decay": model.decay,
@@ -401,7 +412,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         net, _ = load_checkpoint(base_dir, strict=True)
-        choice = select_text_path(net, split, threads=args.threads)
+        choice = select_text_path(net, split, threads=args.threads, transforms=text_transforms(args))
         m, ranks = evaluate_net(net, split)
         out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice, "epochs": 0,
@@ -414,7 +425,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.models.registry import load_model
 
         base_row = row.removesuffix("+flows")
-        base_dir = row_dir(base_row)
+        base_dir = row_dir(base_row + tx_suffix(row, args))
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         fused = ShiftFusion(load_model(base_dir), base_fitted=True, n_bins=1).fit(split)
@@ -465,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
                     / "text-cache")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/shiftrec-transfer-bench"))
     ap.add_argument("--tag", default=None, help="store rows under '<row>@<tag>' (ablations)")
+    ap.add_argument("--text-transforms", default="none",
+                    help="textsim and the +text rows choose the catalogue transform of the text vectors "
+                         "from these on validation (none,centre,whiten: the library's default, keys "
+                         "<row>~tx; 'none' keeps the raw cosines the recorded rows used)")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--pairs", default=None,
                     help="paired tests a:b,c:d between stored rows of --dataset (per-user test ranks "
@@ -485,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         print(f"[{args.dataset}] {row} ...", flush=True)
         r, ranks = run_row(row, args.dataset, src, args, args.work_dir)
-        key = row if args.tag is None else f"{row}@{args.tag}"
+        key = row + tx_suffix(row, args) + ("" if args.tag is None else f"@{args.tag}")
         with locked(LOCK):
             if ranks is not None:
                 store_ranks(f"{args.dataset}/{key}", ranks)

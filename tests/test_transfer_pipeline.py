@@ -320,7 +320,6 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     if tp["weight"] > 0:  # the catalogue transform of the text vectors, chosen with the rest
         assert tp["transform"] in ("none", "centre", "whiten")
         assert f"text transform {tp['transform']}" in r.output
-        assert len(tp["grid"]) == 15  # 3 transforms x 5 decays
     if tp["weight"] == 0:  # no path chosen: the zero-shot scores themselves
         assert zst["ndcg@10"] == pytest.approx(zs["ndcg@10"])
     assert zst["seen_items"] == "ranked" and tp["exclude_seen"] is False

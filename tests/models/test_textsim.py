@@ -117,12 +117,24 @@ def test_transform_is_chosen_with_the_decay_on_validation(tmp_path):
     want = apply_text_transform(new, w.mean, w.proj)
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     assert np.allclose(again.table[-2:], want, atol=1e-6)
-    # saved before transforms existed (no transform key, no arrays): read as the raw cosine
+    # a manifest that disagrees with its arrays, or names no known transform: one clear error
     man = json.loads((tmp_path / "w" / "manifest.json").read_text())
-    man["transform"] = "centre"
-    (tmp_path / "w" / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ArtifactError, match="does not match the arrays"):
-        load_model(tmp_path / "w")
+    for bad, msg in (("centre", "does not match the arrays"), ("zca", "is not one of")):
+        (tmp_path / "w" / "manifest.json").write_text(json.dumps({**man, "transform": bad}))
+        with pytest.raises(ArtifactError, match=msg):
+            load_model(tmp_path / "w")
+    # saved before transforms existed (no transform key, no arrays): read as the raw cosine
+    raw = TextSim(far, "far", decay=0.5, select_decay=(), select_transform=()).fit(split)
+    raw.save(tmp_path / "old")
+    man = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del man["transform"]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(man))
+    old = load_model(tmp_path / "old")
+    assert old.transform == "none" and np.array_equal(old.score(h), raw.score(h))
+    # whiten where no item has text: the identity map, saved and loaded like any other
+    blank = TextSim(np.zeros_like(far), transform="whiten", select_transform=(), select_decay=()).fit(split)
+    blank.save(tmp_path / "blank")
+    assert load_model(tmp_path / "blank").proj.tolist() == np.eye(2).tolist()
 
 
 def test_bad_input_is_one_clear_error():

@@ -499,6 +499,7 @@ def test_text_path_with_a_transform_scores_the_transformed_cosines_and_reloads(t
     stored item table on load, so a saved net scores the same."""
     from shiftrec.models.textsim import TextSim
     from shiftrec.pipelines.transfer import select_text_path
+    from shiftrec.text.transform import apply_text_transform
 
     split, text, _ = tiny_domain
     torch.manual_seed(0)
@@ -523,3 +524,23 @@ def test_text_path_with_a_transform_scores_the_transformed_cosines_and_reloads(t
     assert again.cfg.skip_transform == "whiten"
     with torch.no_grad():
         assert np.allclose(again.eval().score_all(seq).numpy()[:, 1:], after[:, 1:], atol=1e-5)
+    # items appended (serving's extend_items) keep the fitted map: the old items' scores do not
+    # move, the new ones get the same map, and a checkpoint saved now reloads it exactly
+    fit = net.skip_fit
+    new = np.abs(np.random.default_rng(0).normal(size=(3, far.shape[1]))).astype(np.float32) * 9
+    net.set_item_text(np.concatenate([far, new]), reset_ids=False)
+    assert net.skip_fit is fit
+    with torch.no_grad():
+        grown = net.score_all(seq).numpy()
+    assert np.allclose(grown[:, 1:far.shape[0]], after[:, 1:], atol=1e-5)
+    want = apply_text_transform(new, *fit)
+    assert np.allclose(net.unit_text().numpy()[-3:], want / np.linalg.norm(want, axis=1, keepdims=True),
+                       atol=1e-6)
+    save_checkpoint(net, tmp_path / "w2", encoder="fake", include_items=True)
+    again, _ = load_checkpoint(tmp_path / "w2", strict=True)
+    with torch.no_grad():
+        assert np.allclose(again.eval().score_all(seq).numpy(), grown, atol=1e-5)
+    # another catalogue (a new domain) gets its own fit
+    net.set_item_text(far * 2.0 + 1.0)
+    net.unit_text()
+    assert net.skip_fit is not fit and not np.allclose(net.skip_fit[0], fit[0])

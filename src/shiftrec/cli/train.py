@@ -151,8 +151,9 @@ def train_cmd(
     if exclude_seen and hasattr(rec, "choose"):  # textsim: decay and transform chosen as the test ranks
         rec.choose(split, exclude_seen=True)
     if getattr(rec, "valid_ndcg", None) is not None:  # textsim: what validation chose
-        con.print(f"chosen on validation: decay {rec.decay:g}, text transform {rec.transform.value} "
-                  f"(valid NDCG@10 {rec.valid_ndcg:.4f})")
+        con.print(f"textsim: decay {rec.decay:g}, text transform {rec.transform.value} (valid NDCG@10 "
+                  f"{rec.valid_ndcg:.4f}{', seen items excluded' if exclude_seen else ''}; best of "
+                  f"{len(rec.selection)} choices)")
     from shiftrec.train.trainer import dist_info
 
     if not dist_info().main:

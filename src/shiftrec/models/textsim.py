@@ -209,9 +209,15 @@ class TextSim:
             mean = z["mean"].astype(np.float32) if "mean" in z.files else None
             proj = z["proj"].astype(np.float32) if "proj" in z.files else None
         # saved before transforms existed: the raw cosine
-        transform = TextTransform(man.get("transform", TextTransform.NONE.value))
+        try:
+            transform = TextTransform(man.get("transform", TextTransform.NONE.value))
+        except ValueError:
+            raise ArtifactError(f"manifest transform '{man.get('transform')}' is not one of "
+                                f"{[t.value for t in TextTransform]}", path=p) from None
+        d = table.shape[1] if table.ndim == 2 else -1
         if (mean is None) != (transform == TextTransform.NONE) or (
-                (proj is None) != (transform != TextTransform.WHITEN)):
+                (proj is None) != (transform != TextTransform.WHITEN)) or (
+                mean is not None and mean.shape != (d,)) or (proj is not None and proj.shape != (d, d)):
             raise ArtifactError(f"manifest transform '{transform.value}' does not match the arrays "
                                 f"in model.npz", path=p)
         if table.ndim != 2 or table.shape[0] != int(man["n_items"]) + 1:

@@ -81,6 +81,7 @@ def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: 
                     half: bool = False, **manifest_fields: Any) -> Path:
     """Write the weights (the text buffer is not a weight; `include_items` stores it beside
     them) and a manifest with the file hashes, atomically (models.artifact)."""
+    import torch
     from safetensors.torch import save as st_save
 
     from shiftrec.models.artifact import save_model_folder
@@ -95,6 +96,11 @@ def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: 
             items = {"text": net.text.detach().cpu().contiguous()}
             if net.pop_bucket is not None:  # the items' popularity buckets travel with them
                 items["pop_bucket"] = net.pop_bucket.detach().cpu().contiguous()
+            if net.cfg.text_skip and net.cfg.skip_transform != "none":  # the path's fitted map
+                net.unit_text(torch.zeros(1, dtype=torch.long))  # fits it if not yet
+                for k, v in zip(("skip_mean", "skip_proj"), net.skip_fit or (), strict=False):
+                    if v is not None:
+                        items[k] = torch.from_numpy(np.ascontiguousarray(v))
             atomic_write_bytes(d / ITEM_TEXT, st_save(items))
 
     n_id = None if net.item_id is None else net.item_id.num_embeddings - 1
@@ -142,12 +148,15 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
     p = Path(path)
     man = read_manifest(p)
     buckets = None
+    skip_fit = None  # the text path's fitted transform, stored with the item table it was fitted on
     if text is None:
         if not (p / ITEM_TEXT).exists():
             raise ArtifactError("checkpoint carries no item table: pass item text features", path=p)
         items = load_file(str(p / ITEM_TEXT))
         text = items["text"].numpy()
         buckets = items["pop_bucket"].numpy() if "pop_bucket" in items else None
+        skip_fit = ((items["skip_mean"].numpy(), items["skip_proj"].numpy() if "skip_proj" in items else None)
+                    if "skip_mean" in items else None)
         encoder = encoder or man.get("encoder")
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), p)
     cfg = from_dict(TransferConfig, man["config"], where=str(p / MANIFEST))
@@ -190,6 +199,14 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
         raise ArtifactError(f"checkpoint weights do not match the model: missing "
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
                             path=p)
+    if skip_fit is not None and cfg.text_skip and cfg.skip_transform != "none":
+        mean, proj = skip_fit
+        d = net.text_dim
+        if mean.shape != (d,) or (proj is not None and proj.shape != (d, d)) or (
+                (proj is None) != (cfg.skip_transform == "centre")):
+            raise ArtifactError(f"the text path's stored transform does not fit a '{cfg.skip_transform}' "
+                                f"map of dim {d}", path=p)
+        net.skip_fit = (mean.astype(np.float32), None if proj is None else proj.astype(np.float32))
     if net.pop_bias is not None and buckets is not None:
         try:
             net.set_pop_buckets(buckets)

@@ -18,7 +18,7 @@ from shiftrec.models.transfer_config import (
     check_text_table,
     popularity_buckets,
 )
-from shiftrec.text.transform import TextTransform, transform_text
+from shiftrec.text.transform import TextTransform, apply_text_transform, fit_text_transform
 
 #: the text path's two scalars train this many times faster than the other weights (see
 #: TransferNet.__init__)
@@ -65,6 +65,7 @@ class TransferNet(nn.Module):
         self.text_dim = int(text.shape[1])
         self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(text)), persistent=False)
         self._skip_text: torch.Tensor | None = None  # see _skip_table
+        self.skip_fit: tuple[np.ndarray | None, np.ndarray | None] | None = None  # see _skip_table
         self.adaptor = MoEAdaptor(self.text_dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
                                   cfg.gate_noise)
         self.item_id: nn.Embedding | None = None
@@ -176,8 +177,13 @@ class TransferNet(nn.Module):
             raise ArtifactError(f"item text table has dim {text.shape[1]} but the model expects "
                                 f"{self.text_dim}")
         dev = self.text.device
+        old = self.text.detach().cpu().numpy()
+        grown = (not reset_ids and text.shape[0] >= old.shape[0]
+                 and np.array_equal(np.asarray(text[:old.shape[0]], np.float32), old))
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
         self._skip_text = None  # the text path's transformed table belonged to the old one
+        if not grown:  # another catalogue: its own transform; items appended keep the fitted one
+            self.skip_fit = None
         self.log_q = None  # counts belonged to the old table
         if self.pop_bucket is not None:  # rows beyond the old table (new items) have no count
             grown = []
@@ -275,7 +281,7 @@ class TransferNet(nn.Module):
 
         self.cfg = replace(self.cfg, text_skip=True, skip_init=float(weight), skip_decay_init=float(decay),
                            skip_transform=TextTransform(transform))
-        self._skip_text = None
+        self._skip_text, self.skip_fit = None, None
         self._add_text_path_parameters()
 
     def _add_text_path_parameters(self) -> None:
@@ -309,11 +315,17 @@ class TransferNet(nn.Module):
         return F.normalize(t if ids is None else t[ids], dim=-1)
 
     def _skip_table(self) -> torch.Tensor:
-        """The item table after cfg.skip_transform, fitted on its own rows (computed once per
-        table: set_item_text and enable_text_path drop it)."""
+        """The item table after cfg.skip_transform. The transform (`skip_fit`: mean, projection)
+        is fitted on the catalogue's rows the first time and kept: items appended later
+        (set_item_text with the old table as its head, as serving's extend_items does) get the
+        same map, and a checkpoint stores it beside its item table; another catalogue (a new
+        domain) or enable_text_path fits it afresh."""
         t = self._skip_text
         if t is None or t.shape != self.text.shape or t.device != self.text.device:
-            arr = transform_text(self.text.detach().cpu().numpy(), self.cfg.skip_transform)
+            table = self.text.detach().cpu().numpy()
+            if self.skip_fit is None:
+                self.skip_fit = fit_text_transform(table[1:], self.cfg.skip_transform)
+            arr = apply_text_transform(table, *self.skip_fit)
             t = self._skip_text = torch.from_numpy(arr).to(self.text.device)
         return t
 

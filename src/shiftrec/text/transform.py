@@ -41,8 +41,9 @@ def fit_text_transform(vectors: np.ndarray, kind: TextTransform | str
         return None, None
     x = np.asarray(vectors, np.float64)
     has = np.linalg.norm(x, axis=1) > 0
-    if not has.any():
-        return np.zeros(x.shape[1], np.float32), None
+    if not has.any():  # nothing to fit: the identity map of the kind
+        d = x.shape[1]
+        return np.zeros(d, np.float32), (np.eye(d, dtype=np.float32) if kind == TextTransform.WHITEN else None)
     mean = x[has].mean(axis=0)
     if kind == TextTransform.CENTRE:
         return mean.astype(np.float32), None
