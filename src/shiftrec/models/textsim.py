@@ -36,6 +36,7 @@ from shiftrec.text.transform import (
     TextTransform,
     apply_text_transform,
     fit_text_transform,
+    fitted_transform_fits,
 )
 
 NEEDS_TEXT = ("textsim needs item text embeddings aligned with the split: run `shiftrec encode "
@@ -214,10 +215,7 @@ class TextSim:
         except ValueError:
             raise ArtifactError(f"manifest transform '{man.get('transform')}' is not one of "
                                 f"{[t.value for t in TextTransform]}", path=p) from None
-        d = table.shape[1] if table.ndim == 2 else -1
-        if (mean is None) != (transform == TextTransform.NONE) or (
-                (proj is None) != (transform != TextTransform.WHITEN)) or (
-                mean is not None and mean.shape != (d,)) or (proj is not None and proj.shape != (d, d)):
+        if not fitted_transform_fits(transform, mean, proj, table.shape[1] if table.ndim == 2 else -1):
             raise ArtifactError(f"manifest transform '{transform.value}' does not match the arrays "
                                 f"in model.npz", path=p)
         if table.ndim != 2 or table.shape[0] != int(man["n_items"]) + 1:

@@ -97,8 +97,7 @@ def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: 
             if net.pop_bucket is not None:  # the items' popularity buckets travel with them
                 items["pop_bucket"] = net.pop_bucket.detach().cpu().contiguous()
             if net.cfg.text_skip and net.cfg.skip_transform != "none":  # the path's fitted map
-                net.unit_text(torch.zeros(1, dtype=torch.long))  # fits it if not yet
-                for k, v in zip(("skip_mean", "skip_proj"), net.skip_fit or (), strict=False):
+                for k, v in zip(("skip_mean", "skip_proj"), net.text_transform_fit(), strict=True):
                     if v is not None:
                         items[k] = torch.from_numpy(np.ascontiguousarray(v))
             atomic_write_bytes(d / ITEM_TEXT, st_save(items))
@@ -200,12 +199,12 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}",
                             path=p)
     if skip_fit is not None and cfg.text_skip and cfg.skip_transform != "none":
+        from shiftrec.text.transform import fitted_transform_fits
+
         mean, proj = skip_fit
-        d = net.text_dim
-        if mean.shape != (d,) or (proj is not None and proj.shape != (d, d)) or (
-                (proj is None) != (cfg.skip_transform == "centre")):
+        if not fitted_transform_fits(cfg.skip_transform, mean, proj, net.text_dim):
             raise ArtifactError(f"the text path's stored transform does not fit a '{cfg.skip_transform}' "
-                                f"map of dim {d}", path=p)
+                                f"map of dim {net.text_dim}", path=p)
         net.skip_fit = (mean.astype(np.float32), None if proj is None else proj.astype(np.float32))
     if net.pop_bias is not None and buckets is not None:
         try:

@@ -177,13 +177,13 @@ class TransferNet(nn.Module):
             raise ArtifactError(f"item text table has dim {text.shape[1]} but the model expects "
                                 f"{self.text_dim}")
         dev = self.text.device
-        old = self.text.detach().cpu().numpy()
-        grown = (not reset_ids and text.shape[0] >= old.shape[0]
-                 and np.array_equal(np.asarray(text[:old.shape[0]], np.float32), old))
+        if self.skip_fit is not None:  # items appended keep the fitted transform; another catalogue refits
+            old = self.text.detach().cpu().numpy()
+            if reset_ids or text.shape[0] < old.shape[0] or not np.array_equal(
+                    np.asarray(text[:old.shape[0]], np.float32), old):
+                self.skip_fit = None
         self.text = torch.from_numpy(np.ascontiguousarray(text)).to(dev)
         self._skip_text = None  # the text path's transformed table belonged to the old one
-        if not grown:  # another catalogue: its own transform; items appended keep the fitted one
-            self.skip_fit = None
         self.log_q = None  # counts belonged to the old table
         if self.pop_bucket is not None:  # rows beyond the old table (new items) have no count
             grown = []
@@ -322,12 +322,16 @@ class TransferNet(nn.Module):
         domain) or enable_text_path fits it afresh."""
         t = self._skip_text
         if t is None or t.shape != self.text.shape or t.device != self.text.device:
-            table = self.text.detach().cpu().numpy()
-            if self.skip_fit is None:
-                self.skip_fit = fit_text_transform(table[1:], self.cfg.skip_transform)
-            arr = apply_text_transform(table, *self.skip_fit)
+            arr = apply_text_transform(self.text.detach().cpu().numpy(), *self.text_transform_fit())
             t = self._skip_text = torch.from_numpy(arr).to(self.text.device)
         return t
+
+    def text_transform_fit(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The text path's (mean, projection) of cfg.skip_transform, fitted on the item table's
+        rows on first use (see _skip_table)."""
+        if self.skip_fit is None:
+            self.skip_fit = fit_text_transform(self.text.detach().cpu().numpy()[1:], self.cfg.skip_transform)
+        return self.skip_fit
 
     def text_profiles(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
         """Unit recency-weighted sums of the history items' unit text vectors: (B, d) after the

@@ -470,6 +470,8 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
                        for i, (t, d) in enumerate(cells)}}
     if wi:
         net.enable_text_path(W[wi], float(decays[di]), transforms[ti])
+        if transforms[ti] != TextTransform.NONE:  # the map the choice was scored with, not refitted
+            net.skip_fit = (sims[ti].mean, sims[ti].proj)
     return choice
 
 

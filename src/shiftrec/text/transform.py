@@ -54,6 +54,17 @@ def fit_text_transform(vectors: np.ndarray, kind: TextTransform | str
     return mean.astype(np.float32), ((vec * scale) @ vec.T).astype(np.float32)
 
 
+def fitted_transform_fits(kind: TextTransform | str, mean: np.ndarray | None, proj: np.ndarray | None,
+                          dim: int) -> bool:
+    """Whether stored (mean, projection) arrays are what fit_text_transform gives `kind` in `dim`
+    dimensions (for loaders: TextSim's model.npz, a checkpoint's item table)."""
+    kind = TextTransform(kind)
+    return ((mean is None) == (kind == TextTransform.NONE)
+            and (proj is None) == (kind != TextTransform.WHITEN)
+            and (mean is None or mean.shape == (dim,))
+            and (proj is None or proj.shape == (dim, dim)))
+
+
 def apply_text_transform(vectors: np.ndarray, mean: np.ndarray | None, proj: np.ndarray | None
                          ) -> np.ndarray:
     """The vectors after a fitted transform, float32; rows without text stay zero."""
