@@ -93,6 +93,8 @@ from typing import Any
 
 import numpy as np
 
+from shiftrec.text.transform import parse_transforms
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 OUT_JSON = RESULTS / "leave_domains_out.json"
@@ -428,9 +430,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         from shiftrec.models.textsim import TextSim, TextSimConfig
 
         # no training; the decay (and the text transform, ~tx) chosen on validation
-        model = TextSim(text, ENCODER, TextSimConfig(select_transform=text_transforms(args))).fit(split)
-        if ex:  # choose them the way the rows are ranked
-            model.choose(split, exclude_seen=True)
+        # chosen the way the rows are ranked
+        model = TextSim(text, ENCODER, TextSimConfig(select_transform=parse_transforms(args.text_transforms),
+                                                     select_exclude_seen=ex)).fit(split)
         m, ranks = evaluate(model, split, "test", exclude_history=ex)
         info = {"valid_ndcg@10": model.valid_ndcg, "decay": model.decay,
                 "transform": model.transform.value, "valid_by_choice": model.selection}
@@ -442,7 +444,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
 
         tc = TrainConfig(phases=(Phase(name="train", epochs=args.sasrec_epochs, lr=1e-3, batch_size=2048,
                                        patience=10),), seed=args.seed, threads=args.threads)
-        model = SASRec(SASRecConfig(hidden=64, dropout=0.7, attn_dropout=0.7, train=tc),
+        model = SASRec(SASRecConfig(hidden=64, dropout=0.7, attn_dropout=0.7, train=tc,
+                                    repeat_gate=getattr(args, "repeat_gate", False)),
                        progress=_progress(row)).fit(split)
         r = model.result.phases[0]
         info = {"epochs": r.epochs_run, "best_epoch": r.best_epoch, "valid_ndcg@10": r.best_metric,
@@ -482,21 +485,22 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
             from shiftrec.pipelines.transfer import zero_shot_net
 
             assert ckpt is not None
-            net = zero_shot_net(ckpt, split, text, ENCODER)
+            net = zero_shot_net(ckpt, split, text, ENCODER, repeat_gate=args.repeat_gate)
         else:
             if not (row_dir(base) / "manifest.json").exists():
                 sys.exit(f"run row {base} first (no saved model in {row_dir(base)})")
             net, _ = load_checkpoint(row_dir(base), strict=True)
         choice = select_text_path(net, split, threads=args.threads, exclude_seen=ex,
-                                  transforms=text_transforms(args))
+                                  transforms=parse_transforms(args.text_transforms))
         m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=ex)
         info = {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice,
                 "base": base if base == "zs" else str(row_dir(base).relative_to(ROOT))}
     elif row == "zs":
         assert ckpt is not None
-        m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads, exclude_seen=ex)
+        m, ranks = zero_shot(ckpt, split, text, ENCODER, threads=args.threads, exclude_seen=ex,
+                             repeat_gate=args.repeat_gate)
         info["valid_ndcg@10"] = zero_shot(ckpt, split, text, ENCODER, "valid", threads=args.threads,
-                                          exclude_seen=ex)[0]["ndcg@10"]
+                                          exclude_seen=ex, repeat_gate=args.repeat_gate)[0]["ndcg@10"]
         info["pretrained_from"] = str(ckpt.relative_to(ROOT))
     elif ex and not_reused is None:
         # the row's model trained without --exclude-seen (the training is the same): rank again
@@ -527,7 +531,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         cfg = FinetuneConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                              threads=args.threads, **setup, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
-                             adaptor_dropout=arch.adaptor_dropout)
+                             adaptor_dropout=arch.adaptor_dropout, repeat_gate=args.repeat_gate)
         start = None if row in SCRATCH_ROWS else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
@@ -552,12 +556,6 @@ TEXT_ROWS_WITH_TRANSFORM = ("textsim", "textsim+flows", "zs+text", "ft+text", "s
                             "ft-trans+text", "scratch-trans+text")
 
 
-def text_transforms(args: argparse.Namespace) -> tuple[str, ...]:
-    """The catalogue transforms of the text vectors that TextSim and the text path choose from
-    on validation (--text-transforms; 'none' alone is how every row before them was run)."""
-    return tuple(t.strip() for t in getattr(args, "text_transforms", "none").split(",") if t.strip())
-
-
 def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.Namespace) -> str | None:
     """Why the fine-tuned / from-scratch model saved in `folder` is not the one this row would
     train now (None when it is: same settings, seed and checkpoint)."""
@@ -570,7 +568,9 @@ def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.
             "epochs": args.epochs, "patience": args.patience, "seed": args.seed}
     if args.dropout is not None:
         want["dropout"] = args.dropout
-    bad = {k: (fc.get(k), v) for k, v in want.items() if fc.get(k) != v}
+    want["repeat_gate"] = bool(getattr(args, "repeat_gate", False))
+    bad = {k: (fc.get(k), v) for k, v in want.items()
+           if fc.get(k, False if k == "repeat_gate" else None) != v}  # older models: no gate
     if bad:
         return "saved with " + ", ".join(f"{k} {a} (now {b})" for k, (a, b) in bad.items())
     start = None if row in SCRATCH_ROWS else ckpt
@@ -613,7 +613,9 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
             + (f"~e{args.sasrec_epochs}" if args.sasrec_epochs != DEFAULT_SASREC_EPOCHS
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
-            + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and text_transforms(args) != ("none",) else "")
+            + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and parse_transforms(args.text_transforms) != ("none",) else "")
+            + ("~rg" if getattr(args, "repeat_gate", False) and (trained or row in ("zs", "zs+text", "sasrec"))
+               else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + ("~unseen" if getattr(args, "exclude_seen", False) else "")
             + (f"#seed{args.seed}" if args.seed else ""))
@@ -1093,6 +1095,10 @@ def main() -> None:
                        help="textsim and the +text rows choose the catalogue transform of the text "
                             "vectors from these on validation (none,centre,whiten: the library's "
                             "default, keys ~tx; 'none' keeps the raw cosines every earlier row used)")
+        t.add_argument("--repeat-gate", action="store_true",
+                       help="the repeat/explore gate (models.repeat; keys ~rg): zero-shot rows keep the "
+                            "checkpoint's (counted on its sources; the checkpoint must carry one), "
+                            "trained text rows and sasrec count it on the target's training sequences")
         t.add_argument("--exclude-seen", action="store_true",
                        help="rank each test (and validation) target among the items outside the "
                             "user's history, as `shiftrec serve` recommends by default; choices made "

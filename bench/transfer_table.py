@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from shiftrec.text.transform import parse_transforms
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 OUT_JSON = RESULTS / "transfer_table.json"
@@ -239,15 +241,10 @@ def prepare(ds_name: str, cache_dir: Path) -> Any:
     return make_source(ds, "minilm", cache_dir=cache_dir)
 
 
-def text_transforms(args: argparse.Namespace) -> tuple[str, ...]:
-    """The text transforms TextSim and the text path choose from (--text-transforms)."""
-    return tuple(t.strip() for t in args.text_transforms.split(",") if t.strip())
-
-
 def tx_suffix(row: str, args: argparse.Namespace) -> str:
     """'~tx' for a text-similarity row choosing among transforms (the raw rows keep their keys)."""
     uses = row in ("textsim", "textsim+flows") or row.endswith("+text")
-    return "~tx" if uses and text_transforms(args) != ("none",) else ""
+    return "~tx" if uses and parse_transforms(args.text_transforms) != ("none",) else ""
 
 
 def _progress(tag: str) -> Any:
@@ -327,7 +324,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         from shiftrec.models.textsim import TextSim, TextSimConfig
 
         # no training; the decay and the text transform chosen on validation
-        model = TextSim(text, "minilm", TextSimConfig(select_transform=text_transforms(args))).fit(split)
+        model = TextSim(text, "minilm", TextSimConfig(select_transform=parse_transforms(args.text_transforms))).fit(split)
         model.save(row_dir(row + tx_suffix(row, args)))  # for textsim+flows
         m, ranks = evaluate(model, split, "test")
         out["test"] = _test_metrics(m)
@@ -412,7 +409,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         if not (base_dir / "manifest.json").exists():
             raise SystemExit(f"run row {base_row} first (no saved model in {base_dir})")
         net, _ = load_checkpoint(base_dir, strict=True)
-        choice = select_text_path(net, split, threads=args.threads, transforms=text_transforms(args))
+        choice = select_text_path(net, split, threads=args.threads, transforms=parse_transforms(args.text_transforms))
         m, ranks = evaluate_net(net, split)
         out["test"] = _test_metrics(m)
         out |= {"valid_ndcg@10": choice["valid_ndcg@10"], "text_path": choice, "epochs": 0,

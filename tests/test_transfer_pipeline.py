@@ -232,6 +232,54 @@ def test_wrong_encoder_and_empty_target(world, pretrained):
         zero_shot(pretrained, no_test, text, "fake-enc")
 
 
+def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path):
+    """pretrain(repeat_gate) stores the share counted on the sources' training sequences;
+    zero-shot uses it only when asked (and refuses a checkpoint without one); finetune counts the
+    target's own; add_repeat_gate adds one to an existing checkpoint without touching its
+    weights, and only from the splits it was pretrained on."""
+    from shiftrec.data.splits import Seqs
+    from shiftrec.models.repeat import repeat_share
+    from shiftrec.pipelines.transfer import add_repeat_gate, zero_shot_net
+
+    sources, (split, text) = world
+    cfg = PretrainConfig(model=ARCH, epochs=1, lr=5e-3, batch_size=96, patience=0, valid_users=40,
+                         threads=1, repeat_gate=True)
+    # a repeat planted in one source: 1, 2, 1
+    planted = Seqs(np.array([0, 3]), np.array([1, 2, 1]), np.zeros(3, np.int64))
+    rep = Source("again", replace(sources[0].split, train=planted), sources[0].text)
+    net, fields = pretrain([*sources, rep], "fake-enc", cfg, tmp_path / "pre")
+    want = repeat_share([s.split.train for s in (*sources, rep)], ARCH.max_len)
+    assert want["repeats"] == 1 and net.repeat_fit == want
+    assert json.loads((tmp_path / "pre" / "manifest.json").read_text())["repeat_gate"] == want
+    assert zero_shot_net(tmp_path / "pre", split, text, "fake-enc").repeat_fit is None
+    assert zero_shot_net(tmp_path / "pre", split, text, "fake-enc", repeat_gate=True).repeat_fit == want
+    gated, _ = zero_shot(tmp_path / "pre", split, text, "fake-enc", repeat_gate=True)
+    assert np.isfinite(gated["ndcg@10"])
+    ft_cfg = FinetuneConfig(epochs=1, batch_size=64, patience=0, threads=1, repeat_gate=True)
+    ft, _ = finetune(tmp_path / "pre", split, text, "fake-enc", ft_cfg, tmp_path / "ft")
+    assert ft.repeat_fit == repeat_share(split.train, ARCH.max_len)  # the target's, not the sources'
+    off, _ = finetune(tmp_path / "pre", split, text, "fake-enc", replace(ft_cfg, repeat_gate=False))
+    assert off.repeat_fit is None
+    # a checkpoint pretrained without a gate: zero-shot refuses to invent one; add_repeat_gate
+    # counts it on the sources it names, the weights copied byte for byte
+    plain = tmp_path / "plain"
+    pretrain(sources, "fake-enc", replace(cfg, repeat_gate=False), plain)
+    assert "repeat_gate" not in json.loads((plain / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match="carries no repeat gate"):
+        zero_shot_net(plain, split, text, "fake-enc", repeat_gate=True)
+    with pytest.raises(InputError, match="not the sources"):
+        add_repeat_gate(plain, [split], tmp_path / "bad")
+    weights = (plain / "model.safetensors").read_bytes()
+    g = add_repeat_gate(plain, [s.split for s in sources], plain)  # in place
+    assert g == repeat_share([s.split.train for s in sources], ARCH.max_len)
+    man = json.loads((plain / "manifest.json").read_text())
+    assert man["repeat_gate"] == g and man["stage"] == "pretrain"
+    assert zero_shot_net(plain, split, text, "fake-enc", repeat_gate=True).repeat_fit == g
+    assert (plain / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in plain.iterdir()) == ["_COMPLETE", "manifest.json", "model.safetensors",
+                                                       "trainer"]  # the run's resumable state stays
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 
@@ -264,6 +312,9 @@ def test_cli_finetune_rejects_bad_mode(tmp_path, pretrained):
                                       "--mode", "sideways", "-o", str(tmp_path / "f")])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
     assert "inductive" in str(res.exception) and "transductive" in str(res.exception)
+    res = CliRunner().invoke(_cli(), ["evaluate", "scientific", "--checkpoint", str(pretrained),
+                                      "--repeat-gate"])
+    assert isinstance(res.exception, ConfigError) and "--zero-shot" in str(res.exception)
 
 
 @pytest.mark.slow

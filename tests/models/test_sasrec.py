@@ -121,3 +121,38 @@ def test_fit_with_checkpoint_and_resume(tmp_path):
     b = SASRec(checkpoint_dir=tmp_path / "ck", resume=True, **kw).fit(split)
     h = [split.test.history[i] for i in range(5)]
     assert np.array_equal(a.score(h), b.score(h))
+
+
+def test_repeat_gate_is_counted_before_training_and_saved(tmp_path):
+    """SASRec(repeat_gate=True) counts the share on the training sequences before training (so
+    early stopping ranks as the model will), scores through it, and saves and reloads it; a
+    manifest that disagrees with the config is refused."""
+    import json
+
+    import torch
+
+    from shiftrec.models.repeat import repeat_gate, repeat_share
+
+    split = cyclic_split(n_users=20, n_items=9)
+    m = SASRec(hidden=8, inner=16, repeat_gate=True, train={"seed": 0, "device": "cpu", "threads": 1,
+                                                            "phases": [{"epochs": 1, "lr": 0.01,
+                                                                        "batch_size": 64, "patience": 0}]})
+    m.fit(split)
+    assert m.net.repeat_fit == repeat_share(split.train, m.config.max_len)
+    hist = [split.test.history[i] for i in range(5)]
+    gated = m.score(hist)
+    m.net.repeat_fit, gate = None, m.net.repeat_fit
+    plain = m.score(hist)
+    m.net.repeat_fit = gate
+    seq = torch.from_numpy(np.stack([np.pad(h[-m.config.max_len:], (m.config.max_len - len(h[-m.config.max_len:]), 0))
+                                     for h in hist]))
+    np.testing.assert_allclose(gated, repeat_gate(torch.from_numpy(plain), seq, gate["share"]).numpy(),
+                               atol=1e-5)
+    m.save(tmp_path / "g")
+    again = SASRec.load(tmp_path / "g")
+    assert again.net.repeat_fit == gate
+    np.testing.assert_allclose(again.score(hist), gated, atol=1e-5)
+    man = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    (tmp_path / "g" / "manifest.json").write_text(json.dumps({**man, "repeat_gate": None}))
+    with pytest.raises(ArtifactError, match="repeat_gate"):
+        SASRec.load(tmp_path / "g")

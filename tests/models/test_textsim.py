@@ -65,10 +65,13 @@ def test_decay_is_chosen_on_validation_and_saved(tmp_path):
         assert v == pytest.approx(evaluate(probe, split, "valid", exclude_history=True)[0]["ndcg@10"])
         assert v >= evaluate(probe, split, "valid")[0]["ndcg@10"]  # the history only took slots
     assert m.valid_ndcg == max(m.selection.values())
+    # the config asks for it at fit time: one choice, the same one
+    once = TextSim(circle_text(12), select_exclude_seen=True, select_transform=("none",)).fit(split)
+    assert once.selection == m.selection and once.decay == m.decay
 
 
 def test_transforms_are_the_hand_computed_maps():
-    from shiftrec.text.transform import apply_text_transform, fit_text_transform, transform_text
+    from shiftrec.text.transform import apply_text_transform, fit_text_transform, parse_transforms
 
     # four points around (5, 5): variance 2 along x, 0.5 along y (mean variance 1.25), and a
     # row without text
@@ -81,8 +84,9 @@ def test_transforms_are_the_hand_computed_maps():
     assert proj == pytest.approx(np.diag([3.25 ** -0.5, 1.75 ** -0.5]), abs=1e-6)
     y = apply_text_transform(x, mean, proj)
     assert y[0].tolist() == pytest.approx([2 / 3.25 ** 0.5, 0]) and y[4].tolist() == [0, 0]
-    padded = np.vstack([np.zeros((1, 2), np.float32), x])  # row 0 = padding, not fitted on
-    assert np.allclose(transform_text(padded, "whiten")[1:], y) and not transform_text(padded, "centre")[0].any()
+    assert parse_transforms("none, whiten,,centre") == ("none", "whiten", "centre")
+    with pytest.raises(ConfigError, match="unknown text transform 'pca'.*centre, none, whiten"):
+        parse_transforms("none,pca")
 
 
 def test_transform_is_chosen_with_the_decay_on_validation(tmp_path):

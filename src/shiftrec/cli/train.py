@@ -146,10 +146,10 @@ def train_cmd(
             opts["item_topic"] = item_topic
         if base_model is not None:  # shiftaware: warm start from a saved SASRec
             opts["init_from"] = base_model
+        if exclude_seen and model == "textsim":  # decay and transform chosen as the test ranks
+            opts["select_exclude_seen"] = True
         rec = build_model(model, **opts)
     rec.fit(split)
-    if exclude_seen and hasattr(rec, "choose"):  # textsim: decay and transform chosen as the test ranks
-        rec.choose(split, exclude_seen=True)
     if getattr(rec, "valid_ndcg", None) is not None:  # textsim: what validation chose
         con.print(f"textsim: decay {rec.decay:g}, text transform {rec.transform.value} (valid NDCG@10 "
                   f"{rec.valid_ndcg:.4f}{', seen items excluded' if exclude_seen else ''}; best of "

@@ -62,6 +62,7 @@ def pretrain_cmd(
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="the repeat/explore gate: the items of the history together get the share of next items that were found in the history of the sources' training sequences (counted now, stored in the checkpoint; `evaluate --zero-shot --repeat-gate` uses it)")] = False,
 ) -> None:
     """Pretrain the transferable text model on several source domains at once (contrastive: each
     batch from one domain, its negatives the batch's other targets plus 4,096 items drawn from
@@ -80,7 +81,8 @@ def pretrain_cmd(
     )
 
     con = _console()
-    cfg = _cfg(PretrainConfig, config, epochs=epochs, seed=seed, threads=threads)
+    cfg = _cfg(PretrainConfig, config, epochs=epochs, seed=seed, threads=threads,
+               repeat_gate=True if repeat_gate else None)
     srcs = []
     for spec in sources:
         n = max_users
@@ -92,8 +94,10 @@ def pretrain_cmd(
                                      max_len=cfg.model.max_len, cache_dir=cache_dir)
     con.print(f"pretraining on {', '.join(s.name for s in srcs)} "
               f"({sum(len(s.split.user_ids) for s in srcs):,} users)")
-    _, fields = pretrain(srcs, encoder, cfg, out, resume=resume, progress=epoch_printer(con))
+    net, fields = pretrain(srcs, encoder, cfg, out, resume=resume, progress=epoch_printer(con))
     con.print(f"[bold]checkpoint[/bold] {out} ({fields['provenance']['wall_seconds']}s)")
+    if cfg.repeat_gate:
+        con.print(_gate_line(net.repeat_fit, "the sources'"))
 
 
 def finetune_cmd(
@@ -116,6 +120,7 @@ def finetune_cmd(
     data_root: Annotated[Path | None, typer.Option(help="shared data folder")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on validation; weight 0 is a choice, so validation never gets worse")] = False,
+    repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="the repeat/explore gate: the items of each history together get the share of next items that were found in the history in the target's training sequences (Amazon shops: almost none, so the history drops below the rest when every item is ranked); saved with the model")] = False,
 ) -> None:
     """Fine-tune a pretrained model on a target (full cross-entropy over all its items), then
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr 5e-4,
@@ -137,7 +142,7 @@ def finetune_cmd(
     con = _console()
     cfg = _cfg(FinetuneConfig, config, epochs=epochs, seed=seed, mode=mode, freeze=freeze, lr=lr,
                batch_size=batch_size, patience=patience, threads=threads,
-               text_path=True if text_path else None)
+               text_path=True if text_path else None, repeat_gate=True if repeat_gate else None)
     ck = None if scratch else _checkpoint(checkpoint)
     enc = encoder or (read_manifest(ck)["encoder"] if ck is not None else "minilm")
     tgt = open_target(target, data_root, max_len=cfg.model.max_len)
@@ -153,6 +158,8 @@ def finetune_cmd(
     tp = fields.get("text_path")
     if tp is not None:
         con.print(_text_path_line(tp))
+    if net.repeat_fit is not None:
+        con.print(_gate_line(net.repeat_fit, "the target's"))
     metrics, ranks = evaluate_net(net, src.split, "test", threads=cfg.threads)
     _write_metrics(out / "metrics.json", metrics, out, src, ranks, "test")
     con.print(_fmt(metrics))
@@ -165,6 +172,7 @@ def evaluate_cmd(
     text_path: Annotated[bool, typer.Option("--text-path", help="with --zero-shot: add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on the target's validation users; nothing is trained, and weight 0 is a choice")] = False,
     which: Annotated[str, typer.Option(help="test | valid")] = "test",
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); with --text-path the path is chosen the same way")] = False,
+    repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="with --zero-shot: the checkpoint's repeat/explore gate (the history's items together get the share of next items found in the history of its sources: `pretrain --repeat-gate`); a fine-tuned model uses the gate it was trained with")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the metrics JSON to this file (per-user ranks go beside it)")] = None,
     encoder: Annotated[str | None, typer.Option(help="text encoder (default: the checkpoint's)")] = None,
     item_text: Annotated[Path | None, typer.Option(help="item embeddings folder (`shiftrec encode DATASET --split SPLIT -o EMB`); needed when the target is a split folder")] = None,
@@ -196,6 +204,9 @@ def evaluate_cmd(
     if text_path and not zero_shot:
         raise ConfigError("--text-path goes with --zero-shot (a fine-tuned model gets its text "
                           "path at training time: shiftrec finetune --text-path)")
+    if repeat_gate and not zero_shot:
+        raise ConfigError("--repeat-gate goes with --zero-shot (a fine-tuned model gets its gate "
+                          "at training time: shiftrec finetune --repeat-gate)")
     con = _console()
     ck = _checkpoint(checkpoint)
     man = read_manifest(ck)
@@ -204,7 +215,7 @@ def evaluate_cmd(
     src = target_source(tgt, enc, item_text=item_text, cache_dir=cache_dir)
     tp: dict[str, Any] | None = None
     if zero_shot:
-        net = zero_shot_net(ck, src.split, src.text, enc)
+        net = zero_shot_net(ck, src.split, src.text, enc, repeat_gate=repeat_gate)
         if text_path:
             tp = select_text_path(net, src.split, threads=threads, exclude_seen=exclude_seen)
             con.print(_text_path_line(tp))
@@ -218,8 +229,11 @@ def evaluate_cmd(
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
         net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
+    if net.repeat_fit is not None:
+        con.print(_gate_line(net.repeat_fit, "the checkpoint's sources'" if zero_shot else "the fine-tuning data's"))
     if out is not None:
         _write_metrics(out, metrics, ck, src, ranks, which, seen_items=seen_items(exclude_seen),
+                       repeat_gate=net.repeat_fit,  # the gate used (None: none), whatever the checkpoint holds
                        **({} if tp is None else {"text_path": {k: v for k, v in tp.items() if k != "grid"}}))
     con.print(f"{'zero-shot ' if zero_shot else ''}{'+ text path ' if tp else ''}{which} on {src.name}"
               f"{' (seen items excluded)' if exclude_seen else ''}: {_fmt(metrics)}")
@@ -230,6 +244,12 @@ def _text_path_line(tp: dict[str, Any]) -> str:
             + (f", decay {tp['decay']:g}, text transform {tp.get('transform') or 'none'}" if tp["decay"] else " (none)")
             + f"; valid NDCG@10 {tp['valid_ndcg@10_without']:.4f} -> {tp['valid_ndcg@10']:.4f}"
             + (" (the largest weight tried; a larger one might do better)" if tp.get("at_grid_top") else ""))
+
+
+def _gate_line(g: dict[str, Any], where: str) -> str:
+    return (f"repeat gate: the history's items share {g['share']:.4g} of the probability "
+            f"({g['repeats']:,} of {g['transitions']:,} next items in {where} training sequences "
+            "were in the history)")
 
 
 def _fmt(m: dict[str, float]) -> str:

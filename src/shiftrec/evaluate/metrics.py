@@ -76,13 +76,15 @@ def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
 
 
 def mixed_metric(base: np.ndarray, extra: np.ndarray, weights: Any, targets: np.ndarray,
-                 metric: str) -> np.ndarray:
+                 metric: str, post: Any = None) -> np.ndarray:
     """(users, len(weights)): each user's `metric` when all items are ranked by
     base + w * extra, for each weight w (the grid both mixing choices search on validation:
-    ShiftFusion's flow weight and the transfer model's text path)."""
+    ShiftFusion's flow weight and the transfer model's text path); `post` maps each mixed score
+    array before ranking (the transfer model's repeat gate)."""
     out = np.empty((len(targets), len(weights)))
     for wi, w in enumerate(weights):
-        out[:, wi] = per_user_metric(ranks_from_scores(base + np.float32(w) * extra, targets), metric)
+        s = base + np.float32(w) * extra
+        out[:, wi] = per_user_metric(ranks_from_scores(s if post is None else post(s), targets), metric)
     return out
 
 

@@ -48,6 +48,9 @@ class SASRecConfig:
     max_len: int = 50
     stride: int = 10  # extra windows for sequences longer than max_len + 1 (train.batches)
     bucket: bool = True  # length-bucketed batches (little padding)
+    # the repeat/explore gate (models.repeat): the history's items together get the share of
+    # next items found in the history, counted on the training sequences (saved in the manifest)
+    repeat_gate: bool = False
     train: TrainConfig = field(default_factory=_default_train)
 
 
@@ -92,6 +95,10 @@ class SASRec:
 
         cfg = self.config
         self._build(split.n_items)
+        if cfg.repeat_gate:  # before training: early stopping ranks as the model will
+            from shiftrec.models.repeat import repeat_share
+
+            self.net.repeat_fit = repeat_share(split.train, cfg.max_len)
         src = CausalBatches(split.train, cfg.max_len, cfg.stride, cfg.bucket)
         valid = split.valid if len(split.valid) else None
         self.result = train(self.net, cfg.train, src, valid, checkpoint_dir=self.checkpoint_dir,
@@ -108,7 +115,8 @@ class SASRec:
 
     def item_vectors(self) -> np.ndarray:
         """(n_items + 1, hidden) item embeddings (row 0 padding): score(h)[:, i] ==
-        query_vectors(h) @ item_vectors()[i] (up to float rounding). Shares the weights' memory."""
+        query_vectors(h) @ item_vectors()[i] (up to float rounding; before the repeat gate, which
+        only moves the history's items). Shares the weights' memory."""
         if self.net is None:
             raise ArtifactError("sasrec model is not fitted")
         return self.net.item_emb.weight.detach().cpu().float().numpy()
@@ -132,7 +140,7 @@ class SASRec:
         save_torch_artifact(path, self.net, self.name, n_items=self.n_items, hidden=c.hidden,
                             layers=c.layers, heads=c.heads, inner=c.inner, max_len=c.max_len,
                             config=to_dict(c), data_fingerprint=self.data_fingerprint,
-                            item_keys_hash=self.item_keys,
+                            item_keys_hash=self.item_keys, repeat_gate=self.net.repeat_fit,
                             training=self.result.to_dict() if self.result else None)
 
     @classmethod
@@ -156,6 +164,13 @@ class SASRec:
         model = cls(cfg)
         model._build(n_items)
         load_state_strict(model.net, tensors, path)
+        gate = man.get("repeat_gate")
+        if cfg.repeat_gate != (gate is not None) or (
+                gate is not None and not (isinstance(gate, dict) and isinstance(gate.get("share"), (int, float))
+                                          and 0 < gate["share"] < 1)):
+            raise ArtifactError(f"config repeat_gate {cfg.repeat_gate} but the manifest's gate is {gate!r} "
+                                "(a share in (0, 1) expected when on)", path=path)
+        model.net.repeat_fit = gate
         model.net.eval()
         model.data_fingerprint = man.get("data_fingerprint")
         model.item_keys = man.get("item_keys_hash")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from shiftrec.models.layers import LN_EPS, TransformerBlock, init_embeddings, left_align
+from shiftrec.models.repeat import repeat_gate
 from shiftrec.models.torch_base import full_softmax_ce
 
 
@@ -20,6 +21,7 @@ class SASRecNet(nn.Module):
         self.cfg = cfg
         self.n_items = n_items
         self.max_len = cfg.max_len
+        self.repeat_fit: dict | None = None  # the repeat/explore gate (models.repeat), when on
         self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.ln = nn.LayerNorm(cfg.hidden, eps=LN_EPS)
@@ -53,4 +55,6 @@ class SASRecNet(nn.Module):
     def score_all(self, seq: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         scores = self.query(seq) @ self.item_emb.weight.T
         scores[:, 0] = float("-inf")
+        if self.repeat_fit is not None:
+            scores = repeat_gate(scores, seq[:, -self.max_len:], float(self.repeat_fit["share"]))
         return scores

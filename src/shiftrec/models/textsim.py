@@ -51,6 +51,9 @@ class TextSimConfig:
     select_transform: tuple[TextTransform, ...] = TEXT_TRANSFORMS  # chosen with the decay; () keeps transform
     temperature: float = 0.05  # scores = cosine / temperature (logits; see the module docstring)
     max_history: int = 50
+    # choose them ranking each validation target among the items outside the user's history (as
+    # `shiftrec serve` recommends and `--exclude-seen` evaluates); False ranks every item
+    select_exclude_seen: bool = False
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -101,7 +104,7 @@ class TextSim:
         text[0] = 0.0
         self._raw = text
         self._set_transform(self.transform)
-        self.choose(split)
+        self.choose(split, self.config.select_exclude_seen)
         f = split_fields(split)
         self.data_fingerprint, self.item_keys = f["data_fingerprint"], f["item_keys_hash"]
         return self

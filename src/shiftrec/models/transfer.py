@@ -103,6 +103,8 @@ def save_checkpoint(net: Any, path: str | Path, *, encoder: str, include_items: 
             atomic_write_bytes(d / ITEM_TEXT, st_save(items))
 
     n_id = None if net.item_id is None else net.item_id.num_embeddings - 1
+    if net.repeat_fit is not None:  # the repeat/explore gate travels in the manifest
+        manifest_fields = {**manifest_fields, "repeat_gate": dict(net.repeat_fit)}
     return save_model_folder(path, write, kind=MODEL_KIND, model="transfer", encoder=encoder,
                              text_dim=net.text_dim, dims=net.cfg.arch(), mode=str(net.cfg.mode),
                              n_id_items=n_id, n_items=net.n_items if include_items else None,
@@ -206,6 +208,13 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
             raise ArtifactError(f"the text path's stored transform does not fit a '{cfg.skip_transform}' "
                                 f"map of dim {net.text_dim}", path=p)
         net.skip_fit = (mean.astype(np.float32), None if proj is None else proj.astype(np.float32))
+    gate = man.get("repeat_gate")
+    if gate is not None:
+        share = gate.get("share") if isinstance(gate, dict) else None
+        if not isinstance(share, (int, float)) or not 0.0 < float(share) < 1.0:
+            raise ArtifactError(f"manifest's repeat_gate share must be a number in (0, 1), got {share!r}",
+                                path=p)
+        net.repeat_fit = dict(gate)
     if net.pop_bias is not None and buckets is not None:
         try:
             net.set_pop_buckets(buckets)

@@ -10,6 +10,7 @@ from torch import nn
 
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.models.layers import LN_EPS, TransformerBlock, init_linear
+from shiftrec.models.repeat import repeat_gate
 from shiftrec.models.transfer_config import (
     Mode,
     Objective,
@@ -66,6 +67,10 @@ class TransferNet(nn.Module):
         self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(text)), persistent=False)
         self._skip_text: torch.Tensor | None = None  # see _skip_table
         self.skip_fit: tuple[np.ndarray | None, np.ndarray | None] | None = None  # see _skip_table
+        # the repeat/explore gate: {"share": next items found in the history, with the counts}
+        # (transfer_fit.repeat_share); None = no gate. Not a weight: counted on training data
+        # and kept in the checkpoint's manifest
+        self.repeat_fit: dict | None = None
         self.adaptor = MoEAdaptor(self.text_dim, cfg.hidden, cfg.n_experts, cfg.adaptor_dropout,
                                   cfg.gate_noise)
         self.item_id: nn.Embedding | None = None
@@ -387,6 +392,8 @@ class TransferNet(nn.Module):
         if self.pop_bias is not None:
             s = s + self.pop_logits()
         s[:, 0] = float("-inf")
+        if self.repeat_fit is not None:  # last: the gate weighs the history against the rest
+            s = repeat_gate(s, seq[:, -self.cfg.max_len:], float(self.repeat_fit["share"]))
         return s
 
     # ---- objectives ------------------------------------------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 from shiftrec.config import to_dict
 from shiftrec.data.splits import EvalSet, Seqs, SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
+from shiftrec.models.repeat import repeat_share
 from shiftrec.models.transfer import (
     Freeze,
     Mode,
@@ -73,6 +74,9 @@ class PretrainConfig:
     # every batch from one source domain (its in-batch negatives then share the positive's
     # domain); False mixes the domains in every batch
     same_domain: bool = True
+    # the repeat/explore gate (TransferNet.repeat_gate): the share of next items found in the
+    # history, counted on the sources' training sequences, goes into the checkpoint
+    repeat_gate: bool = False
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -226,6 +230,8 @@ def pretrain(sources: list[Source], encoder: str, cfg: PretrainConfig = Pretrain
         net.set_item_frequency(np.bincount(merged.train.items, minlength=len(merged.text)))
     net.set_domains(merged.sizes)
     net.set_item_popularity(np.bincount(merged.train.items, minlength=len(merged.text)), merged.sizes)
+    if cfg.repeat_gate:
+        net.repeat_fit = repeat_share([s.split.train for s in sources], cfg.model.max_len)
     groups = np.repeat(np.arange(len(sources)), [len(s.split.train) for s in sources]) \
         if cfg.same_domain else None
     batches = causal_batches(merged.train, cfg.model.max_len, cfg.stride, groups)
@@ -293,6 +299,9 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
         mc = replace(cfg.model, **_overrides(cfg))
         net = build_net(mc, text)
     net.set_item_popularity(train_item_counts(split))
+    # the gate counts the target's own repeats (a checkpoint's gate, counted on its sources, is
+    # not kept: the target's training sequences say how often its shoppers come back)
+    net.repeat_fit = repeat_share(split.train, net.cfg.max_len) if cfg.repeat_gate else None
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
@@ -432,6 +441,7 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     sims = [TextSim(raw, select_decay=(), select_transform=(), transform=t,  # cosines, as the net's
                     temperature=1.0, max_history=net.cfg.max_len).fit(split) for t in transforms]
     cells = [(ti, di) for ti in range(len(transforms)) for di in range(len(decays))]
+    gate, net.repeat_fit = net.repeat_fit, None  # the net's repeat gate goes after the path
 
     def grid_gain(ws: list[float]) -> np.ndarray:
         gain = np.zeros((len(cells), len(ws)))
@@ -442,20 +452,25 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
             tgt = np.asarray(es.target[a:a + len(rows)])
             if exclude_seen:  # the whole history, as rank_targets; -inf stays -inf whatever the path adds
                 base[history_cells([es.history[i] for i in rows], tgt)] = -np.inf
+            # outside the history the gate moves every item alike: nothing to do when it is excluded
+            post = None if gate is None or exclude_seen else _gate_rows(hist, net.cfg.max_len, float(gate["share"]))
             for ci, (ti, di) in enumerate(cells):
                 cos = sims[ti].scores_with_decay(hist, decays[di])
                 cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
-                gain[ci] += mixed_metric(base, cos, ws, tgt, "ndcg@10").sum(axis=0)
+                gain[ci] += mixed_metric(base, cos, ws, tgt, "ndcg@10", post).sum(axis=0)
         return gain / len(es)
 
     W = sorted(set(float(w) for w in weights) | {0.0})
-    gain = grid_gain(W)
-    for _ in range(max_growth):
-        if len(W) > 1 and gain[:, -1].max() > gain[:, :-1].max():
-            W.append(2.0 * W[-1])  # the top of the grid won: try the next doubling
-            gain = np.concatenate([gain, grid_gain(W[-1:])], axis=1)
-        else:
-            break
+    try:
+        gain = grid_gain(W)
+        for _ in range(max_growth):
+            if len(W) > 1 and gain[:, -1].max() > gain[:, :-1].max():
+                W.append(2.0 * W[-1])  # the top of the grid won: try the next doubling
+                gain = np.concatenate([gain, grid_gain(W[-1:])], axis=1)
+            else:
+                break
+    finally:
+        net.repeat_fit = gate
     # the best (transform, decay, weight); of a tie the smaller weight, then the earlier cell
     ci, wi = min(np.argwhere(gain == gain.max()).tolist(), key=lambda t: (t[1], t[0]))
     ti, di = cells[ci]
@@ -475,24 +490,83 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     return choice
 
 
-def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str) -> Any:
+def _gate_rows(hist: list[np.ndarray], max_len: int, share: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The repeat gate (models.transfer_net.repeat_gate) over numpy score rows of `hist`."""
+    import torch
+
+    from shiftrec.models.repeat import repeat_gate
+    from shiftrec.train.batches import pad_left
+
+    seq = torch.as_tensor(pad_left([h[-max_len:] for h in hist], max_len))
+    return lambda s: repeat_gate(torch.from_numpy(s), seq, share).numpy()
+
+
+def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
+                  repeat_gate: bool = False) -> Any:
     """A pretrained net ready to score an unseen domain: only the item table changes (a
     transductive checkpoint drops its ID table and scores from text alone); the target's
-    training counts set the popularity feature's buckets, if it has one. Nothing is trained."""
+    training counts set the popularity feature's buckets, if it has one. Nothing is trained.
+    `repeat_gate` keeps the checkpoint's repeat/explore gate (counted on its sources)."""
     man = read_manifest(checkpoint)
     check_compatible(man, encoder, int(np.asarray(text).shape[1]), checkpoint)
+    if repeat_gate and man.get("repeat_gate") is None:
+        raise ConfigError("this checkpoint carries no repeat gate (it was pretrained without one): "
+                          "pretrain with --repeat-gate, or leave --repeat-gate out", path=checkpoint)
     net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder,
                              overrides={"mode": Mode.INDUCTIVE})
     net.set_item_popularity(train_item_counts(split))  # no training: counts only
+    if not repeat_gate:
+        net.repeat_fit = None
     return net
 
 
 def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
-              which: str = "test", threads: int = 0, exclude_seen: bool = False
-              ) -> tuple[dict[str, float], np.ndarray]:
+              which: str = "test", threads: int = 0, exclude_seen: bool = False,
+              repeat_gate: bool = False) -> tuple[dict[str, float], np.ndarray]:
     """Evaluate a pretrained model on an unseen domain (zero_shot_net; nothing trained)."""
-    return evaluate_net(zero_shot_net(checkpoint, split, text, encoder), split, which,
+    return evaluate_net(zero_shot_net(checkpoint, split, text, encoder, repeat_gate), split, which,
                         threads=threads, exclude_seen=exclude_seen)
+
+
+def add_repeat_gate(checkpoint: str | Path, sources: list[SeqSplit], out_dir: str | Path) -> dict[str, Any]:
+    """Write `checkpoint` to `out_dir` (it may be the same folder) with the repeat/explore gate
+    counted on its sources' training sequences; each split's fingerprint must be the one the
+    checkpoint records, so the count is of the data it was pretrained on. The weights are copied
+    byte for byte. Returns the gate."""
+    import shutil
+
+    from shiftrec.models.artifact import save_model_folder
+
+    p = Path(checkpoint)
+    man = read_manifest(p)
+    prints = man.get("data_fingerprints") or {}
+    got = {sp.meta.get("fingerprint") for sp in sources}
+    if not sources or got != set(prints.values()):
+        raise InputError(f"the splits' fingerprints {sorted(map(str, got))} are not the sources the "
+                         f"checkpoint was pretrained on {sorted(prints.values())}")
+    gate = repeat_share([sp.train for sp in sources], int(man["config"]["max_len"]))
+    held = Path(out_dir).parent / f".{Path(out_dir).name}.gate"  # out_dir may be the checkpoint
+    if held.exists():
+        shutil.rmtree(held)
+    shutil.copytree(p, held)
+    # the pretraining's date is kept (the versions are those of this write)
+    keep = {k: v for k, v in man.items() if k not in ("kind", "versions", "files", "model")}
+
+    hashed = set(man.get("files") or {})
+
+    def write(d: Path) -> None:  # the files the manifest hashes (the weights), as they were
+        for f in hashed:
+            shutil.copy2(held / f, d / f)
+
+    try:
+        save_model_folder(out_dir, write, kind=man["kind"], model=man["model"],
+                          **{**keep, "repeat_gate": gate})
+        for f in held.iterdir():  # and what it does not hash (a shipped checkpoint's README)
+            if f.is_file() and f.name not in hashed | {"manifest.json", "_COMPLETE"}:
+                shutil.copy2(f, Path(out_dir) / f.name)
+    finally:
+        shutil.rmtree(held, ignore_errors=True)
+    return gate
 
 
 # --------------------------------------------------------------------------------------- data

@@ -537,23 +537,31 @@ class Recommender:
         warm = [j for j, p in enumerate(prep) if p[0]]
         ann = self.ann
         ranked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if warm and ann is not None:
-            hist = [np.asarray(prep[j][0], np.int64) for j in warm]
+        # a model's repeat gate (models.repeat) moves the history against the rest, which the
+        # index's dot products do not hold: those queries that keep their history are scored in
+        # full (with the history left out, the gate changes no order)
+        gated = getattr(getattr(self.model, "net", None), "repeat_fit", None) is not None
+        by_ann = [j for j in warm if ann is not None and (queries[j].exclude_seen or not gated)]
+        on_ann = set(by_ann)
+        dense = [j for j in warm if j not in on_ann]
+        if by_ann:
+            assert ann is not None
+            hist = [np.asarray(prep[j][0], np.int64) for j in by_ann]
             qv = np.asarray(self.model.query_vectors(
-                hist, [np.asarray(prep[j][1], np.int64) for j in warm]), np.float32)
+                hist, [np.asarray(prep[j][1], np.int64) for j in by_ann]), np.float32)
             extra = max(len(np.unique(h)) for h in hist)  # room for the seen items
             with self._ann_lock:
                 cand = ann.candidates(qv, ann.cfg.n_candidates + extra)
-                rescored = [ann.rescore(qv[r], cand[r]) for r in range(len(warm))]
-            for r, j in enumerate(warm):
+                rescored = [ann.rescore(qv[r], cand[r]) for r in range(len(by_ann))]
+            for r, j in enumerate(by_ann):
                 c, cs = rescored[r]
                 ranked[j] = self._top(c, cs, prep[j][0] if queries[j].exclude_seen else [],
                                       queries[j].k)
-        elif warm:
-            sc = np.asarray(self.model.score([np.asarray(prep[j][0], np.int64) for j in warm],
-                                             [np.asarray(prep[j][1], np.int64) for j in warm]),
+        if dense:
+            sc = np.asarray(self.model.score([np.asarray(prep[j][0], np.int64) for j in dense],
+                                             [np.asarray(prep[j][1], np.int64) for j in dense]),
                             np.float32)
-            for r, j in enumerate(warm):
+            for r, j in enumerate(dense):
                 ranked[j] = self._top_dense(sc[r], prep[j][0] if queries[j].exclude_seen
                                             else [], queries[j].k)
         out = []

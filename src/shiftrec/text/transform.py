@@ -78,8 +78,17 @@ def apply_text_transform(vectors: np.ndarray, mean: np.ndarray | None, proj: np.
     return np.where(has, y, 0.0).astype(np.float32)
 
 
-def transform_text(vectors: np.ndarray, kind: TextTransform | str, fit_rows: slice = slice(1, None)
-                   ) -> np.ndarray:
-    """`vectors` (row 0 = padding) transformed by `kind` fitted on `fit_rows` (the catalogue)."""
-    mean, proj = fit_text_transform(np.asarray(vectors)[fit_rows], kind)
-    return apply_text_transform(vectors, mean, proj)
+def parse_transforms(spec: str) -> tuple[TextTransform, ...]:
+    """Comma-separated transform names ("none,centre,whiten") as a tuple, in order; an unknown
+    name is one ConfigError naming the valid ones."""
+    from shiftrec.errors import unknown_name
+
+    out = []
+    for name in (t.strip() for t in spec.split(",")):
+        if not name:
+            continue
+        try:
+            out.append(TextTransform(name))
+        except ValueError:
+            raise unknown_name("text transform", name, [t.value for t in TextTransform]) from None
+    return tuple(out)
