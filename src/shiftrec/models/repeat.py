@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shiftrec.data.splits import Seqs
-from shiftrec.errors import ConfigError
+from shiftrec.errors import ArtifactError, ConfigError
 
 
 def repeat_share(seqs: Seqs | list[Seqs], max_len: int) -> dict[str, Any]:
@@ -64,3 +64,15 @@ def repeat_gate(scores: Any, seq: Any, share: float) -> Any:
                       scores - lse_rest + float(np.log1p(-share)))
     out[:, 0] = ninf
     return out
+
+
+def stored_gate(gate: Any, path: Any = None) -> dict[str, Any] | None:
+    """A manifest's `repeat_gate` (None: no gate) after checking it holds a share in (0, 1);
+    anything else is one ArtifactError naming the folder."""
+    if gate is None:
+        return None
+    share = gate.get("share") if isinstance(gate, dict) else None
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < float(share) < 1.0:
+        raise ArtifactError(f"manifest's repeat_gate share must be a number in (0, 1), got {share!r}",
+                            path=path)
+    return dict(gate)

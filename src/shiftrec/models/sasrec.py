@@ -164,13 +164,12 @@ class SASRec:
         model = cls(cfg)
         model._build(n_items)
         load_state_strict(model.net, tensors, path)
-        gate = man.get("repeat_gate")
-        if cfg.repeat_gate != (gate is not None) or (
-                gate is not None and not (isinstance(gate, dict) and isinstance(gate.get("share"), (int, float))
-                                          and 0 < gate["share"] < 1)):
-            raise ArtifactError(f"config repeat_gate {cfg.repeat_gate} but the manifest's gate is {gate!r} "
-                                "(a share in (0, 1) expected when on)", path=path)
-        model.net.repeat_fit = gate
+        from shiftrec.models.repeat import stored_gate
+
+        model.net.repeat_fit = stored_gate(man.get("repeat_gate"), path)
+        if cfg.repeat_gate != (model.net.repeat_fit is not None):
+            raise ArtifactError(f"config repeat_gate {cfg.repeat_gate} but the manifest "
+                                f"{'holds no' if cfg.repeat_gate else 'holds a'} gate", path=path)
         model.net.eval()
         model.data_fingerprint = man.get("data_fingerprint")
         model.item_keys = man.get("item_keys_hash")

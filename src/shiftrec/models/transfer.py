@@ -30,6 +30,7 @@ from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import atomic_write_bytes
+from shiftrec.models.repeat import stored_gate
 from shiftrec.models.transfer_config import (
     Freeze,
     Mode,
@@ -208,13 +209,7 @@ def load_checkpoint(path: str | Path, text: np.ndarray | None = None, *, encoder
             raise ArtifactError(f"the text path's stored transform does not fit a '{cfg.skip_transform}' "
                                 f"map of dim {net.text_dim}", path=p)
         net.skip_fit = (mean.astype(np.float32), None if proj is None else proj.astype(np.float32))
-    gate = man.get("repeat_gate")
-    if gate is not None:
-        share = gate.get("share") if isinstance(gate, dict) else None
-        if not isinstance(share, (int, float)) or not 0.0 < float(share) < 1.0:
-            raise ArtifactError(f"manifest's repeat_gate share must be a number in (0, 1), got {share!r}",
-                                path=p)
-        net.repeat_fit = dict(gate)
+    net.repeat_fit = stored_gate(man.get("repeat_gate"), p)
     if net.pop_bias is not None and buckets is not None:
         try:
             net.set_pop_buckets(buckets)

@@ -83,7 +83,7 @@ class FinetuneConfig:
     # after training, add the text path with the weight and decay chosen on validation
     # (pipelines.transfer.select_text_path; weight 0 = no path is in the grid)
     text_path: bool = False
-    # the repeat/explore gate (TransferNet.repeat_gate) with the share of next items found in the
+    # the repeat/explore gate (models.repeat) with the share of next items found in the
     # history counted on the target's training sequences
     repeat_gate: bool = False
     # architecture for training from scratch (ignored when a checkpoint is given)

@@ -74,7 +74,7 @@ class PretrainConfig:
     # every batch from one source domain (its in-batch negatives then share the positive's
     # domain); False mixes the domains in every batch
     same_domain: bool = True
-    # the repeat/explore gate (TransferNet.repeat_gate): the share of next items found in the
+    # the repeat/explore gate (models.repeat): the share of next items found in the
     # history, counted on the sources' training sequences, goes into the checkpoint
     repeat_gate: bool = False
 
@@ -491,7 +491,7 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
 
 
 def _gate_rows(hist: list[np.ndarray], max_len: int, share: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The repeat gate (models.transfer_net.repeat_gate) over numpy score rows of `hist`."""
+    """The repeat gate (models.repeat.repeat_gate) over numpy score rows of `hist`."""
     import torch
 
     from shiftrec.models.repeat import repeat_gate
