@@ -117,10 +117,10 @@ def test_ingest_tie_order_shuffle(tmp_path: Path) -> None:
 
 
 def test_repeat_gate_flags_refuse_the_wrong_model_in_one_line(tmp_path: Path) -> None:
-    """`train --repeat-gate` is for sasrec, `evaluate --repeat-gate` for --zero-shot: anything
+    """`train --repeat-gate` is for sasrec and the text models, `evaluate --repeat-gate` for --zero-shot: anything
     else is one line, exit 2, before any data is read."""
     r = run("train", "no-such-split", "--model", "itemknn", "--repeat-gate", "-o", str(tmp_path / "m"))
-    assert r.returncode == 2 and "--repeat-gate applies to sasrec" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--repeat-gate applies to sasrec, transfer" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = run("evaluate", "no-such-split", "--repeat-gate")
     assert r.returncode == 2 and "--repeat-gate goes with --zero-shot" in r.stderr, r.stderr

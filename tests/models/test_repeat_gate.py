@@ -102,3 +102,24 @@ def test_text_path_is_chosen_with_the_gate_after_it(tiny_domain):  # noqa: F811
     net2.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("skip_")})
     net2.repeat_fit = dict(gate)
     assert grid["0"] == pytest.approx(evaluate_net(net2, split, "valid")[0]["ndcg@10"])
+
+
+def test_registry_transfer_model_counts_the_gate_and_keeps_it(tmp_path, tiny_domain):  # noqa: F811
+    """`shiftrec train --model transfer --repeat-gate`: the registry's text model counts the
+    gate on the split before training, saves it and loads it back."""
+    from shiftrec.models.registry import build_model, load_model
+
+    split, text, _ = tiny_domain
+    arch = {k: v for k, v in TINY.__dict__.items() if k != "mode"}
+    m = build_model("transfer", item_text=text, encoder="fake", repeat_gate=True, **arch,
+                    train={"epochs": 1, "batch_size": 64, "threads": 1, "seed": 0})
+    m.fit(split)
+    assert m.net.repeat_fit == repeat_share(split.train, TINY.max_len)
+    m.save(tmp_path / "t")
+    again = load_model(tmp_path / "t")
+    assert again.repeat_gate and again.net.repeat_fit == m.net.repeat_fit
+    h = [split.test.history[i] for i in range(4)]
+    assert np.allclose(again.score(h), m.score(h), atol=1e-5)
+    plain = build_model("transfer", item_text=text, encoder="fake", **arch,
+                        train={"epochs": 1, "batch_size": 64, "threads": 1, "seed": 0}).fit(split)
+    assert plain.net.repeat_fit is None

@@ -51,7 +51,7 @@ def train_cmd(
     data_root: Annotated[Path | None, typer.Option(help="shared data folder (for a named dataset)")] = None,
     select_metric: Annotated[str | None, typer.Option(help="shiftfusion: the validation metric its weights are chosen on (ndcg@10 by default; e.g. recall@50 keeps more deep recall)")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="test metrics rank each user's target among the items outside their history (a history item that is the target stays ranked), as `shiftrec serve` leaves the history out by default (the default ranks every item: RecBole's and UniSRec's protocol); textsim chooses its decay and text transform the same way; training and early stopping are unchanged; not for shiftfusion")] = False,
-    repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="sasrec: the repeat/explore gate (the history's items together get the share of next items found in the history of the training sequences; counted before training, saved with the model); the pretrained text model has it in `shiftrec finetune --repeat-gate`")] = False,
+    repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="sasrec, transfer, transfer-transductive: the repeat/explore gate (the history's items together get the share of next items found in the history of the training sequences; counted before training, saved with the model; `shiftrec finetune --repeat-gate` for the pretrained text model)")] = False,
 ) -> None:
     """Fit a model on a split with early stopping on validation NDCG@10, save it to --out with
     its manifest (file hashes, item-map fingerprint), and write full-ranking test metrics to
@@ -129,9 +129,9 @@ def train_cmd(
         raise ConfigError("--exclude-seen does not apply to shiftfusion: its flow weights are "
                           "chosen on validation ranking every item")
     if repeat_gate:
-        if model != "sasrec":
-            raise ConfigError(f"--repeat-gate applies to sasrec here, not '{model}' (the pretrained "
-                              "text model: shiftrec finetune --repeat-gate)")
+        if model not in ("sasrec", "transfer", "transfer-transductive"):
+            raise ConfigError(f"--repeat-gate applies to sasrec, transfer and transfer-transductive, "
+                              f"not '{model}'")
         opts["repeat_gate"] = True
     if select_metric is not None:
         if model != "shiftfusion":

@@ -30,7 +30,7 @@ from shiftrec.config import from_dict, to_dict
 from shiftrec.data.splits import SeqSplit
 from shiftrec.errors import ArtifactError, ConfigError, InputError
 from shiftrec.manifest import atomic_write_bytes
-from shiftrec.models.repeat import stored_gate
+from shiftrec.models.repeat import repeat_share, stored_gate
 from shiftrec.models.transfer_config import (
     Freeze,
     Mode,
@@ -261,8 +261,10 @@ class TransferRec:
     def __init__(self, item_text: np.ndarray | str | Path | None = None, encoder: str | None = None,
                  cfg: TransferConfig | None = None, train_cfg: Any = None, net: Any = None,
                  manifest: dict[str, Any] | None = None, *, checkpoint_dir: str | Path | None = None,
-                 resume: bool = False, progress: Any = None) -> None:
+                 resume: bool = False, progress: Any = None, repeat_gate: bool = False) -> None:
         self.cfg = cfg or TransferConfig()
+        # fit() counts the repeat/explore gate (models.repeat) on the split's training sequences
+        self.repeat_gate = bool(repeat_gate or (net is not None and net.repeat_fit is not None))
         self.name = MODEL_NAMES[Mode(self.cfg.mode)]
         self.train_cfg = train_cfg
         self.text_source: Path | None = None
@@ -307,7 +309,8 @@ class TransferRec:
             raise ConfigError(f"{where}: the mode is chosen by the model name "
                               f"({', '.join(f'{n} = {m}' for m, n in MODEL_NAMES.items())}), "
                               "not by a 'mode' option")
-        runtime = {k: options.pop(k) for k in ("checkpoint_dir", "resume", "progress") if k in options}
+        runtime = {k: options.pop(k) for k in ("checkpoint_dir", "resume", "progress", "repeat_gate")
+                   if k in options}
         cfg = apply_overrides(TransferConfig(mode=mode), options, where)
         return cls(item_text, encoder, cfg, _train_config(train, where), **runtime)
 
@@ -335,6 +338,8 @@ class TransferRec:
         else:  # continue training a loaded net, on this split's item table
             self.net.set_item_text(text, reset_ids=False)
         self.net.set_item_popularity(train_item_counts(split))
+        # before training: early stopping ranks as the model will
+        self.net.repeat_fit = repeat_share(split.train, self.cfg.max_len) if self.repeat_gate else None
         self.net, self.history = train_on_split(self.net, split, train_cfg,
                                                 checkpoint_dir=self.checkpoint_dir,
                                                 resume=self.resume, progress=self.progress)
@@ -406,7 +411,7 @@ class TransferRec:
                         **{k: v for k, v in self.manifest.items()
                            if k not in ("kind", "created", "versions", "model", "encoder", "text_dim",
                                         "dims", "mode", "n_id_items", "n_items", "config",
-                                        "weights_dtype")})
+                                        "weights_dtype", "repeat_gate")})
 
     @classmethod
     def load(cls, path: str | Path) -> TransferRec:
