@@ -614,7 +614,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
             + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and parse_transforms(args.text_transforms) != ("none",) else "")
-            + ("~rg" if getattr(args, "repeat_gate", False) and (trained or row in ("zs", "zs+text", "sasrec"))
+            + ("~rg" if getattr(args, "repeat_gate", False) and (trained or row in ("zs", "zs+text", "sasrec", "sasrec+flows"))
                else "")
             + (encoder_tag() if row not in ID_ROWS else "")
             + ("~unseen" if getattr(args, "exclude_seen", False) else "")

@@ -253,8 +253,19 @@ def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finet
     assert json.loads((tmp_path / "pre" / "manifest.json").read_text())["repeat_gate"] == want
     assert zero_shot_net(tmp_path / "pre", split, text, "fake-enc").repeat_fit is None
     assert zero_shot_net(tmp_path / "pre", split, text, "fake-enc", repeat_gate=True).repeat_fit == want
+    import torch
+
+    from shiftrec.models.repeat import repeat_gate
+
+    hist = [split.test.history[i][-ARCH.max_len:] for i in range(6)]
+    seq = torch.from_numpy(np.stack([np.pad(h, (ARCH.max_len - len(h), 0)) for h in hist]))
+    with torch.no_grad():
+        on = zero_shot_net(tmp_path / "pre", split, text, "fake-enc", repeat_gate=True).eval()
+        off = zero_shot_net(tmp_path / "pre", split, text, "fake-enc").eval()
+        assert np.allclose(on.score_all(seq).numpy(),
+                           repeat_gate(off.score_all(seq), seq, want["share"]).numpy(), atol=1e-5)
     gated, _ = zero_shot(tmp_path / "pre", split, text, "fake-enc", repeat_gate=True)
-    assert np.isfinite(gated["ndcg@10"])
+    assert gated["ndcg@10"] == pytest.approx(evaluate_net(on, split)[0]["ndcg@10"])
     ft_cfg = FinetuneConfig(epochs=1, batch_size=64, patience=0, threads=1, repeat_gate=True)
     ft, _ = finetune(tmp_path / "pre", split, text, "fake-enc", ft_cfg, tmp_path / "ft")
     assert ft.repeat_fit == repeat_share(split.train, ARCH.max_len)  # the target's, not the sources'

@@ -123,3 +123,34 @@ def test_registry_transfer_model_counts_the_gate_and_keeps_it(tmp_path, tiny_dom
     plain = build_model("transfer", item_text=text, encoder="fake", **arch,
                         train={"epochs": 1, "batch_size": 64, "threads": 1, "seed": 0}).fit(split)
     assert plain.net.repeat_fit is None
+
+
+def test_gate_never_gives_nan_when_a_group_is_all_excluded():
+    out = repeat_gate(torch.tensor([[NINF, 1.0, 2.0, NINF]]), torch.tensor([[1, 2]]), 0.5).numpy()
+    assert not np.isnan(out).any() and out[0, 3] == NINF and out[0, 0] == NINF
+    half = repeat_gate(torch.tensor([[NINF, 3.0, 2.0, 1.0]], dtype=torch.bfloat16), torch.tensor([[1]]), 0.1)
+    assert half.dtype == torch.float32  # computed in float32: no new ties within a group
+
+
+def test_text_path_grid_with_the_gate_and_the_history_excluded_matches_the_evaluation(tiny_domain):  # noqa: F811
+    """With exclude_seen the grid ranks as the evaluation does: the gate over the full row, then
+    the history (all but the target) out. Targets inside the history make the difference."""
+    import dataclasses
+
+    from shiftrec.pipelines.transfer import evaluate_net, select_text_path
+
+    split, text, _ = tiny_domain
+    v = split.valid
+    target = v.target.copy()
+    target[::2] = [v.history[i][-1] for i in range(0, len(v), 2)]  # half come back to an item
+    split = dataclasses.replace(split, valid=dataclasses.replace(v, target=target))
+    torch.manual_seed(0)
+    net = build_net(TINY, text).eval()
+    net.repeat_fit = {"share": 0.3, "repeats": 0, "transitions": 0, "max_len": 8}
+    choice = select_text_path(net, split, weights=(0.0,), decays=(0.5,), exclude_seen=True,
+                              transforms=("none",), max_growth=0)
+    assert choice["weight"] == 0
+    want = evaluate_net(net, split, "valid", exclude_seen=True)[0]["ndcg@10"]
+    assert choice["valid_ndcg@10"] == pytest.approx(want)
+    net.repeat_fit = None  # without the gate the repeat targets rank differently
+    assert evaluate_net(net, split, "valid", exclude_seen=True)[0]["ndcg@10"] != pytest.approx(want)

@@ -228,6 +228,8 @@ def evaluate_cmd(
                                 "from text only", path=ck)
         net, _ = load_checkpoint(ck, src.text, encoder=enc)
         net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
+        if man.get("stage") == "pretrain":  # its sources' gate only with --zero-shot --repeat-gate
+            net.repeat_fit = None
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
     if net.repeat_fit is not None:
         con.print(_gate_line(net.repeat_fit, "the checkpoint's sources'" if zero_shot else "the fine-tuning data's"))

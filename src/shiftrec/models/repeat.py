@@ -50,6 +50,7 @@ def repeat_gate(scores: Any, seq: Any, share: float) -> Any:
 
     if not 0.0 < share < 1.0:
         raise ConfigError(f"repeat share must be in (0, 1), got {share}")
+    scores = scores.float()  # order within each group kept (half precision would tie many)
     seen = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     seen.scatter_(1, seq.clamp_min(0).long(), True)
     seen[:, 0] = False
@@ -58,8 +59,9 @@ def repeat_gate(scores: Any, seq: Any, share: float) -> Any:
     rest[:, 0] = ninf
     lse_seen = torch.logsumexp(torch.where(seen, scores, ninf), dim=1, keepdim=True)
     lse_rest = torch.logsumexp(rest, dim=1, keepdim=True)
-    # a history whose scores are all -inf (already excluded) stays -inf, not NaN
+    # a group whose scores are all -inf (already excluded) stays -inf, not NaN
     lse_seen = torch.where(torch.isfinite(lse_seen), lse_seen, torch.zeros_like(lse_seen))
+    lse_rest = torch.where(torch.isfinite(lse_rest), lse_rest, torch.zeros_like(lse_rest))
     out = torch.where(seen, scores - lse_seen + float(np.log(share)),
                       scores - lse_rest + float(np.log1p(-share)))
     out[:, 0] = ninf

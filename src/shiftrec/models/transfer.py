@@ -311,6 +311,8 @@ class TransferRec:
                               "not by a 'mode' option")
         runtime = {k: options.pop(k) for k in ("checkpoint_dir", "resume", "progress", "repeat_gate")
                    if k in options}
+        if not isinstance(runtime.get("repeat_gate", False), bool):
+            raise ConfigError(f"{where}.repeat_gate: expected true or false, got {runtime['repeat_gate']!r}")
         cfg = apply_overrides(TransferConfig(mode=mode), options, where)
         return cls(item_text, encoder, cfg, _train_config(train, where), **runtime)
 

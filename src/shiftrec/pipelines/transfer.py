@@ -358,6 +358,11 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
         sub = None if out_dir is None else Path(out_dir) / CANDIDATES / m.value
         if resume and sub is not None and (sub / "manifest.json").exists():  # finished before
             net, man = load_checkpoint(sub, strict=True)
+            if (net.repeat_fit is not None) != bool(cfg.repeat_gate):
+                raise ConfigError(f"--resume: the finished {m.value} candidate was fine-tuned "
+                                  f"{'with' if net.repeat_fit is not None else 'without'} the repeat "
+                                  "gate; resume with the same setting, or start again without --resume",
+                                  path=sub)
             fits[m] = (net, {k: v for k, v in man.items() if k in _FIT_FIELDS})
             continue
         again = resume and sub is not None and (sub / "trainer" / "checkpoint.json").exists()
@@ -450,10 +455,12 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
             hist = [es.history[i][-net.cfg.max_len:] for i in rows]
             base = np.asarray(scorer.score(hist), np.float32)
             tgt = np.asarray(es.target[a:a + len(rows)])
-            if exclude_seen:  # the whole history, as rank_targets; -inf stays -inf whatever the path adds
-                base[history_cells([es.history[i] for i in rows], tgt)] = -np.inf
-            # outside the history the gate moves every item alike: nothing to do when it is excluded
-            post = None if gate is None or exclude_seen else _gate_rows(hist, net.cfg.max_len, float(gate["share"]))
+            cells_out = history_cells([es.history[i] for i in rows], tgt) if exclude_seen else None
+            post = None
+            if gate is not None:  # as score_all then rank_targets: the gate, then the history out
+                post = _gate_rows(hist, net.cfg.max_len, float(gate["share"]), cells_out)
+            elif cells_out is not None:  # the whole history, as rank_targets; -inf stays -inf
+                base[cells_out] = -np.inf
             for ci, (ti, di) in enumerate(cells):
                 cos = sims[ti].scores_with_decay(hist, decays[di])
                 cos[:, 0] = 0.0  # padding column: base keeps its -inf (0 * -inf would be NaN)
@@ -490,15 +497,25 @@ def select_text_path(net: Any, split: SeqSplit, weights: tuple[float, ...] = TEX
     return choice
 
 
-def _gate_rows(hist: list[np.ndarray], max_len: int, share: float) -> Callable[[np.ndarray], np.ndarray]:
-    """The repeat gate (models.repeat.repeat_gate) over numpy score rows of `hist`."""
+def _gate_rows(hist: list[np.ndarray], max_len: int, share: float,
+               cells_out: tuple[np.ndarray, np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The repeat gate (models.repeat.repeat_gate) over numpy score rows of `hist`, then the
+    `cells_out` (history items other than the target, with exclude_seen) at -inf, as a gated
+    net's scores are ranked by rank_targets."""
     import torch
 
     from shiftrec.models.repeat import repeat_gate
     from shiftrec.train.batches import pad_left
 
     seq = torch.as_tensor(pad_left([h[-max_len:] for h in hist], max_len))
-    return lambda s: repeat_gate(torch.from_numpy(s), seq, share).numpy()
+
+    def gated(s: np.ndarray) -> np.ndarray:
+        out = repeat_gate(torch.from_numpy(s), seq, share).numpy()
+        if cells_out is not None:
+            out[cells_out] = -np.inf
+        return out
+
+    return gated
 
 
 def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
@@ -540,10 +557,11 @@ def add_repeat_gate(checkpoint: str | Path, sources: list[SeqSplit], out_dir: st
     p = Path(checkpoint)
     man = read_manifest(p)
     prints = man.get("data_fingerprints") or {}
-    got = {sp.meta.get("fingerprint") for sp in sources}
-    if not sources or got != set(prints.values()):
+    got = [sp.meta.get("fingerprint") for sp in sources]
+    want = list(prints.values())
+    if not sources or None in got or sorted(map(str, got)) != sorted(map(str, want)):
         raise InputError(f"the splits' fingerprints {sorted(map(str, got))} are not the sources the "
-                         f"checkpoint was pretrained on {sorted(prints.values())}")
+                         f"checkpoint was pretrained on {sorted(map(str, want))}")
     gate = repeat_share([sp.train for sp in sources], int(man["config"]["max_len"]))
     held = Path(out_dir).parent / f".{Path(out_dir).name}.gate"  # out_dir may be the checkpoint
     if held.exists():

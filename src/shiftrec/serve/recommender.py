@@ -24,7 +24,11 @@ vectors (SASRec and the transfer models expose `query_vectors`/`item_vectors`), 
 `AnnConfig.threshold` items on (mode auto; or always with mode on) a FAISS index proposes
 candidates that are re-scored exactly (the same dot products as full scoring), then seen items
 are excluded and reasons drawn as above. Item-kNN, popularity, topic profile and ShiftFusion
-(its base log-softmax needs every item's score) keep exact full scoring.
+(its base log-softmax needs every item's score) keep exact full scoring. A model with the
+repeat/explore gate (models.repeat) scores through it in full scoring (log-probabilities) but
+not through the index (dot products): with the history left out the two rank alike, and a query
+that keeps its history is always scored in full; so a `score` compares within one answer, not
+across answers.
 """
 
 from __future__ import annotations
