@@ -269,6 +269,12 @@ def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finet
     ft_cfg = FinetuneConfig(epochs=1, batch_size=64, patience=0, threads=1, repeat_gate=True)
     ft, _ = finetune(tmp_path / "pre", split, text, "fake-enc", ft_cfg, tmp_path / "ft")
     assert ft.repeat_fit == repeat_share(split.train, ARCH.max_len)  # the target's, not the sources'
+    # `shiftrec evaluate` without --zero-shot: a fine-tuned model keeps its gate, a pretrained one
+    # scores without its sources' gate
+    from shiftrec.pipelines.transfer import checkpoint_net
+
+    assert checkpoint_net(tmp_path / "ft", split, text, "fake-enc").repeat_fit == ft.repeat_fit
+    assert checkpoint_net(tmp_path / "pre", split, text, "fake-enc").repeat_fit is None
     off, _ = finetune(tmp_path / "pre", split, text, "fake-enc", replace(ft_cfg, repeat_gate=False))
     assert off.repeat_fit is None
     # a checkpoint pretrained without a gate: zero-shot refuses to invent one; add_repeat_gate

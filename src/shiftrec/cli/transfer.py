@@ -187,12 +187,12 @@ def evaluate_cmd(
 
     Example: shiftrec evaluate amazon-toys --zero-shot --text-path
     """
-    from shiftrec.errors import ArtifactError, ConfigError
+    from shiftrec.errors import ConfigError
     from shiftrec.evaluate.ranking import seen_items
-    from shiftrec.models.transfer import Mode, load_checkpoint, read_manifest, train_item_counts
+    from shiftrec.models.transfer import read_manifest
     from shiftrec.pipelines.transfer import (
+        checkpoint_net,
         evaluate_net,
-        item_keys_hash,
         open_target,
         select_text_path,
         target_source,
@@ -221,15 +221,7 @@ def evaluate_cmd(
             con.print(_text_path_line(tp))
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
     else:
-        mine, theirs = man.get("item_keys_hash"), item_keys_hash(src.split)
-        if man.get("mode") == Mode.TRANSDUCTIVE and mine not in (None, theirs):
-            raise ArtifactError(f"checkpoint's item IDs belong to another item map (item_keys_hash "
-                                f"{mine}) than '{src.name}' ({theirs}); use --zero-shot to score "
-                                "from text only", path=ck)
-        net, _ = load_checkpoint(ck, src.text, encoder=enc)
-        net.set_item_popularity(train_item_counts(src.split))  # the feature's buckets, if it has one
-        if man.get("stage") == "pretrain":  # its sources' gate only with --zero-shot --repeat-gate
-            net.repeat_fit = None
+        net = checkpoint_net(ck, src.split, src.text, enc, name=src.name)
         metrics, ranks = evaluate_net(net, src.split, which, threads=threads, exclude_seen=exclude_seen)
     if net.repeat_fit is not None:
         con.print(_gate_line(net.repeat_fit, "the checkpoint's sources'" if zero_shot else "the fine-tuning data's"))

@@ -537,6 +537,26 @@ def zero_shot_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, enc
     return net
 
 
+def checkpoint_net(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
+                   name: str | None = None) -> Any:
+    """A checkpoint as it is, on `split`'s items (`shiftrec evaluate` without --zero-shot): a
+    transductive one only on the item map it was trained on; the target's training counts set
+    the popularity feature's buckets. A fine-tuned model keeps the repeat gate it was trained
+    with; a pretrained one scores without its sources' gate (that is zero_shot_net's
+    `repeat_gate`)."""
+    man = read_manifest(checkpoint)
+    mine, theirs = man.get("item_keys_hash"), item_keys_hash(split)
+    if man.get("mode") == Mode.TRANSDUCTIVE and mine not in (None, theirs):
+        raise ArtifactError(f"checkpoint's item IDs belong to another item map (item_keys_hash "
+                            f"{mine}) than '{name or split.name}' ({theirs}); use --zero-shot to "
+                            "score from text only", path=checkpoint)
+    net, _ = load_checkpoint(checkpoint, np.asarray(text, dtype=np.float32), encoder=encoder)
+    net.set_item_popularity(train_item_counts(split))  # the feature's buckets, if it has one
+    if man.get("stage") == "pretrain":
+        net.repeat_fit = None
+    return net
+
+
 def zero_shot(checkpoint: str | Path, split: SeqSplit, text: np.ndarray, encoder: str,
               which: str = "test", threads: int = 0, exclude_seen: bool = False,
               repeat_gate: bool = False) -> tuple[dict[str, float], np.ndarray]:
