@@ -232,7 +232,8 @@ def test_wrong_encoder_and_empty_target(world, pretrained):
         zero_shot(pretrained, no_test, text, "fake-enc")
 
 
-def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path):
+def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path,
+                                                                                    monkeypatch):
     """pretrain(repeat_gate) stores the share counted on the sources' training sequences;
     zero-shot uses it only when asked (and refuses a checkpoint without one); finetune counts the
     target's own; add_repeat_gate adds one to an existing checkpoint without touching its
@@ -277,6 +278,21 @@ def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finet
     assert checkpoint_net(tmp_path / "pre", split, text, "fake-enc").repeat_fit is None
     off, _ = finetune(tmp_path / "pre", split, text, "fake-enc", replace(ft_cfg, repeat_gate=False))
     assert off.repeat_fit is None
+    # mode auto counts the target's gate once and both candidates carry it
+    from shiftrec.models.transfer_fit import FitMode
+    from shiftrec.pipelines import transfer as tp
+
+    counts: list[int] = []
+
+    def counting(seqs, max_len):
+        counts.append(max_len)
+        return repeat_share(seqs, max_len)
+
+    monkeypatch.setattr(tp, "repeat_share", counting)
+    auto, fields = finetune(tmp_path / "pre", split, text, "fake-enc", replace(ft_cfg, mode=FitMode.AUTO))
+    assert counts == [ARCH.max_len] and auto.repeat_fit == ft.repeat_fit
+    assert set(fields["mode_selection"]["valid_ndcg@10"]) == {"inductive", "transductive"}
+    monkeypatch.undo()
     # a checkpoint pretrained without a gate: zero-shot refuses to invent one; add_repeat_gate
     # counts it on the sources it names, the weights copied byte for byte
     plain = tmp_path / "plain"
@@ -295,6 +311,11 @@ def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finet
     assert (plain / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in plain.iterdir()) == ["_COMPLETE", "manifest.json", "model.safetensors",
                                                        "trainer"]  # the run's resumable state stays
+    # to another folder: the gated checkpoint without the run's resumable state
+    assert add_repeat_gate(plain, [s.split for s in sources], tmp_path / "copy") == g
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["_COMPLETE", "manifest.json",
+                                                                     "model.safetensors"]
+    assert (tmp_path / "copy" / "model.safetensors").read_bytes() == weights
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -269,12 +269,14 @@ def _overrides(cfg: FinetuneConfig) -> dict[str, Any]:
 def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, encoder: str,
              cfg: FinetuneConfig = FinetuneConfig(), out_dir: str | Path | None = None, *,
              resume: bool = False, progress: Callable[[Any], None] | None = None,
-             data_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+             data_name: str | None = None,
+             counted_gate: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune `checkpoint` (None = train from scratch) on the target split with full CE.
 
     Returns (net, manifest fields incl. provenance and the training history). Writes a
     checkpoint that carries the target item table to out_dir when given. Mode `auto` fine-tunes
-    both modes and keeps the better on validation (finetune_either_mode).
+    both modes and keeps the better on validation (finetune_either_mode). `counted_gate` is the
+    repeat gate already counted on this split (with cfg.repeat_gate; mode auto counts it once).
     """
     import torch
 
@@ -301,7 +303,12 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     net.set_item_popularity(train_item_counts(split))
     # the gate counts the target's own repeats (a checkpoint's gate, counted on its sources, is
     # not kept: the target's training sequences say how often its shoppers come back)
-    net.repeat_fit = repeat_share(split.train, net.cfg.max_len) if cfg.repeat_gate else None
+    if not cfg.repeat_gate:
+        net.repeat_fit = None
+    elif counted_gate is not None and counted_gate.get("max_len") == net.cfg.max_len:
+        net.repeat_fit = counted_gate
+    else:
+        net.repeat_fit = repeat_share(split.train, net.cfg.max_len)
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
@@ -366,8 +373,10 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
             fits[m] = (net, {k: v for k, v in man.items() if k in _FIT_FIELDS})
             continue
         again = resume and sub is not None and (sub / "trainer" / "checkpoint.json").exists()
+        counted = next((f[0].repeat_fit for f in fits.values()), None)  # one count for both modes
         fits[m] = finetune(checkpoint, split, text, encoder, replace(cfg, mode=FitMode(m.value)),
-                           sub, resume=again, progress=progress, data_name=data_name)
+                           sub, resume=again, progress=progress, data_name=data_name,
+                           counted_gate=counted)
     # the validation NDCG@10 of each model as saved (with its text path, when one was chosen)
     valid = {m: float(f[1].get("text_path", {}).get("valid_ndcg@10",
                                                     f[1]["provenance"]["best_valid"][0]))
@@ -586,7 +595,8 @@ def add_repeat_gate(checkpoint: str | Path, sources: list[SeqSplit], out_dir: st
     held = Path(out_dir).parent / f".{Path(out_dir).name}.gate"  # out_dir may be the checkpoint
     if held.exists():
         shutil.rmtree(held)
-    shutil.copytree(p, held)
+    # what the rewrite needs: the hashed weights and the unhashed extras (not trainer/ state)
+    shutil.copytree(p, held, ignore=shutil.ignore_patterns("trainer"))
     # the pretraining's date is kept (the versions are those of this write)
     keep = {k: v for k, v in man.items() if k not in ("kind", "versions", "files", "model")}
 
