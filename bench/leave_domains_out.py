@@ -148,6 +148,7 @@ ID_ROWS = ("pop", "itemknn", "sasrec", "sasrec+flows")  # rows that read no item
 DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
 DEFAULT_SASREC_EPOCHS = 80
 SCRATCH_ROWS = ("scratch", "scratch-trans")  # the text model trained without a checkpoint
+FT_ROWS = ("ft", "ft-adaptor", "ft-seq", "ft-trans")  # fine-tuned from a checkpoint (--interpolate)
 TRAINED_TEXT_ROWS = (*SCRATCH_ROWS, "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
 
 
@@ -531,7 +532,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
         cfg = FinetuneConfig(epochs=args.epochs, patience=args.patience, seed=args.seed,
                              threads=args.threads, **setup, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
-                             adaptor_dropout=arch.adaptor_dropout, repeat_gate=args.repeat_gate)
+                             adaptor_dropout=arch.adaptor_dropout, repeat_gate=args.repeat_gate,
+                             interpolate=bool(getattr(args, "interpolate", False)) and row in FT_ROWS)
         start = None if row in SCRATCH_ROWS else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
@@ -544,6 +546,9 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                     [r["train_seconds"] for r in prov["history"]])), 2)}
         if start is not None:
             info["pretrained_from"] = str(Path(start).relative_to(ROOT))
+        if "interpolation" in fields:  # the reported validation is the interpolated net's
+            info["interpolation"] = fields["interpolation"]
+            info["valid_ndcg@10"] = fields["interpolation"]["valid_ndcg@10"]
         m, ranks = evaluate_net(net, split, "test", threads=args.threads, exclude_seen=ex)
         if ex:  # early stopping ranked every item; the reported validation ranks like the test
             info["valid_ndcg@10"] = evaluate_net(net, split, "valid", threads=args.threads,
@@ -569,8 +574,9 @@ def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.
     if args.dropout is not None:
         want["dropout"] = args.dropout
     want["repeat_gate"] = bool(getattr(args, "repeat_gate", False))
-    bad = {k: (fc.get(k), v) for k, v in want.items()
-           if fc.get(k, False if k == "repeat_gate" else None) != v}  # older models: no gate
+    want["interpolate"] = bool(getattr(args, "interpolate", False)) and row in FT_ROWS
+    bad = {k: (fc.get(k), v) for k, v in want.items()  # older models: no gate, no interpolation
+           if fc.get(k, False if k in ("repeat_gate", "interpolate") else None) != v}
     if bad:
         return "saved with " + ", ".join(f"{k} {a} (now {b})" for k, (a, b) in bad.items())
     start = None if row in SCRATCH_ROWS else ckpt
@@ -614,6 +620,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
             + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and parse_transforms(args.text_transforms) != ("none",) else "")
+            + ("~wise" if getattr(args, "interpolate", False) and row.split("+")[0] in FT_ROWS else "")
             + ("~rg" if getattr(args, "repeat_gate", False) and (trained or row in ("zs", "zs+text", "sasrec", "sasrec+flows"))
                else "")
             + (encoder_tag() if row not in ID_ROWS else "")
@@ -1099,6 +1106,10 @@ def main() -> None:
                        help="the repeat/explore gate (models.repeat; keys ~rg): zero-shot rows keep the "
                             "checkpoint's (counted on its sources; the checkpoint must carry one), "
                             "trained text rows and sasrec count it on the target's training sequences")
+        t.add_argument("--interpolate", action="store_true",
+                       help="fine-tuned rows (ft, ft-trans, ft-adaptor, ft-seq): WiSE-FT after training, "
+                            "alpha * fine-tuned + (1 - alpha) * pretrained with alpha chosen on "
+                            "validation (FinetuneConfig.interpolate; keys ~wise)")
         t.add_argument("--exclude-seen", action="store_true",
                        help="rank each test (and validation) target among the items outside the "
                             "user's history, as `shiftrec serve` recommends by default; choices made "

@@ -232,6 +232,58 @@ def test_wrong_encoder_and_empty_target(world, pretrained):
         zero_shot(pretrained, no_test, text, "fake-enc")
 
 
+def test_finetune_interpolate_mixes_back_toward_the_pretrained_weights(world, pretrained, tmp_path):
+    """interpolate (WiSE-FT): the saved weights are alpha * fine-tuned + (1 - alpha) * pretrained
+    for the alpha best on validation; a tensor the checkpoint did not store (the transductive
+    item-ID table) keeps its fine-tuned value; mode auto compares the interpolated nets; from
+    scratch it is refused."""
+    import torch
+
+    from shiftrec.models.transfer import load_checkpoint
+    from shiftrec.models.transfer_fit import FitMode
+    from shiftrec.pipelines.transfer import _overrides, interpolate_weights, pretrained_state
+
+    _, (split, text) = world
+    cfg = FinetuneConfig(epochs=3, lr=5e-3, batch_size=64, patience=0, threads=1,
+                         mode=FitMode.TRANSDUCTIVE)
+    plain, _ = finetune(pretrained, split, text, "fake-enc", cfg)
+    mixed, fields = finetune(pretrained, split, text, "fake-enc", replace(cfg, interpolate=True),
+                             tmp_path / "wise")
+    mix = fields["interpolation"]
+    by = {float(a): v for a, v in mix["valid_by_alpha"].items()}
+    assert set(by) == {0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
+    assert mix["alpha"] == max(by, key=lambda a: (by[a], a)) and mix["valid_ndcg@10"] == by[mix["alpha"]]
+    pre, _ = load_checkpoint(pretrained, text, encoder="fake-enc", overrides=_overrides(cfg))
+    a = mix["alpha"]
+    p_sd, t_sd, m_sd = pre.state_dict(), plain.state_dict(), mixed.state_dict()
+    start = pretrained_state(pre, pretrained)
+    assert "item_id.weight" in t_sd and "item_id.weight" not in start
+    assert torch.equal(m_sd["item_id.weight"], t_sd["item_id.weight"])
+    for k in start:
+        assert torch.allclose(m_sd[k], a * t_sd[k] + (1 - a) * p_sd[k], atol=1e-6), k
+    # the saved model is the interpolated one, and its validation is the one recorded
+    again, man = load_checkpoint(tmp_path / "wise", strict=True)
+    assert man["interpolation"] == mix and man["finetune_config"]["interpolate"] is True
+    assert evaluate_net(again, split, "valid")[0]["ndcg@10"] == pytest.approx(mix["valid_ndcg@10"])
+    # alpha 0 is the pretrained net itself (its item-ID table aside), alpha 1 the fine-tuned one
+    net, _ = finetune(pretrained, split, text, "fake-enc", cfg)
+    got = interpolate_weights(net, start, split, alphas=(0.0,), threads=1)
+    assert got["alpha"] == 0.0
+    assert all(torch.equal(net.state_dict()[k], p_sd[k]) for k in start)
+    net, _ = finetune(pretrained, split, text, "fake-enc", cfg)
+    interpolate_weights(net, start, split, alphas=(1.0,), threads=1)
+    assert all(torch.equal(net.state_dict()[k], t_sd[k]) for k in t_sd)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        interpolate_weights(net, start, split, alphas=(1.5,))
+    # mode auto keeps the mode better after interpolation
+    _, auto = finetune(pretrained, split, text, "fake-enc",
+                       replace(cfg, mode=FitMode.AUTO, interpolate=True))
+    v = auto["mode_selection"]["valid_ndcg@10"]
+    assert auto["interpolation"]["valid_ndcg@10"] == pytest.approx(v[auto["mode_selection"]["chosen"]])
+    with pytest.raises(ConfigError, match="needs a pretrained checkpoint"):
+        finetune(None, split, text, "fake-enc", replace(cfg, interpolate=True))
+
+
 def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path,
                                                                                     monkeypatch):
     """pretrain(repeat_gate) stores the share counted on the sources' training sequences;

@@ -121,6 +121,7 @@ def finetune_cmd(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on validation; weight 0 is a choice, so validation never gets worse")] = False,
     repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="the repeat/explore gate: the items of each history together get the share of next items that were found in the history in the target's training sequences (Amazon shops: almost none, so the history drops below the rest when every item is ranked); saved with the model")] = False,
+    interpolate: Annotated[bool, typer.Option("--interpolate", help="after training, mix the fine-tuned weights back toward the pretrained ones (WiSE-FT: alpha * fine-tuned + (1 - alpha) * pretrained, alpha from 0.5 to 1 chosen on validation; 1 = unchanged); not with --scratch")] = False,
 ) -> None:
     """Fine-tune a pretrained model on a target (full cross-entropy over all its items), then
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr 5e-4,
@@ -142,7 +143,8 @@ def finetune_cmd(
     con = _console()
     cfg = _cfg(FinetuneConfig, config, epochs=epochs, seed=seed, mode=mode, freeze=freeze, lr=lr,
                batch_size=batch_size, patience=patience, threads=threads,
-               text_path=True if text_path else None, repeat_gate=True if repeat_gate else None)
+               text_path=True if text_path else None, repeat_gate=True if repeat_gate else None,
+               interpolate=True if interpolate else None)
     ck = None if scratch else _checkpoint(checkpoint)
     enc = encoder or (read_manifest(ck)["encoder"] if ck is not None else "minilm")
     tgt = open_target(target, data_root, max_len=cfg.model.max_len)
@@ -155,6 +157,11 @@ def finetune_cmd(
     if ms is not None:
         con.print(f"mode auto: kept {ms['chosen']} (valid NDCG@10 "
                   + ", ".join(f"{m} {v:.4f}" for m, v in ms["valid_ndcg@10"].items()) + ")")
+    mix = fields.get("interpolation")
+    if mix is not None:
+        con.print(f"interpolated: {mix['alpha']:g} × fine-tuned + {1 - mix['alpha']:g} × pretrained "
+                  f"(valid NDCG@10 " + ", ".join(f"{a}: {v:.4f}" for a, v in mix["valid_by_alpha"].items())
+                  + ")")
     tp = fields.get("text_path")
     if tp is not None:
         con.print(_text_path_line(tp))

@@ -86,6 +86,10 @@ class FinetuneConfig:
     # the repeat/explore gate (models.repeat) with the share of next items found in the
     # history counted on the target's training sequences
     repeat_gate: bool = False
+    # after fine-tuning a checkpoint, the weights alpha * fine-tuned + (1 - alpha) * pretrained
+    # with alpha chosen on validation (WiSE-FT; pipelines.transfer.interpolate_weights; alpha 1 =
+    # plain fine-tuning is in the grid)
+    interpolate: bool = False
     # architecture for training from scratch (ignored when a checkpoint is given)
     model: TransferConfig = TransferConfig()
 

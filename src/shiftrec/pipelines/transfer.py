@@ -312,6 +312,11 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
+    if cfg.interpolate and checkpoint is None:
+        raise ConfigError("interpolate mixes the fine-tuned weights with the pretrained ones: it "
+                          "needs a pretrained checkpoint (not training from scratch)")
+    # the pretrained weights, for interpolate (tensors new to this net, such as item IDs, stay out)
+    start = pretrained_state(net, checkpoint) if cfg.interpolate and checkpoint is not None else None
     if cfg.text_path and net.cfg.text_skip:  # before training, not after it
         raise ConfigError("text_path chooses a text path after training, but this net already has "
                           "one (text_skip on, or a checkpoint saved with a text path): use one of them")
@@ -324,6 +329,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     result = train(net, tcfg, batches, split.valid, checkpoint_dir=ckpt, resume=resume,
                    progress=progress)
     seconds = result.seconds if resume else time.perf_counter() - t0
+    mix = interpolate_weights(net, start, split, threads=cfg.threads) if start is not None else None
     text_path = select_text_path(net, split, threads=cfg.threads) if cfg.text_path else None
     meta = {"name": data_name or split.name, "users": len(split.user_ids), "items": split.n_items,
             "fingerprint": split.meta.get("fingerprint")}
@@ -335,11 +341,57 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
               "data_fingerprint": meta["fingerprint"],
               "item_keys_hash": item_keys_hash(split),
               "provenance": _provenance([meta], seconds, result, cfg.seed)}
+    if mix is not None:
+        fields["interpolation"] = mix
     if text_path is not None:
         fields["text_path"] = text_path
     if out_dir is not None:
         save_checkpoint(net, out_dir, encoder=encoder, include_items=True, **fields)
     return net, fields
+
+
+INTERPOLATE_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # share of the fine-tuned weights
+
+
+def pretrained_state(net: Any, checkpoint: str | Path) -> dict[str, Any]:
+    """A copy of the net's floating-point tensors that `checkpoint` stored (as loaded: the
+    tensors it adds, such as a transductive item-ID table, are left out)."""
+    from safetensors import safe_open
+
+    from shiftrec.models.transfer import WEIGHTS
+
+    with safe_open(str(Path(checkpoint) / WEIGHTS), "pt") as f:
+        stored = set(f.keys())
+    return {k: v.detach().clone() for k, v in net.state_dict().items()
+            if k in stored and v.is_floating_point()}
+
+
+def interpolate_weights(net: Any, start: dict[str, Any], split: SeqSplit,
+                        alphas: tuple[float, ...] = INTERPOLATE_ALPHAS, threads: int = 0
+                        ) -> dict[str, Any]:
+    """WiSE-FT (Wortsman et al., CVPR 2022): set the net's weights to alpha * fine-tuned +
+    (1 - alpha) * pretrained (`start`, from pretrained_state), alpha the best of `alphas` on the
+    target's validation NDCG@10 (a tie keeps the larger alpha; alpha 1 is the fine-tuned net
+    unchanged). Tensors outside `start` keep their fine-tuned values. Returns the choice."""
+    import torch
+
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ConfigError(f"interpolation weights must lie in [0, 1], got {list(alphas)}")
+    tuned = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def load(a: float) -> None:
+        with torch.no_grad():
+            net.load_state_dict({k: (a * v + (1.0 - a) * start[k].to(v.dtype)) if k in start else v
+                                 for k, v in tuned.items()})
+
+    by: dict[float, float] = {}
+    for a in alphas:
+        load(a)
+        by[a] = float(evaluate_net(net, split, "valid", threads=threads)[0]["ndcg@10"])
+    best = max(by, key=lambda a: (by[a], a))
+    load(best)
+    return {"method": "WiSE-FT", "alpha": best, "valid_ndcg@10": by[best],
+            "valid_by_alpha": {f"{a:g}": v for a, v in by.items()}, "tensors": len(start)}
 
 
 CANDIDATES = "candidates"  # finetune_either_mode's working folder inside out_dir
@@ -377,10 +429,9 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
         fits[m] = finetune(checkpoint, split, text, encoder, replace(cfg, mode=FitMode(m.value)),
                            sub, resume=again, progress=progress, data_name=data_name,
                            counted_gate=counted)
-    # the validation NDCG@10 of each model as saved (with its text path, when one was chosen)
-    valid = {m: float(f[1].get("text_path", {}).get("valid_ndcg@10",
-                                                    f[1]["provenance"]["best_valid"][0]))
-             for m, f in fits.items()}
+    # the validation NDCG@10 of each model as saved (after its interpolation and text path)
+    valid = {m: float(f[1].get("text_path", f[1].get("interpolation", {})).get(
+                 "valid_ndcg@10", f[1]["provenance"]["best_valid"][0])) for m, f in fits.items()}
     chosen = max(valid, key=lambda m: (valid[m], m == Mode.INDUCTIVE))
     net, fields = fits[chosen]
     fields = {**fields, "mode_selection": {"chosen": chosen.value, "metric": "valid ndcg@10",
@@ -392,7 +443,8 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
 
 # the manifest fields that finetune() returns (a finished candidate is read back from them)
 _FIT_FIELDS = ("stage", "finetune_config", "pretrained_from", "pretrained_provenance",
-               "data_fingerprints", "data_fingerprint", "item_keys_hash", "provenance", "text_path")
+               "data_fingerprints", "data_fingerprint", "item_keys_hash", "provenance", "text_path",
+               "interpolation")
 
 
 # --------------------------------------------------------------------------------------- evaluate
