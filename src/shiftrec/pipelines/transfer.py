@@ -350,7 +350,7 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     return net, fields
 
 
-INTERPOLATE_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # share of the fine-tuned weights
+INTERPOLATE_ALPHAS = tuple(i / 10 for i in range(11))  # share of the fine-tuned weights (0: pretrained)
 
 
 def pretrained_state(net: Any, checkpoint: str | Path) -> dict[str, Any]:
