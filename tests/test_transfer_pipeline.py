@@ -405,6 +405,8 @@ def test_cli_finetune_rejects_bad_mode(tmp_path, pretrained):
     res = CliRunner().invoke(_cli(), ["evaluate", "scientific", "--checkpoint", str(pretrained),
                                       "--repeat-gate"])
     assert isinstance(res.exception, ConfigError) and "--zero-shot" in str(res.exception)
+    res = CliRunner().invoke(_cli(), ["finetune", "no-such-split", "--scratch", "--interpolate"])
+    assert isinstance(res.exception, ConfigError) and "--scratch" in str(res.exception)
 
 
 @pytest.mark.slow
@@ -506,6 +508,13 @@ def test_cli_pretrain_finetune_evaluate_with_minilm(tmp_path):
     assert "text path: weight" in r.output
     tp = json.loads((tmp_path / "ftt" / "manifest.json").read_text())["text_path"]
     assert f"text path: weight {tp['weight']:g}" in r.output
+    # --interpolate: WiSE-FT's alpha chosen on validation, printed and saved with the model
+    r = run.invoke(_cli(), ["finetune", str(tmp_path / "beta"), "--checkpoint", str(tmp_path / "pre"),
+                            "--epochs", "1", "--config", str(ft), "--interpolate",
+                            "-o", str(tmp_path / "ftw"), "--cache-dir", cache])
+    assert r.exit_code == 0, r.output
+    mix = json.loads((tmp_path / "ftw" / "manifest.json").read_text())["interpolation"]
+    assert f"interpolated: {mix['alpha']:g} × fine-tuned" in r.output.replace("\n", " ")
     from shiftrec.evaluate.significance import compare_runs
 
     res = compare_runs(tmp_path / "zs.json", tmp_path / "ft")  # same users, same data

@@ -131,6 +131,7 @@ def finetune_cmd(
 
     Example: shiftrec finetune scientific --mode auto -o out/sci
     """
+    from shiftrec.errors import ConfigError
     from shiftrec.models.transfer import read_manifest
     from shiftrec.pipelines.transfer import (
         FinetuneConfig,
@@ -145,6 +146,9 @@ def finetune_cmd(
                batch_size=batch_size, patience=patience, threads=threads,
                text_path=True if text_path else None, repeat_gate=True if repeat_gate else None,
                interpolate=True if interpolate else None)
+    if scratch and cfg.interpolate:
+        raise ConfigError("--interpolate mixes the fine-tuned weights with the pretrained ones: "
+                          "it does not go with --scratch")
     ck = None if scratch else _checkpoint(checkpoint)
     enc = encoder or (read_manifest(ck)["encoder"] if ck is not None else "minilm")
     tgt = open_target(target, data_root, max_len=cfg.model.max_len)
@@ -159,9 +163,10 @@ def finetune_cmd(
                   + ", ".join(f"{m} {v:.4f}" for m, v in ms["valid_ndcg@10"].items()) + ")")
     mix = fields.get("interpolation")
     if mix is not None:
-        con.print(f"interpolated: {mix['alpha']:g} × fine-tuned + {1 - mix['alpha']:g} × pretrained "
-                  f"(valid NDCG@10 " + ", ".join(f"{a}: {v:.4f}" for a, v in mix["valid_by_alpha"].items())
-                  + ")")
+        by = mix["valid_by_alpha"]
+        con.print(f"interpolated: {mix['alpha']:g} × fine-tuned + {1 - mix['alpha']:g} × pretrained, "
+                  f"chosen on valid NDCG@10 {mix['valid_ndcg@10']:.4f} (fine-tuned alone "
+                  f"{by['1']:.4f}, pretrained alone {by['0']:.4f})")
     tp = fields.get("text_path")
     if tp is not None:
         con.print(_text_path_line(tp))
