@@ -12,10 +12,10 @@ Rows (settings = the README's Scientific rows, see bench/cold_items.py and bench
   ft-ind                       `shiftrec finetune scientific` with the defaults of the time, now
                                pinned (checkpoint amazon-minilm, inductive, lr 2e-3, batch 1024,
                                patience 3, at most 25 epochs)
-  ft                           `shiftrec finetune scientific` with today's defaults (the shipped
-                               checkpoint amazon5dom-minilm, inductive, lr 5e-4, batch 1024,
-                               patience 10, at most 100 epochs): the settings every other
-                               fine-tuning row of issue 11 now uses
+  ft                           `shiftrec finetune scientific --no-interpolate`: the defaults of
+                               session 15 (the shipped checkpoint amazon5dom-minilm, inductive,
+                               lr 5e-4, batch 1024, patience 10, at most 100 epochs), before the
+                               WiSE-FT interpolation became a default
   sasrec+flows, ft-ind+flows,  `shiftrec train scientific --model shiftfusion --base-model RUN`
   ft+flows
                                (flow weight and smoothing chosen on validation; no seed of its own)
@@ -96,7 +96,7 @@ NOTES = [
     "The fine-tuned text model of seeds 1 and 2 stopped at finetune's 25-epoch cap with the best "
     "epoch at 24: it had not converged under the default settings used here.",
     "Popularity and item-kNN are deterministic (no seed): run once, std 0 by construction.",
-    "The `ft` rows use `shiftrec finetune scientific` with its defaults of today (the shipped "
+    "The `ft` rows use `shiftrec finetune scientific --no-interpolate`: its defaults of session 15 (the shipped "
     "amazon5dom-minilm checkpoint, lr 5e-4, patience 10, at most 100 epochs; they stopped at epochs "
     "33-57, well below the cap): 0.0598 ± 0.0015 against the pinned older recipe's 0.0599 ± 0.0009, "
     "equal within the seeds' spread; with the flows 0.0852 ± 0.0006 against 0.0862 ± 0.0003. Every "
@@ -125,8 +125,8 @@ def command(row: str, seed: int | None, work: Path, args: argparse.Namespace) ->
         return [CLI, "finetune", "scientific", "--checkpoint", "amazon-minilm", "--mode", "inductive",
                 "--epochs", "25", "--lr", "0.002", "--patience", "3", "--seed", str(seed),
                 "--threads", "1", "--cache-dir", str(args.cache_dir), "-o", out]
-    if row == "ft":  # finetune's defaults of today, nothing pinned but the seed and one thread
-        return [CLI, "finetune", "scientific", "--seed", str(seed), "--threads", "1",
+    if row == "ft":  # finetune's defaults of session 15, before --interpolate became one of them
+        return [CLI, "finetune", "scientific", "--no-interpolate", "--seed", str(seed), "--threads", "1",
                 "--cache-dir", str(args.cache_dir), "-o", out]
     if row.endswith("+flows"):
         base = run_dir(work, row.removesuffix("+flows"), seed)

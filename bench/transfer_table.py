@@ -384,7 +384,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     elif row in ("ft-ind", "ft-trans", "ft-adaptor"):
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
-        cfg = FinetuneConfig(mode=mode, freeze=freeze, **common, **drop)
+        # the recorded rows were fine-tuned before interpolation became finetune's default
+        cfg = FinetuneConfig(mode=mode, freeze=freeze, interpolate=False, **common, **drop)
         net, fields = finetune(pre_ck(), split, text, "minilm", cfg,
                                row_dir(row),
                                resume=args.resume, progress=_progress(row))

@@ -235,8 +235,8 @@ def test_wrong_encoder_and_empty_target(world, pretrained):
 def test_finetune_interpolate_mixes_back_toward_the_pretrained_weights(world, pretrained, tmp_path):
     """interpolate (WiSE-FT): the saved weights are alpha * fine-tuned + (1 - alpha) * pretrained
     for the alpha best on validation; a tensor the checkpoint did not store (the transductive
-    item-ID table) keeps its fine-tuned value; mode auto compares the interpolated nets; from
-    scratch it is refused."""
+    item-ID table) keeps its fine-tuned value; mode auto compares the interpolated nets; it is
+    the default, and training from scratch (nothing to mix with) skips it."""
     import torch
 
     from shiftrec.models.transfer import load_checkpoint
@@ -244,9 +244,11 @@ def test_finetune_interpolate_mixes_back_toward_the_pretrained_weights(world, pr
     from shiftrec.pipelines.transfer import _overrides, interpolate_weights, pretrained_state
 
     _, (split, text) = world
+    assert FinetuneConfig().interpolate is True
     cfg = FinetuneConfig(epochs=3, lr=5e-3, batch_size=64, patience=0, threads=1,
-                         mode=FitMode.TRANSDUCTIVE)
-    plain, _ = finetune(pretrained, split, text, "fake-enc", cfg)
+                         mode=FitMode.TRANSDUCTIVE, interpolate=False)
+    plain, no_mix = finetune(pretrained, split, text, "fake-enc", cfg)
+    assert "interpolation" not in no_mix
     mixed, fields = finetune(pretrained, split, text, "fake-enc", replace(cfg, interpolate=True),
                              tmp_path / "wise")
     mix = fields["interpolation"]
@@ -280,8 +282,8 @@ def test_finetune_interpolate_mixes_back_toward_the_pretrained_weights(world, pr
                        replace(cfg, mode=FitMode.AUTO, interpolate=True))
     v = auto["mode_selection"]["valid_ndcg@10"]
     assert auto["interpolation"]["valid_ndcg@10"] == pytest.approx(v[auto["mode_selection"]["chosen"]])
-    with pytest.raises(ConfigError, match="needs a pretrained checkpoint"):
-        finetune(None, split, text, "fake-enc", replace(cfg, interpolate=True))
+    _, scratch = finetune(None, split, text, "fake-enc", replace(cfg, interpolate=True))
+    assert "interpolation" not in scratch and scratch["stage"] == "scratch"
 
 
 def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path,

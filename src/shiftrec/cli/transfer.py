@@ -121,7 +121,7 @@ def finetune_cmd(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     text_path: Annotated[bool, typer.Option("--text-path", help="after training, add the text-similarity path (cosine of the history's recency-weighted titles with each item's) with the weight, decay and text transform (none, centre, whiten) best on validation; weight 0 is a choice, so validation never gets worse")] = False,
     repeat_gate: Annotated[bool, typer.Option("--repeat-gate", help="the repeat/explore gate: the items of each history together get the share of next items that were found in the history in the target's training sequences (Amazon shops: almost none, so the history drops below the rest when every item is ranked); saved with the model")] = False,
-    interpolate: Annotated[bool, typer.Option("--interpolate", help="after training, mix the fine-tuned weights back toward the pretrained ones (WiSE-FT: alpha * fine-tuned + (1 - alpha) * pretrained, alpha from 0 to 1 in steps of 0.1 chosen on validation; 1 = unchanged, 0 = the pretrained weights); not with --scratch")] = False,
+    interpolate: Annotated[bool | None, typer.Option("--interpolate/--no-interpolate", help="after training, mix the fine-tuned weights back toward the pretrained ones (WiSE-FT: alpha * fine-tuned + (1 - alpha) * pretrained, alpha from 0 to 1 in steps of 0.1 chosen on validation; 1 = unchanged, 0 = the pretrained weights). On by default when fine-tuning a checkpoint; not with --scratch")] = None,
 ) -> None:
     """Fine-tune a pretrained model on a target (full cross-entropy over all its items), then
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr 5e-4,
@@ -145,8 +145,8 @@ def finetune_cmd(
     cfg = _cfg(FinetuneConfig, config, epochs=epochs, seed=seed, mode=mode, freeze=freeze, lr=lr,
                batch_size=batch_size, patience=patience, threads=threads,
                text_path=True if text_path else None, repeat_gate=True if repeat_gate else None,
-               interpolate=True if interpolate else None)
-    if scratch and cfg.interpolate:
+               interpolate=interpolate)
+    if scratch and interpolate:
         raise ConfigError("--interpolate mixes the fine-tuned weights with the pretrained ones: "
                           "it does not go with --scratch")
     ck = None if scratch else _checkpoint(checkpoint)

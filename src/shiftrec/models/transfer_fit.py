@@ -59,7 +59,8 @@ class FinetuneConfig:
     The defaults were chosen on the validation splits of held-out shops (README, "Early
     stopping with room for both"): patience 10 within at most 100 epochs, batch 1024, and a
     learning rate of 5e-4 when fine-tuning a checkpoint, 2e-3 from scratch (`lr` None); the
-    README's older transfer rows used patience 3, at most 25 epochs, lr 2e-3 for both."""
+    README's older transfer rows used patience 3, at most 25 epochs, lr 2e-3 for both, and rows
+    recorded before `interpolate` became the default were fine-tuned without it."""
 
     mode: FitMode = FitMode.INDUCTIVE  # auto: both modes, the better on validation kept
     freeze: Freeze = Freeze.NONE
@@ -88,8 +89,10 @@ class FinetuneConfig:
     repeat_gate: bool = False
     # after fine-tuning a checkpoint, the weights alpha * fine-tuned + (1 - alpha) * pretrained
     # with alpha chosen on validation (WiSE-FT; pipelines.transfer.interpolate_weights; alpha 1 =
-    # plain fine-tuning is in the grid)
-    interpolate: bool = False
+    # plain fine-tuning is in the grid, so validation never gets worse). On by default: it was
+    # +0.1% to +6.4% on test in every held-out shop, never below (README, "Mixing back toward the
+    # pretrained weights"). Training from scratch has nothing to mix with and ignores it.
+    interpolate: bool = True
     # architecture for training from scratch (ignored when a checkpoint is given)
     model: TransferConfig = TransferConfig()
 

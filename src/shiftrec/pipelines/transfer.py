@@ -312,10 +312,8 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
     if cfg.freeze != Freeze.NONE and checkpoint is None:
         raise ConfigError(f"freeze '{cfg.freeze}' needs a pretrained checkpoint; "
                           "use freeze 'none' to train from scratch")
-    if cfg.interpolate and checkpoint is None:
-        raise ConfigError("interpolate mixes the fine-tuned weights with the pretrained ones: it "
-                          "needs a pretrained checkpoint (not training from scratch)")
-    # the pretrained weights, for interpolate (tensors new to this net, such as item IDs, stay out)
+    # the pretrained weights, for interpolate (tensors new to this net, such as item IDs, stay
+    # out); from scratch there is nothing to mix with
     start = pretrained_state(net, checkpoint) if cfg.interpolate and checkpoint is not None else None
     if cfg.text_path and net.cfg.text_skip:  # before training, not after it
         raise ConfigError("text_path chooses a text path after training, but this net already has "
