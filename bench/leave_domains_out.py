@@ -519,6 +519,8 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                 "max_epochs": args.epochs, "patience": args.patience}
         if man.get("pretrained_from"):
             info["pretrained_from"] = str(Path(man["pretrained_from"]).relative_to(ROOT))
+        if man.get("interpolation"):  # chosen ranking every item, as the early stopping was
+            info["interpolation"] = man["interpolation"]
     else:
         if not_reused not in (None, NO_SAVED_MODEL):
             print(f"{row}: not reusing {row_dir(row)} ({not_reused}); training again", flush=True)
@@ -546,6 +548,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                     [r["train_seconds"] for r in prov["history"]])), 2)}
         if start is not None:
             info["pretrained_from"] = str(Path(start).relative_to(ROOT))
+        # alpha is chosen ranking every item, as early stopping is, also under --exclude-seen
         if "interpolation" in fields:  # the reported validation is the interpolated net's
             info["interpolation"] = fields["interpolation"]
             info["valid_ndcg@10"] = fields["interpolation"]["valid_ndcg@10"]

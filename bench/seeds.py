@@ -57,12 +57,12 @@ LABELS = {
     "itemknn": "item-kNN (co-occurrence, recency-weighted)",
     "sasrec": "SASRec (ours, hidden 64, dropout 0.7)",
     "ft-ind": "ours pretrained + fine-tuned, inductive (amazon-minilm, lr 2e-3, patience 3, cap 25)",
-    "ft": "ours pretrained + fine-tuned, inductive (finetune's defaults: amazon5dom-minilm, lr 5e-4, "
-          "patience 10, cap 100)",
+    "ft": "ours pretrained + fine-tuned, inductive (finetune's defaults of session 15: amazon5dom-minilm, "
+          "lr 5e-4, patience 10, cap 100, no interpolation)",
     "sasrec+flows": "SASRec + item flows (ShiftFusion)",
     "ft-ind+flows": "ours pretrained + fine-tuned, inductive (amazon-minilm, cap 25), + item flows "
                     "(ShiftFusion)",
-    "ft+flows": "ours pretrained + fine-tuned, inductive (finetune's defaults), + item flows "
+    "ft+flows": "ours pretrained + fine-tuned, inductive (finetune's defaults of session 15), + item flows "
                 "(ShiftFusion)",
 }
 SASREC_YAML = """\
@@ -77,7 +77,7 @@ train:
   patience: 10
 """
 FT_DEFAULTS = {"mode": "inductive", "freeze": "none", "epochs": 25, "lr": 0.002, "batch_size": 1024,
-               "patience": 3}
+               "patience": 3, "interpolate": False}
 
 
 NOTES = [
@@ -123,7 +123,7 @@ def command(row: str, seed: int | None, work: Path, args: argparse.Namespace) ->
         # the checkpoint and the recipe behind the recorded table, pinned (the package's default
         # checkpoint and finetune's defaults changed since)
         return [CLI, "finetune", "scientific", "--checkpoint", "amazon-minilm", "--mode", "inductive",
-                "--epochs", "25", "--lr", "0.002", "--patience", "3", "--seed", str(seed),
+                "--epochs", "25", "--lr", "0.002", "--patience", "3", "--no-interpolate", "--seed", str(seed),
                 "--threads", "1", "--cache-dir", str(args.cache_dir), "-o", out]
     if row == "ft":  # finetune's defaults of session 15, before --interpolate became one of them
         return [CLI, "finetune", "scientific", "--no-interpolate", "--seed", str(seed), "--threads", "1",
@@ -143,7 +143,8 @@ def check_reuse(path: Path, seed: int) -> str | None:
     fc = man.get("finetune_config", {})
     if fc.get("seed") != seed:
         return f"seed {fc.get('seed')} != {seed}"
-    bad = {k: fc.get(k) for k, v in FT_DEFAULTS.items() if fc.get(k) != v}
+    bad = {k: fc.get(k) for k, v in FT_DEFAULTS.items()  # older runs: no interpolation
+           if fc.get(k, False if k == "interpolate" else None) != v}
     if bad:
         return f"settings differ from finetune's defaults: {bad}"
     if "assets/pretrained/amazon-minilm" not in str(man.get("pretrained_from", "")):

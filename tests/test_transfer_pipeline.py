@@ -131,7 +131,9 @@ def test_finetune_mode_auto_keeps_the_better_on_validation(world, pretrained, tm
     from shiftrec.pipelines import transfer as tp
 
     _, (split, text) = world
-    cfg = FinetuneConfig(mode=FitMode.AUTO, epochs=2, lr=5e-3, batch_size=64, patience=0, threads=1)
+    # without interpolation: the tie below is forced on the training's best validation
+    cfg = FinetuneConfig(mode=FitMode.AUTO, epochs=2, lr=5e-3, batch_size=64, patience=0, threads=1,
+                         interpolate=False)
     out = tmp_path / "auto"
     net, fields = finetune(pretrained, split, text, "fake-enc", cfg, out)
     sel = fields["mode_selection"]
@@ -165,6 +167,9 @@ def test_finetune_mode_auto_keeps_the_better_on_validation(world, pretrained, tm
     with pytest.raises(KeyboardInterrupt):
         tp.finetune_either_mode(pretrained, split, text, "fake-enc", cfg, out2)
     assert (out2 / tp.CANDIDATES / "inductive" / "manifest.json").exists()
+    with pytest.raises(ConfigError, match="without interpolation"):  # the other setting: refused
+        tp.finetune_either_mode(pretrained, split, text, "fake-enc", replace(cfg, interpolate=True),
+                                out2, resume=True)
     with pytest.raises(ArtifactError, match="no interrupted run"):
         tp.finetune_either_mode(pretrained, split, text, "fake-enc", cfg, tmp_path / "none", resume=True)
 
@@ -284,6 +289,29 @@ def test_finetune_interpolate_mixes_back_toward_the_pretrained_weights(world, pr
     assert auto["interpolation"]["valid_ndcg@10"] == pytest.approx(v[auto["mode_selection"]["chosen"]])
     _, scratch = finetune(None, split, text, "fake-enc", replace(cfg, interpolate=True))
     assert "interpolation" not in scratch and scratch["stage"] == "scratch"
+    assert scratch["finetune_config"]["interpolate"] is False  # what was done, not what was asked
+    assert fields["finetune_config"]["interpolate"] is True
+    # pretrained tensors of another dtype are brought to the net's
+    net, _ = finetune(pretrained, split, text, "fake-enc", cfg)
+    interpolate_weights(net, {k: v.double() for k, v in start.items()}, split, alphas=(0.0,), threads=1)
+    assert all(net.state_dict()[k].dtype == torch.float32 for k in start)
+    assert all(torch.allclose(net.state_dict()[k], p_sd[k]) for k in start)
+
+
+@pytest.mark.gpu
+def test_finetune_interpolate_on_the_gpu(world, pretrained):
+    """Training moves the net to CUDA after the pretrained weights were copied on the CPU: the
+    interpolation must mix on the net's device."""
+    import torch
+
+    from shiftrec.train.trainer import Device
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _, (split, text) = world
+    cfg = FinetuneConfig(epochs=1, batch_size=64, patience=0, threads=1, device=Device.CUDA)
+    net, fields = finetune(pretrained, split, text, "fake-enc", cfg)
+    assert "interpolation" in fields and next(net.parameters()).device.type == "cuda"
 
 
 def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finetune(world, tmp_path,
@@ -365,7 +393,7 @@ def test_repeat_gate_counted_on_sources_kept_by_zero_shot_and_recounted_by_finet
     assert (plain / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in plain.iterdir()) == ["_COMPLETE", "manifest.json", "model.safetensors",
                                                        "trainer"]  # the run's resumable state stays
-    # to another folder: the gated checkpoint without the run's resumable state
+    # to another folder: the gated checkpoint alone
     assert add_repeat_gate(plain, [s.split for s in sources], tmp_path / "copy") == g
     assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["_COMPLETE", "manifest.json",
                                                                      "model.safetensors"]

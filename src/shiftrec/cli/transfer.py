@@ -127,7 +127,8 @@ def finetune_cmd(
     report test metrics. Works out of the box with the shipped checkpoint; the defaults (lr 5e-4,
     or 2e-3 with --scratch; batch 1024; patience 10, at most 100 epochs) were chosen on the
     validation splits of shops the checkpoint never saw, giving training from scratch the same
-    room to converge.
+    room to converge. After training, the weights are mixed back toward the checkpoint's with the
+    share best on validation (WiSE-FT; --no-interpolate keeps the fine-tuned weights).
 
     Example: shiftrec finetune scientific --mode auto -o out/sci
     """
@@ -165,8 +166,8 @@ def finetune_cmd(
     if mix is not None:
         by = mix["valid_by_alpha"]
         con.print(f"interpolated: {mix['alpha']:g} × fine-tuned + {1 - mix['alpha']:g} × pretrained, "
-                  f"chosen on valid NDCG@10 {mix['valid_ndcg@10']:.4f} (fine-tuned alone "
-                  f"{by['1']:.4f}, pretrained alone {by['0']:.4f})")
+                  f"chosen on valid NDCG@10 {mix['valid_ndcg@10']:.4f} (alpha 1, the fine-tuned "
+                  f"weights: {by['1']:.4f}; alpha 0, the checkpoint's: {by['0']:.4f})")
     tp = fields.get("text_path")
     if tp is not None:
         con.print(_text_path_line(tp))

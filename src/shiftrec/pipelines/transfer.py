@@ -333,7 +333,8 @@ def finetune(checkpoint: str | Path | None, split: SeqSplit, text: np.ndarray, e
             "fingerprint": split.meta.get("fingerprint")}
     fields = {"stage": "finetune" if checkpoint is not None else "scratch",
               # the learning rate actually used (None in the config picks one by the start)
-              "finetune_config": {**to_dict(cfg), "lr": tcfg.phases[0].lr},
+              "finetune_config": {**to_dict(cfg), "lr": tcfg.phases[0].lr,
+                                  "interpolate": start is not None},
               **base,
               "data_fingerprints": {meta["name"]: meta["fingerprint"]},
               "data_fingerprint": meta["fingerprint"],
@@ -370,7 +371,8 @@ def interpolate_weights(net: Any, start: dict[str, Any], split: SeqSplit,
     """WiSE-FT (Wortsman et al., CVPR 2022): set the net's weights to alpha * fine-tuned +
     (1 - alpha) * pretrained (`start`, from pretrained_state), alpha the best of `alphas` on the
     target's validation NDCG@10 (a tie keeps the larger alpha; alpha 1 is the fine-tuned net
-    unchanged). Tensors outside `start` keep their fine-tuned values. Returns the choice."""
+    unchanged). Tensors outside `start` keep their fine-tuned values, so alpha 0 is the pretrained
+    net with the fine-tuned item-ID table when fine-tuning added one. Returns the choice."""
     import torch
 
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
@@ -379,8 +381,9 @@ def interpolate_weights(net: Any, start: dict[str, Any], split: SeqSplit,
 
     def load(a: float) -> None:
         with torch.no_grad():
-            net.load_state_dict({k: (a * v + (1.0 - a) * start[k].to(v.dtype)) if k in start else v
-                                 for k, v in tuned.items()})
+            # the net may have moved to the GPU for training after `start` was copied
+            net.load_state_dict({k: (a * v + (1.0 - a) * start[k].to(device=v.device, dtype=v.dtype))
+                                 if k in start else v for k, v in tuned.items()})
 
     by: dict[float, float] = {}
     for a in alphas:
@@ -420,6 +423,12 @@ def finetune_either_mode(checkpoint: str | Path | None, split: SeqSplit, text: n
                                   f"{'with' if net.repeat_fit is not None else 'without'} the repeat "
                                   "gate; resume with the same setting, or start again without --resume",
                                   path=sub)
+            mixed = bool((man.get("finetune_config") or {}).get("interpolate", False))
+            if checkpoint is not None and mixed != bool(cfg.interpolate):
+                raise ConfigError(f"--resume: the finished {m.value} candidate was fine-tuned "
+                                  f"{'with' if mixed else 'without'} interpolation; resume with the "
+                                  "same setting (--interpolate / --no-interpolate), or start again "
+                                  "without --resume", path=sub)
             fits[m] = (net, {k: v for k, v in man.items() if k in _FIT_FIELDS})
             continue
         again = resume and sub is not None and (sub / "trainer" / "checkpoint.json").exists()
