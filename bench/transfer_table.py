@@ -241,6 +241,18 @@ def prepare(ds_name: str, cache_dir: Path) -> Any:
     return make_source(ds, "minilm", cache_dir=cache_dir)
 
 
+GATED_ROWS = ("scratch", "scratch-trans", "ft-ind", "ft-trans", "ft-adaptor")  # --repeat-gate
+MIXED_ROWS = ("ft-ind", "ft-trans", "ft-adaptor")  # --interpolate
+
+
+def fit_suffix(row: str, args: argparse.Namespace) -> str:
+    """'~rg' (--repeat-gate) and '~wise' (--interpolate) for the trained text rows and the +text /
+    +flows rows built on them: in the row's key and its work folder."""
+    base = row.split("~")[0].removesuffix("+flows").removesuffix("+text")
+    return (("~wise" if getattr(args, "interpolate", False) and base in MIXED_ROWS else "")
+            + ("~rg" if getattr(args, "repeat_gate", False) and base in GATED_ROWS else ""))
+
+
 def tx_suffix(row: str, args: argparse.Namespace) -> str:
     """'~tx' for a text-similarity row choosing among transforms (the raw rows keep their keys)."""
     uses = row in ("textsim", "textsim+flows") or row.endswith("+text")
@@ -290,7 +302,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
 
     def row_dir(name: str) -> Path:
         """Where a row saves its model (and a +flows / +text row finds its base): per tag."""
-        return work / f"{ds_name}-{name}{'-' + args.tag if args.tag else ''}"
+        return work / f"{ds_name}-{name}{fit_suffix(name, args)}{'-' + args.tag if args.tag else ''}"
 
     def pre_ck() -> Path:
         if args.checkpoint:  # a folder, or the name of a shipped checkpoint
@@ -349,7 +361,7 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
     elif row in ("scratch", "scratch-trans"):
         mode = Mode.INDUCTIVE if row == "scratch" else Mode.TRANSDUCTIVE
         arch = TransferConfig(hidden=args.hidden, n_experts=args.experts, pop_buckets=args.pop_buckets)
-        cfg = FinetuneConfig(mode=mode, model=arch, **common, **drop)
+        cfg = FinetuneConfig(mode=mode, model=arch, repeat_gate=args.repeat_gate, **common, **drop)
         net, fields = finetune(None, split, text, "minilm", cfg, row_dir(row),
                                progress=_progress(row))
         out |= hist_of(fields)
@@ -385,7 +397,8 @@ def run_row(row: str, ds_name: str, src: Any, args: argparse.Namespace, work: Pa
         mode = Mode.TRANSDUCTIVE if row == "ft-trans" else Mode.INDUCTIVE
         freeze = Freeze.ENCODER if row == "ft-adaptor" else Freeze.NONE
         # the recorded rows were fine-tuned before interpolation became finetune's default
-        cfg = FinetuneConfig(mode=mode, freeze=freeze, interpolate=False, **common, **drop)
+        cfg = FinetuneConfig(mode=mode, freeze=freeze, interpolate=args.interpolate,
+                             repeat_gate=args.repeat_gate, **common, **drop)
         net, fields = finetune(pre_ck(), split, text, "minilm", cfg,
                                row_dir(row),
                                resume=args.resume, progress=_progress(row))
@@ -474,6 +487,14 @@ def main(argv: list[str] | None = None) -> int:
                     / "text-cache")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/shiftrec-transfer-bench"))
     ap.add_argument("--tag", default=None, help="store rows under '<row>@<tag>' (ablations)")
+    ap.add_argument("--repeat-gate", action="store_true",
+                    help="the trained text rows (scratch, scratch-trans, ft-ind, ft-trans, ft-adaptor) "
+                         "count the repeat/explore gate on the target's training sequences "
+                         "(models.repeat); keys and work folders get ~rg, also for their +text / +flows rows")
+    ap.add_argument("--interpolate", action="store_true",
+                    help="the fine-tuned rows mix their weights back toward the checkpoint's, alpha "
+                         "chosen on validation (WiSE-FT, finetune's default since session 18; the "
+                         "recorded rows ran without it); keys and work folders get ~wise")
     ap.add_argument("--text-transforms", default="none",
                     help="textsim and the +text rows choose the catalogue transform of the text vectors "
                          "from these on validation (none,centre,whiten: the library's default, keys "
@@ -498,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         print(f"[{args.dataset}] {row} ...", flush=True)
         r, ranks = run_row(row, args.dataset, src, args, args.work_dir)
-        key = row + tx_suffix(row, args) + ("" if args.tag is None else f"@{args.tag}")
+        key = row + tx_suffix(row, args) + fit_suffix(row, args) + ("" if args.tag is None else f"@{args.tag}")
         with locked(LOCK):
             if ranks is not None:
                 store_ranks(f"{args.dataset}/{key}", ranks)
