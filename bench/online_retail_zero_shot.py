@@ -28,7 +28,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "online_retail_zero_shot.json"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    import transfer_table as tt
 
     from shiftrec.evaluate.ranking import evaluate
     from shiftrec.evaluate.significance import paired_test
@@ -64,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no Online Retail II checkpoint in {ck}: run bench/transfer_table.py --dataset "
                  "online-retail-shuffle ... --rows pretrain first (see this script's docstring)")
     t0 = time.perf_counter()
-    src = tt.prepare("online-retail-shuffle", args.cache_dir)
+    # the target as bench/transfer_table.py prepares it (the same split, the same text cache)
+    src = make_source(load_dataset("online-retail-shuffle"), "minilm", cache_dir=args.cache_dir)
     split, text = src.split, src.text
     # the checkpoint's own sources: Online Retail II before Online Retail I's first event
     src_ds = events_before(load_dataset("online-retail-ii-shuffle"), int(split.train.times.min()))
