@@ -106,7 +106,7 @@ def seed_groups(rows: dict[str, Any]) -> dict[str, dict[int, str]]:
         m = SEED_TAG.match(key)
         if m:
             groups.setdefault(m["row"], {})[int(m["seed"])] = key
-        elif "@" not in key and key in ROW_LABELS and key != "pretrain":
+        elif "@" not in key and key.split("~")[0] in ROW_LABELS and key != "pretrain":
             groups.setdefault(key, {})[int(r.get("seed", 0))] = key
     return {k: dict(sorted(g.items())) for k, g in groups.items() if len(g) > 1}
 
@@ -124,7 +124,11 @@ def seeds_section(ds: str, rows: dict[str, Any], ranks: dict[str, np.ndarray]) -
              "mean ± sample std (ddof = 1) over the seeds; rows without a training seed once.", "",
              "| system | Recall@10 | NDCG@10 | Recall@50 | NDCG@50 | seeds |", "|---|---|---|---|---|---|"]
     means: dict[str, float] = {}
-    for key, label in ROW_LABELS.items():
+    # every row of ROW_LABELS, and after each the same row with its suffixes (~tx, ~wise, ~rg)
+    keyed = [(k, ROW_LABELS[k.split("~")[0]] + (f" ({k.split('~', 1)[1]})" if "~" in k else ""))
+             for base in ROW_LABELS for k in [base, *sorted(g for g in groups
+                                                           if "~" in g and g.split("~")[0] == base)]]
+    for key, label in keyed:
         if key in groups:
             vals = np.array([[rows[k]["test"][m] for m in METRICS] for k in groups[key].values()])
             cells = [f"{mu:.4f} ± {sd:.4f}" for mu, sd in zip(vals.mean(0), vals.std(0, ddof=1), strict=True)]
