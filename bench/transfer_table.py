@@ -72,6 +72,7 @@ ROW_LABELS = {
     "scratch+text": "ours from scratch + text path (chosen on validation)",
     "ft-ind+text": "ours pretrained + fine-tuned (inductive) + text path (chosen on validation)",
     "ft-trans+text": "ours pretrained + fine-tuned (transductive) + text path (chosen on validation)",
+    "scratch-trans+text": "ours from scratch (transductive) + text path (chosen on validation)",
 }
 PRETRAIN_SOURCE = {"online-retail": "online-retail-ii", "online-retail-shuffle": "online-retail-ii-shuffle"}
 
