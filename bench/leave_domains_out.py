@@ -149,7 +149,12 @@ DEFAULT_PATIENCE = 3  # of the scratch / fine-tune rows (SASRec's is 10)
 DEFAULT_SASREC_EPOCHS = 80
 SCRATCH_ROWS = ("scratch", "scratch-trans")  # the text model trained without a checkpoint
 FT_ROWS = ("ft", "ft-adaptor", "ft-seq", "ft-trans")  # fine-tuned from a checkpoint (--interpolate)
-TRAINED_TEXT_ROWS = (*SCRATCH_ROWS, "ft", "ft-adaptor", "ft-seq", "ft-trans")  # rows that take --lr
+TRAINED_TEXT_ROWS = (*SCRATCH_ROWS, *FT_ROWS)  # rows that take --lr
+
+
+def interpolates(row: str, args: argparse.Namespace) -> bool:
+    """--interpolate applies to this row: a fine-tuned row, or a +text / +flows row on one."""
+    return bool(getattr(args, "interpolate", False)) and row.split("+")[0] in FT_ROWS
 
 
 def set_encoder(spec: str) -> None:
@@ -535,7 +540,7 @@ def run_row(row: str, src: Any, ckpt: Path | None, args: argparse.Namespace, row
                              threads=args.threads, **setup, model=arch,
                              dropout=arch.dropout, attn_dropout=arch.attn_dropout,
                              adaptor_dropout=arch.adaptor_dropout, repeat_gate=args.repeat_gate,
-                             interpolate=bool(getattr(args, "interpolate", False)) and row in FT_ROWS)
+                             interpolate=interpolates(row, args))
         start = None if row in SCRATCH_ROWS else ckpt
         net, fields = finetune(start, split, text, ENCODER, cfg, row_dir(row), resume=args.resume
                                and (row_dir(row) / "trainer" / "checkpoint.json").exists(),
@@ -577,7 +582,7 @@ def saved_row_differs(row: str, folder: Path, ckpt: Path | None, args: argparse.
     if args.dropout is not None:
         want["dropout"] = args.dropout
     want["repeat_gate"] = bool(getattr(args, "repeat_gate", False))
-    want["interpolate"] = bool(getattr(args, "interpolate", False)) and row in FT_ROWS
+    want["interpolate"] = interpolates(row, args)
     bad = {k: (fc.get(k), v) for k, v in want.items()  # older models: no gate, no interpolation
            if fc.get(k, False if k in ("repeat_gate", "interpolate") else None) != v}
     if bad:
@@ -623,7 +628,7 @@ def row_key(name: str, row: str, tag: str, args: argparse.Namespace) -> str:
                and row in ("sasrec", "sasrec+flows") else "")
             + ("~skip" if args.text_skip and trained else "")
             + ("~tx" if row in TEXT_ROWS_WITH_TRANSFORM and parse_transforms(args.text_transforms) != ("none",) else "")
-            + ("~wise" if getattr(args, "interpolate", False) and row.split("+")[0] in FT_ROWS else "")
+            + ("~wise" if interpolates(row, args) else "")
             + ("~rg" if getattr(args, "repeat_gate", False) and (trained or row in ("zs", "zs+text", "sasrec", "sasrec+flows"))
                else "")
             + (encoder_tag() if row not in ID_ROWS else "")
